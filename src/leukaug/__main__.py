@@ -1,0 +1,3 @@
+from leukaug.cli import main
+
+main()
