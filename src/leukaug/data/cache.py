@@ -1,0 +1,173 @@
+"""Decode and resize every image once into a memory-mapped uint8 array shared by all arms.
+
+Layout: `cache_dir/<key>/images.npy` (N x size x size x 3, rows in sorted `image_id`
+order), `image_ids.json`, `meta.json`. The key is a BLAKE2b digest of every file's bytes
+and id plus the size, crop and `CACHE_FORMAT`, so edited, added or removed images give a
+new key (invalidation), and every arm with the same data and size reuses one cache.
+A cache is built in a temporary folder and renamed into place: a crash never leaves a
+half-written cache under a valid key.
+
+Resize policy: optional centre crop (keep the central `crop` fraction of each side),
+pad a non-square image with black to a square (cells sit on black), then PIL bicubic
+resize to `size` (PIL filters over the full source footprint when shrinking, i.e.
+antialiased). C-NMC is 450 x 450, so this is a plain resize unless `crop` is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from leukaug.data.images import open_rgb
+from leukaug.errors import DataError
+
+CACHE_FORMAT = 1  # bump when the resize policy changes, to invalidate old caches
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> digest, per process
+
+
+@dataclass
+class ImageCache:
+    """Images of a manifest at one size; `images[i]` is the image of `image_ids[i]`."""
+
+    images: np.ndarray  # read-only np.memmap, uint8 (N, size, size, 3)
+    image_ids: list[str]
+    size: int
+    crop: float | None
+    fingerprint: str
+    path: Path
+
+    def __post_init__(self) -> None:
+        self._row_of = {image_id: row for row, image_id in enumerate(self.image_ids)}
+
+    def rows(self, image_ids: Sequence[str] | pd.Series) -> np.ndarray:
+        """Row indices of `image_ids`; raises `DataError` for an id the cache does not hold."""
+        try:
+            return np.fromiter(
+                (self._row_of[i] for i in image_ids), dtype=np.int64, count=len(image_ids)
+            )
+        except KeyError as error:
+            raise DataError(
+                f"image {error.args[0]!r} is not in the image cache {self.path}. "
+                "Fix: build the cache from the same manifest (load_or_build_cache)."
+            ) from None
+
+
+def file_digest(path: str | Path) -> str:
+    """BLAKE2b of a file's bytes, memoised per process by (path, size, mtime)."""
+    stat = os.stat(path)
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def fingerprint(manifest: pd.DataFrame, size: int, crop: float | None = None) -> str:
+    """Content key of the manifest's files at this size and crop."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps({"format": CACHE_FORMAT, "size": size, "crop": crop}).encode())
+    for image_id, path in sorted(zip(manifest["image_id"], manifest["path"], strict=True)):
+        digest.update(f"{image_id}\0{file_digest(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def prepare_image(image: np.ndarray, size: int, crop: float | None = None) -> np.ndarray:
+    """The resize policy: centre crop, pad to square with black, bicubic resize to `size`."""
+    height, width = image.shape[:2]
+    if crop is not None:
+        keep_h, keep_w = max(1, round(height * crop)), max(1, round(width * crop))
+        top, left = (height - keep_h) // 2, (width - keep_w) // 2
+        image = image[top : top + keep_h, left : left + keep_w]
+        height, width = image.shape[:2]
+    if height != width:
+        side = max(height, width)
+        square = np.zeros((side, side, 3), dtype=np.uint8)
+        top, left = (side - height) // 2, (side - width) // 2
+        square[top : top + height, left : left + width] = image
+        image = square
+    if image.shape[0] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def load_or_build_cache(
+    manifest: pd.DataFrame, size: int, cache_dir: str | Path, crop: float | None = None
+) -> ImageCache:
+    """The cache of `manifest`'s images at `size` (and `crop`), built once and reused."""
+    if not 8 <= int(size) <= 4096:
+        raise DataError(f"image size {size} is out of range. Fix: use 8 to 4096 pixels.")
+    if crop is not None and not 0.0 < crop <= 1.0:
+        raise DataError(
+            f"crop {crop} must be a fraction in (0, 1], e.g. 0.67 to keep the central two thirds."
+        )
+    cache_dir = Path(cache_dir)
+    key = fingerprint(manifest, size, crop)
+    folder = cache_dir / key
+    if not (folder / "meta.json").is_file():
+        _build(manifest, size, crop, key, folder)
+    return _open(folder, size, crop, key)
+
+
+def _build(manifest: pd.DataFrame, size: int, crop: float | None, key: str, folder: Path) -> None:
+    ordered = manifest.sort_values("image_id", kind="stable")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=folder.parent))
+    try:
+        images = np.lib.format.open_memmap(
+            tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(ordered), size, size, 3)
+        )
+        for row, path in enumerate(ordered["path"]):
+            image, _ = open_rgb(path)
+            images[row] = prepare_image(image, size, crop)
+        images.flush()
+        del images
+        (tmp / "image_ids.json").write_text(json.dumps(list(ordered["image_id"])))
+        meta = {
+            "format": CACHE_FORMAT,
+            "size": size,
+            "crop": crop,
+            "fingerprint": key,
+            "n": len(ordered),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        for name in ("images.npy", "image_ids.json", "meta.json"):
+            with open(tmp / name, "rb") as handle:
+                os.fsync(handle.fileno())
+        try:
+            os.replace(tmp, folder)  # atomic; fails if another process finished first
+        except OSError:
+            if not (folder / "meta.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _open(folder: Path, size: int, crop: float | None, key: str) -> ImageCache:
+    try:
+        image_ids = json.loads((folder / "image_ids.json").read_text())
+        images = np.load(folder / "images.npy", mmap_mode="r")
+    except (OSError, ValueError) as error:
+        raise DataError(
+            f"{folder}: the image cache is unreadable ({error}). Fix: delete this folder; it will be rebuilt."
+        ) from None
+    if images.shape != (len(image_ids), size, size, 3) or images.dtype != np.uint8:
+        raise DataError(
+            f"{folder}: the image cache has shape {images.shape}, not ({len(image_ids)}, {size}, {size}, 3). Fix: delete this folder; it will be rebuilt."
+        )
+    return ImageCache(
+        images=images, image_ids=image_ids, size=size, crop=crop, fingerprint=key, path=folder
+    )

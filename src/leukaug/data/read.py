@@ -1,0 +1,159 @@
+"""`read_dataset`: any supported layout on disk -> a validated, labelled, subject-aware manifest.
+
+Layouts: `cnmc_kaggle`, `cnmc_tcia` (auto-detected), `folders` (one folder per class,
+needs `positive_class`), `csv` (`path,label[,subject][,split]`, needs `labels_csv`).
+Every image is fully decoded once here, so a truncated file fails now with its path,
+not in the middle of a study; its size and mode are recorded for the report.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from leukaug.data import cnmc, folders
+from leukaug.data.images import CONVERSION_RULES, open_rgb
+from leukaug.data.synth import MARKER_FILE
+from leukaug.errors import DataError
+
+LAYOUTS = ("auto", cnmc.KAGGLE, cnmc.TCIA, "folders", "csv")
+MANIFEST_COLUMNS = ["image_id", "path", "label", "subject", "source_split", "fold"]
+
+
+@dataclass
+class Dataset:
+    """A data set read from disk. `manifest` follows ARCHITECTURE.md; the rest is for reports."""
+
+    root: Path
+    layout: str
+    manifest: pd.DataFrame
+    ignored: list[str] = field(default_factory=list)  # non-image files skipped, relative to root
+    conversions: dict[str, int] = field(default_factory=dict)  # original mode -> count (non-RGB)
+    modes: dict[str, int] = field(default_factory=dict)  # original mode -> count (all)
+    sizes: dict[str, int] = field(default_factory=dict)  # "WxH" -> count
+    synthetic: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def detect_layout(
+    root: Path, positive_class: str | None = None, labels_csv: str | Path | None = None
+) -> tuple[Path, str]:
+    """(data root, layout name) for `root`; raises `DataError` with the expected layouts."""
+    if labels_csv is not None:
+        return root, "csv"
+    found = cnmc.detect(root)
+    if found is not None:
+        return found
+    if positive_class is not None:
+        return root, "folders"
+    raise DataError(
+        f"{root}: cannot tell the layout. Expected one of: the Kaggle C-NMC folder "
+        "(C-NMC_Leukemia/ with training_data/ and validation_data/), the TCIA release "
+        "(C-NMC_training_data/, C-NMC_test_prelim_phase_data/), one folder per class "
+        "(pass --positive-class NAME), or a CSV of path,label[,subject] (pass --labels-csv FILE)."
+    )
+
+
+def read_dataset(
+    root: str | Path,
+    layout: str = "auto",
+    positive_class: str | None = None,
+    labels_csv: str | Path | None = None,
+    check_images: bool = True,
+) -> Dataset:
+    """Read and validate a data set. `check_images=False` skips decoding (faster, less safe)."""
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found. Fix: check the path to the data set.")
+    if layout not in LAYOUTS:
+        raise DataError(f"unknown layout {layout!r}. Fix: use one of {', '.join(LAYOUTS)}.")
+    if layout == "auto":
+        data_root, layout = detect_layout(root, positive_class, labels_csv)
+    elif layout in (cnmc.KAGGLE, cnmc.TCIA):
+        found = cnmc.detect(root)
+        data_root = found[0] if found else root
+    else:
+        data_root = root
+
+    ignored: list[Path] = []
+    if layout == cnmc.KAGGLE:
+        rows, notes = cnmc.read_kaggle(data_root, ignored)
+    elif layout == cnmc.TCIA:
+        rows, notes = cnmc.read_tcia(data_root, ignored)
+    elif layout == "folders":
+        rows, notes = folders.read_class_folders(data_root, positive_class, ignored)
+    else:
+        if labels_csv is None:
+            raise DataError("layout 'csv' needs a CSV file. Fix: pass --labels-csv FILE.")
+        csv_path = Path(labels_csv).expanduser()
+        csv_path = csv_path if csv_path.is_absolute() else root / csv_path
+        rows, notes = folders.read_csv_list(data_root, csv_path.resolve())
+
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    manifest = manifest.astype({"label": "int64", "fold": "int64"})
+    manifest = manifest.sort_values("image_id", kind="stable").reset_index(drop=True)
+    check_manifest(manifest)
+    dataset = Dataset(
+        root=data_root,
+        layout=layout,
+        manifest=manifest,
+        ignored=sorted(_relative(p, data_root) for p in ignored),
+        synthetic=(data_root / MARKER_FILE).is_file() or (root / MARKER_FILE).is_file(),
+        notes=notes,
+    )
+    if ignored:
+        dataset.notes.append(
+            f"{len(ignored)} non-image file(s) ignored: {', '.join(dataset.ignored[:5])}"
+        )
+    if check_images:
+        _decode_all(dataset)
+    return dataset
+
+
+def check_manifest(manifest: pd.DataFrame) -> None:
+    """Raise `DataError` for duplicate ids, labels outside {0, 1}, or a subject with both labels."""
+    if list(manifest.columns[: len(MANIFEST_COLUMNS)]) != MANIFEST_COLUMNS:
+        raise DataError(
+            f"manifest columns are {list(manifest.columns)}; expected {MANIFEST_COLUMNS}."
+        )
+    duplicated = manifest["image_id"][manifest["image_id"].duplicated()]
+    if not duplicated.empty:
+        raise DataError(
+            f"duplicate image {duplicated.iloc[0]!r} in the manifest. Fix: list every image once."
+        )
+    bad = manifest[~manifest["label"].isin([0, 1])]
+    if not bad.empty:
+        raise DataError(f"{bad['path'].iloc[0]}: label {bad['label'].iloc[0]} is not 0 or 1.")
+    labels_per_subject = manifest.groupby("subject")["label"].nunique()
+    mixed = labels_per_subject[labels_per_subject > 1]
+    if not mixed.empty:
+        subject = mixed.index[0]
+        rows = manifest[manifest["subject"] == subject]
+        example = {label: rows.loc[rows["label"] == label, "path"].iloc[0] for label in (0, 1)}
+        raise DataError(
+            f"subject {subject!r} appears with both labels (ALL: {example[1]}; HEM: {example[0]}). "
+            "One patient is either leukemic or healthy. Fix: correct the labels or subject ids "
+            f"({len(mixed)} subject(s) affected)."
+        )
+
+
+def _decode_all(dataset: Dataset) -> None:
+    modes: Counter[str] = Counter()
+    sizes: Counter[str] = Counter()
+    for path in dataset.manifest["path"]:
+        image, mode = open_rgb(path)
+        modes[mode] += 1
+        sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
+    dataset.modes = dict(sorted(modes.items()))
+    dataset.sizes = dict(sorted(sizes.items()))
+    dataset.conversions = {m: n for m, n in dataset.modes.items() if CONVERSION_RULES[m] != "none"}
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)

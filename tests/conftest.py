@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny synthetic C-NMC data set (Kaggle layout), generated once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from leukaug.data.read import read_dataset
+from leukaug.data.synth import SynthConfig, generate
+
+TINY_SYNTH = SynthConfig(
+    size=40, subjects_per_class=3, test_subjects_per_class=2, cells_per_subject=4, seed=0
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_cnmc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path to a generated Kaggle-layout tree (40 px, 6 training + 4 test subjects, ~60 images).
+
+    Session-scoped and shared: treat it as read-only (copy it with shutil.copytree to modify).
+    """
+    root = tmp_path_factory.mktemp("tiny_cnmc") / "C-NMC_Leukemia"
+    generate(root, TINY_SYNTH)
+    return root
+
+
+@pytest.fixture(scope="session")
+def _tiny_manifest_shared(tiny_cnmc: Path) -> pd.DataFrame:
+    return read_dataset(tiny_cnmc).manifest
+
+
+@pytest.fixture
+def tiny_manifest(_tiny_manifest_shared: pd.DataFrame) -> pd.DataFrame:
+    """The manifest of `tiny_cnmc` (ARCHITECTURE.md columns); a fresh copy per test."""
+    return _tiny_manifest_shared.copy()
