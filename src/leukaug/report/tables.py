@@ -1,0 +1,275 @@
+"""Report tables as plain rows of formatted strings, shared by the HTML and Markdown writers.
+
+Undefined values (NaN, None) print as an en dash, as the seed paper printed undefined precision.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+DASH = "–"
+
+
+@dataclass
+class Table:
+    """A captioned table of already-formatted cells; `notes` print under it."""
+
+    key: str
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    text_columns: int = 1  # leading columns of text (left-aligned); the rest are numbers
+
+
+def number(value: Any, digits: int = 4) -> str:
+    """Fixed-point number, or a dash when undefined."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return DASH
+    return f"{float(value):.{digits}f}"
+
+
+def signed(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return DASH
+    return f"{float(value):+.{digits}f}"
+
+
+def interval(value: Any, low: Any, high: Any, digits: int = 4, sign: bool = False) -> str:
+    """'0.6529 [0.6310, 0.6742]' or a dash."""
+    show = signed if sign else number
+    if number(value) == DASH:
+        return DASH
+    return f"{show(value, digits)} [{show(low, digits)}, {show(high, digits)}]"
+
+
+def p_value(value: Any) -> str:
+    if number(value) == DASH:
+        return DASH
+    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
+def _arm_label(row: Any, multi_seed: bool) -> str:
+    return f"{row['name']} (seed {row['seed']})" if multi_seed else str(row["name"])
+
+
+def paper_table(metrics: pd.DataFrame, split: str, baseline: str) -> Table:
+    """Table 1/2 of the seed paper: loss, accuracy with 95% CI, precision; one row per arm."""
+    rows_frame = metrics[metrics["split"] == split]
+    multi_seed = rows_frame.duplicated("name").any()
+    rows, notes = [], []
+    for _, row in rows_frame.iterrows():
+        precision = number(row["precision"])
+        if row["precision_undefined"]:
+            precision += "*"
+        label = _arm_label(row, multi_seed)
+        if row["name"] == baseline and str(row["name"]).lower() != "baseline":
+            label += " (baseline)"
+        rows.append(
+            [
+                label,
+                number(row["loss"]),
+                interval(row["accuracy"], row["accuracy_ci_low"], row["accuracy_ci_high"]),
+                precision,
+            ]
+        )
+    if rows_frame["precision_undefined"].any():
+        notes.append(
+            "* Precision undefined: the model predicted no image as ALL (it predicts one class only)."
+        )
+    method = rows_frame["accuracy_ci_method"].iloc[0] if len(rows_frame) else "wilson"
+    notes.append(
+        f"Accuracy at threshold 0.5 with its 95% {method.capitalize()} interval; loss = binary cross-entropy."
+    )
+    return Table(
+        "table1",
+        f"Table 1. {split.capitalize()} loss, accuracy and precision per arm (the seed paper's format).",
+        ["Arm", "Loss", "Accuracy [95% CI]", "Precision"],
+        rows,
+        notes,
+    )
+
+
+EXTENDED_COLUMNS = [
+    ("Recall", "recall"),
+    ("Specificity", "specificity"),
+    ("F1", "f1"),
+    ("Weighted F1", "weighted_f1"),
+    ("Balanced acc.", "balanced_accuracy"),
+    ("MCC", "mcc"),
+    ("Brier", "brier"),
+    ("ECE", "ece"),
+    ("Subject diag. acc.", "subject_diagnosis_accuracy"),
+]
+
+
+def extended_table(metrics: pd.DataFrame, split: str) -> Table:
+    """Every other metric of one split at threshold 0.5, with AUC and its DeLong CI."""
+    rows_frame = metrics[metrics["split"] == split]
+    multi_seed = rows_frame.duplicated("name").any()
+    rows = []
+    for _, row in rows_frame.iterrows():
+        auc = interval(row["auc"], row["auc_ci_low"], row["auc_ci_high"], 3)
+        cells = [number(row[key], 3) for _, key in EXTENDED_COLUMNS]
+        confusion = f"{row['tn']}/{row['fp']}/{row['fn']}/{row['tp']}"
+        rows.append([_arm_label(row, multi_seed), auc, *cells, confusion])
+    notes = [
+        "AUC with DeLong 95% CI. Weighted F1 is the C-NMC 2019 challenge metric. Subject diag. acc.: "
+        "a subject is called ALL when the mean P(ALL) of its cells is at least 0.5. "
+        "TN/FP/FN/TP: the confusion counts (ALL = positive). A dash marks an undefined value."
+    ]
+    header = ["Arm", "AUC [95% CI]", *[title for title, _ in EXTENDED_COLUMNS], "TN/FP/FN/TP"]
+    return Table(
+        "table2",
+        f"Table 2. {split.capitalize()} metrics beyond the paper's, threshold 0.5.",
+        header,
+        rows,
+        notes,
+    )
+
+
+def operating_table(metrics: pd.DataFrame, split: str) -> Table:
+    """Metrics of one split at the threshold chosen on validation (Youden's J)."""
+    rows_frame = metrics[metrics["split"] == split]
+    multi_seed = rows_frame.duplicated("name").any()
+    keys = [
+        "op_accuracy",
+        "op_balanced_accuracy",
+        "op_precision",
+        "op_recall",
+        "op_specificity",
+        "op_weighted_f1",
+    ]
+    rows = []
+    for _, row in rows_frame.iterrows():
+        threshold = row.get("operating_threshold", math.nan)
+        rows.append(
+            [
+                _arm_label(row, multi_seed),
+                number(threshold, 3),
+                *[number(row.get(k, math.nan), 4) for k in keys],
+            ]
+        )
+    return Table(
+        "table3",
+        f"Table 3. {split.capitalize()} metrics at the operating threshold chosen on the validation split (Youden's J), never on test.",
+        [
+            "Arm",
+            "Threshold",
+            "Accuracy",
+            "Balanced acc.",
+            "Precision",
+            "Recall",
+            "Specificity",
+            "Weighted F1",
+        ],
+        rows,
+        [
+            "A dash means the arm has no validation predictions, so no operating threshold was chosen."
+        ],
+    )
+
+
+def splits_table(metrics: pd.DataFrame) -> Table:
+    """Loss, accuracy, balanced accuracy and AUC on every split (train/val/test)."""
+    multi_seed = metrics.duplicated(["name", "split"]).any()
+    rows = [
+        [
+            _arm_label(row, multi_seed),
+            str(row["split"]),
+            str(row["n"]),
+            number(row["loss"]),
+            number(row["accuracy"]),
+            number(row["balanced_accuracy"]),
+            number(row["auc"]),
+        ]
+        for _, row in metrics.iterrows()
+    ]
+    return Table(
+        "table4",
+        "Table 4. Every split (one row per arm and split, as metrics.csv).",
+        ["Arm", "Split", "Images", "Loss", "Accuracy", "Balanced acc.", "AUC"],
+        rows,
+        text_columns=2,
+    )
+
+
+SEED_METRICS = [
+    ("Accuracy", "accuracy"),
+    ("Balanced acc.", "balanced_accuracy"),
+    ("AUC", "auc"),
+    ("Weighted F1", "weighted_f1"),
+    ("Loss", "loss"),
+]
+
+
+def seed_table(summary: pd.DataFrame, split: str) -> Table:
+    """Mean ± SD over seeds per arm name."""
+    rows_frame = summary[summary["split"] == split]
+    rows = []
+    for _, row in rows_frame.iterrows():
+        cells = [
+            f"{number(row[f'{key}_mean'])} ± {number(row[f'{key}_sd'])}" for _, key in SEED_METRICS
+        ]
+        rows.append([str(row["name"]), str(row["n_seeds"]), *cells])
+    return Table(
+        "table5",
+        f"Table 5. {split.capitalize()} metrics across seeds: mean ± SD per arm name.",
+        ["Arm", "Seeds", *[title for title, _ in SEED_METRICS]],
+        rows,
+        ["SD needs at least two seeds; with one seed it shows as a dash."],
+    )
+
+
+TEST_NAMES = {
+    "mcnemar_exact": "McNemar exact",
+    "delong": "DeLong",
+    "subject_bootstrap": "Subject bootstrap",
+}
+
+
+def comparisons_table(comparisons: pd.DataFrame) -> Table:
+    """Every comparison with the baseline: effect, CI, p and Holm-adjusted p."""
+    rows = []
+    for _, row in comparisons.iterrows():
+        level = "seed-averaged" if row["level"] == "seed_mean" else (row["arm_id"] or row["arm"])
+        rows.append(
+            [
+                str(row["arm"]),
+                str(level),
+                str(row["baseline_id"] or row["baseline"]),
+                TEST_NAMES.get(row["test"], str(row["test"])),
+                str(row["metric"]),
+                interval(row["effect"], row["ci_low"], row["ci_high"], 4, sign=True),
+                number(row["statistic"], 3),
+                p_value(row["p_value"]),
+                p_value(row["p_adjusted"]),
+            ]
+        )
+    return Table(
+        "table6",
+        "Table 6. Paired comparisons with the baseline on the test split (as comparisons.csv).",
+        [
+            "Arm",
+            "Arm id / level",
+            "Baseline",
+            "Test",
+            "Metric",
+            "Difference [95% CI]",
+            "Statistic",
+            "p",
+            "Holm p",
+        ],
+        rows,
+        [
+            "Difference = arm minus baseline on the same test images, joined by image_id. McNemar: exact binomial test on "
+            "per-image correctness at threshold 0.5 (statistic = the smaller discordant count); its CI is the subject bootstrap's. "
+            "DeLong: test of correlated AUCs (statistic z). Subject bootstrap: subjects resampled with replacement within class. "
+            "Holm's correction is applied within each test and metric across all arms of the study."
+        ],
+        text_columns=5,
+    )

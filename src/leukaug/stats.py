@@ -1,0 +1,348 @@
+"""Paired statistics for comparing two classifiers on the same images.
+
+- DeLong's test for two correlated ROC AUCs and DeLong's CI for one AUC, computed with the
+  fast midrank algorithm of Sun & Xu (2014, IEEE Signal Processing Letters 21(11):1389).
+- McNemar's exact test on per-image correctness (statsmodels).
+- A paired bootstrap that resamples subjects, not images: cells of one patient are
+  correlated, so resampling images would understate the uncertainty.
+- Holm's step-down correction (statsmodels ``multipletests``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.stats import norm, rankdata
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
+
+from leukaug.errors import DataError
+
+
+class DegenerateDataWarning(UserWarning):
+    """A statistic is undefined for these data (e.g. only one class present); it is NaN."""
+
+
+@dataclass(frozen=True)
+class AucCI:
+    """One AUC with its DeLong standard error and confidence interval."""
+
+    auc: float
+    se: float
+    low: float
+    high: float
+    level: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DelongResult:
+    """DeLong's test of AUC(a) - AUC(b) on the same cases."""
+
+    auc_a: float
+    auc_b: float
+    difference: float
+    se: float
+    z: float
+    p_value: float
+    ci_low: float
+    ci_high: float
+    level: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class McNemarResult:
+    """McNemar's exact test; `only_a` / `only_b` count images only that model got right."""
+
+    only_a: int
+    only_b: int
+    statistic: float
+    p_value: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Paired subject-bootstrap of a metric difference (a - b): percentile CI and p-value."""
+
+    metric: str
+    estimate: float
+    low: float
+    high: float
+    p_value: float
+    n_resamples: int
+    n_valid: int
+    level: float
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def _labels(y: Sequence[int] | np.ndarray) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"labels must be one-dimensional, got shape {y.shape}.")
+    if not np.isin(y, (0, 1)).all():
+        raise DataError("labels must be 0 (HEM) or 1 (ALL); found other values.")
+    return y.astype(np.int8)
+
+
+def _scores(score: Sequence[float] | np.ndarray, n: int) -> np.ndarray:
+    score = np.asarray(score, dtype=float)
+    if score.shape != (n,):
+        raise DataError(f"scores must have one value per label ({n}), got shape {score.shape}.")
+    if not np.isfinite(score).all():
+        raise DataError("scores contain NaN or infinite values.")
+    return score
+
+
+def delong_components(
+    y: Sequence[int] | np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs and DeLong covariance matrix of k score vectors (k x n) on labels y (Sun & Xu, Alg. 2).
+
+    Midranks of the positives among themselves (T_X), the negatives among themselves (T_Y)
+    and all cases together (T_Z) give the placement values without any pairwise
+    comparison: V10_i = (T_Z_i - T_X_i) / n, V01_j = 1 - (T_Z_j - T_Y_j) / m.
+    """
+    y = _labels(y)
+    scores = np.atleast_2d(np.asarray(scores, dtype=float))
+    positive, negative = scores[:, y == 1], scores[:, y == 0]
+    m, n = positive.shape[1], negative.shape[1]
+    if m == 0 or n == 0:
+        raise DataError("DeLong needs both classes; one class is absent.")
+    t_x = rankdata(positive, axis=1)
+    t_y = rankdata(negative, axis=1)
+    t_z = rankdata(np.concatenate([positive, negative], axis=1), axis=1)
+    aucs = (t_z[:, :m].sum(axis=1) / m - (m + 1) / 2.0) / n
+    v10 = (t_z[:, :m] - t_x) / n
+    v01 = 1.0 - (t_z[:, m:] - t_y) / m
+    s10 = np.atleast_2d(np.cov(v10)) if m > 1 else np.zeros((len(scores), len(scores)))
+    s01 = np.atleast_2d(np.cov(v01)) if n > 1 else np.zeros((len(scores), len(scores)))
+    return aucs, s10 / m + s01 / n
+
+
+def _one_class(y: np.ndarray) -> bool:
+    return len(np.unique(y)) < 2
+
+
+def delong_ci(
+    y: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray, level: float = 0.95
+) -> AucCI:
+    """AUC with DeLong's standard error and a normal-theory CI clipped to [0, 1] (as pROC)."""
+    y = _labels(y)
+    score = _scores(score, len(y))
+    if _one_class(y):
+        warnings.warn(
+            "AUC is undefined with one class only; returning NaN.",
+            DegenerateDataWarning,
+            stacklevel=2,
+        )
+        return AucCI(math.nan, math.nan, math.nan, math.nan, level)
+    aucs, cov = delong_components(y, score[None, :])
+    auc, se = float(aucs[0]), math.sqrt(max(float(cov[0, 0]), 0.0))
+    half = float(norm.ppf(0.5 + level / 2)) * se
+    return AucCI(auc, se, max(0.0, auc - half), min(1.0, auc + half), level)
+
+
+def delong_test(
+    y: Sequence[int] | np.ndarray,
+    score_a: Sequence[float] | np.ndarray,
+    score_b: Sequence[float] | np.ndarray,
+    level: float = 0.95,
+) -> DelongResult:
+    """DeLong's test for two correlated AUCs on the same cases (two-sided)."""
+    y = _labels(y)
+    score_a, score_b = _scores(score_a, len(y)), _scores(score_b, len(y))
+    if _one_class(y):
+        warnings.warn(
+            "DeLong's test is undefined with one class only; returning NaN.",
+            DegenerateDataWarning,
+            stacklevel=2,
+        )
+        nan = math.nan
+        return DelongResult(nan, nan, nan, nan, nan, nan, nan, nan, level)
+    aucs, cov = delong_components(y, np.vstack([score_a, score_b]))
+    difference = float(aucs[0] - aucs[1])
+    variance = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    se = math.sqrt(max(variance, 0.0))
+    if se > 1e-12:
+        z = difference / se
+        p_value = float(2 * norm.sf(abs(z)))
+    elif abs(difference) <= 1e-12:  # identical rankings: no evidence of a difference
+        z, p_value = 0.0, 1.0
+    else:  # no variance yet different AUCs (e.g. perfect vs constant scores)
+        z, p_value = math.copysign(math.inf, difference), 0.0
+    half = float(norm.ppf(0.5 + level / 2)) * se
+    return DelongResult(
+        float(aucs[0]),
+        float(aucs[1]),
+        difference,
+        se,
+        z,
+        p_value,
+        difference - half,
+        difference + half,
+        level,
+    )
+
+
+def mcnemar_exact(
+    correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray
+) -> McNemarResult:
+    """McNemar's exact (binomial) test on paired correctness of two classifiers."""
+    correct_a = np.asarray(correct_a, dtype=bool)
+    correct_b = np.asarray(correct_b, dtype=bool)
+    if correct_a.shape != correct_b.shape:
+        raise DataError(
+            f"paired correctness vectors differ in length: {correct_a.shape} vs {correct_b.shape}."
+        )
+    table = np.array(
+        [
+            [np.sum(correct_a & correct_b), np.sum(correct_a & ~correct_b)],
+            [np.sum(~correct_a & correct_b), np.sum(~correct_a & ~correct_b)],
+        ]
+    )
+    result = mcnemar(table, exact=True)
+    return McNemarResult(
+        int(table[0, 1]), int(table[1, 0]), float(result.statistic), float(result.pvalue)
+    )
+
+
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values; NaN entries stay NaN and do not count toward the family."""
+    p_values = np.asarray(p_values, dtype=float)
+    adjusted = np.full_like(p_values, np.nan)
+    finite = np.isfinite(p_values)
+    if finite.any():
+        adjusted[finite] = multipletests(p_values[finite], method="holm")[1]
+    return adjusted
+
+
+def fast_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Mann-Whitney AUC (ties count one half); NaN when a class is absent."""
+    positive = y == 1
+    m = int(positive.sum())
+    n = len(y) - m
+    if m == 0 or n == 0:
+        return math.nan
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - m * (m + 1) / 2) / (m * n))
+
+
+def _accuracy(y: np.ndarray, score: np.ndarray, threshold: float) -> float:
+    return float(np.mean((score >= threshold) == (y == 1)))
+
+
+def _balanced_accuracy(y: np.ndarray, score: np.ndarray, threshold: float) -> float:
+    predicted = score >= threshold
+    positive = y == 1
+    if positive.all() or not positive.any():
+        return math.nan
+    return float((predicted[positive].mean() + (~predicted[~positive]).mean()) / 2)
+
+
+_BOOTSTRAP_METRICS: dict[str, Callable[[np.ndarray, np.ndarray, float], float]] = {
+    "accuracy": _accuracy,
+    "balanced_accuracy": _balanced_accuracy,
+    "auc": lambda y, score, threshold: fast_auc(y, score),
+}
+BOOTSTRAP_METRICS = tuple(_BOOTSTRAP_METRICS)
+
+
+def _subject_strata(subjects: np.ndarray, y: np.ndarray) -> list[list[np.ndarray]]:
+    """Image indices grouped by subject, subjects grouped by their majority label."""
+    codes, inverse = np.unique(subjects, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(codes)))[:-1]
+    groups = np.split(order, bounds)
+    strata: dict[int, list[np.ndarray]] = {}
+    for group in groups:
+        strata.setdefault(round(float(y[group].mean())), []).append(group)
+    return [strata[key] for key in sorted(strata)]
+
+
+def paired_bootstrap(
+    y: Sequence[int] | np.ndarray,
+    score_a: Sequence[float] | np.ndarray,
+    score_b: Sequence[float] | np.ndarray,
+    subjects: Sequence[str] | np.ndarray,
+    *,
+    threshold_a: float = 0.5,
+    threshold_b: float = 0.5,
+    metrics: Sequence[str] = BOOTSTRAP_METRICS,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, BootstrapResult]:
+    """Bootstrap CIs of metric(a) - metric(b), resampling subjects with replacement.
+
+    Subjects are resampled within strata of their (majority) label so every resample keeps
+    both classes, as C-NMC subjects are single-class. CIs are percentile intervals; the
+    p-value is the two-sided bootstrap p, 2 * min(P(d <= 0), P(d >= 0)), with +1 smoothing.
+    """
+    y = _labels(y)
+    score_a, score_b = _scores(score_a, len(y)), _scores(score_b, len(y))
+    subjects = np.asarray(subjects).astype(str)
+    if subjects.shape != y.shape:
+        raise DataError(f"need one subject per image: {subjects.shape} vs {y.shape}.")
+    unknown = sorted(set(metrics) - set(_BOOTSTRAP_METRICS))
+    if unknown:
+        raise DataError(
+            f"unknown bootstrap metric(s) {unknown}; valid: {list(_BOOTSTRAP_METRICS)}."
+        )
+    if n_resamples < 1:
+        raise DataError(f"n_resamples must be positive, got {n_resamples}.")
+    strata = _subject_strata(subjects, y)
+    rng = np.random.default_rng(seed)
+    draws = np.full((n_resamples, len(metrics)), np.nan)
+    for r in range(n_resamples):
+        picked = [
+            stratum[i] for stratum in strata for i in rng.integers(0, len(stratum), len(stratum))
+        ]
+        index = np.concatenate(picked)
+        ys, sa, sb = y[index], score_a[index], score_b[index]
+        for k, name in enumerate(metrics):
+            function = _BOOTSTRAP_METRICS[name]
+            draws[r, k] = function(ys, sa, threshold_a) - function(ys, sb, threshold_b)
+    results = {}
+    alpha = 1 - level
+    for k, name in enumerate(metrics):
+        function = _BOOTSTRAP_METRICS[name]
+        estimate = function(y, score_a, threshold_a) - function(y, score_b, threshold_b)
+        valid = draws[:, k][np.isfinite(draws[:, k])]
+        if len(valid) == 0 or not np.isfinite(estimate):
+            warnings.warn(
+                f"bootstrap of {name} is undefined for these data; returning NaN.",
+                DegenerateDataWarning,
+                stacklevel=2,
+            )
+            results[name] = BootstrapResult(
+                name, math.nan, math.nan, math.nan, math.nan, n_resamples, 0, level
+            )
+            continue
+        low, high = np.quantile(valid, [alpha / 2, 1 - alpha / 2])
+        tail = min(np.sum(valid <= 0), np.sum(valid >= 0))
+        p_value = min(1.0, 2 * (tail + 1) / (len(valid) + 1))
+        results[name] = BootstrapResult(
+            name,
+            float(estimate),
+            float(low),
+            float(high),
+            float(p_value),
+            n_resamples,
+            len(valid),
+            level,
+        )
+    return results
