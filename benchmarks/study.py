@@ -1,0 +1,287 @@
+"""Speed of a whole study (issue 5, section 5).
+
+    python benchmarks/study.py                      # `leukaug demo` from scratch, in a temp folder
+    python benchmarks/study.py --paper-gpu          # studies/paper.toml on a GPU, C-NMC-sized data
+
+Default: runs the demo exactly as `leukaug demo` does (data generated from scratch, image
+cache, every arm, figures, report) in this process and reports its wall time, from process
+start, and the share spent outside model compute. Model compute is the time from each
+training forward pass to the end of its optimiser step, plus each inference forward pass
+(hooks on the model and a global optimiser-step hook; exact on CPU, where ops are
+synchronous). Everything else (interpreter and imports, data generation, image cache,
+batch assembly, augmentation, metrics, checkpoints, figures, report) is overhead. Goals:
+wall time <= 10 min and overhead < 10% on the 2-core CPU.
+
+`--paper-gpu`: studies/paper.toml at the paper's image sizes (custom CNN 256 px,
+InceptionV3 and ResNet50 128 px) on synthetic data of C-NMC's size (10,692 training images
+at 450 px). The data are generated with one process per CPU core (same bytes as
+`leukaug.data.synth.generate`), and ImageNet weights are not loaded (the machine may be
+offline; the compute is the same). Reports data generation, image cache, each arm and the
+report separately. `--scale 0.1` runs a tenth of the data as a smoke test.
+
+Results go to benchmarks/results/study_<mode>_<device>_<time>.json.
+"""
+
+from __future__ import annotations
+
+import time
+
+PROCESS_START = time.perf_counter()  # before the heavy imports: they count as overhead
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import multiprocessing  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+
+from leukaug import study, study_data, train  # noqa: E402
+from leukaug.cli.study_commands import DEMO_STUDY, packaged_study  # noqa: E402
+from leukaug.config import load_study  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+class ModelClock:
+    """Accumulates the seconds spent in model compute (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.train_start: float | None = None
+        self.eval_start: float | None = None
+
+    def _sync(self, device: torch.device | None) -> None:
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def attach(self, model: torch.nn.Module) -> torch.nn.Module:
+        def before(module, args) -> None:
+            device = args[0].device if args and isinstance(args[0], torch.Tensor) else None
+            self._sync(device)
+            if module.training:
+                self.train_start = time.perf_counter()
+            else:
+                self.eval_start = time.perf_counter()
+
+        def after(module, args, output) -> None:
+            if not module.training and self.eval_start is not None:
+                self._sync(output.device if isinstance(output, torch.Tensor) else None)
+                self.seconds += time.perf_counter() - self.eval_start
+                self.eval_start = None
+
+        model.register_forward_pre_hook(before)
+        model.register_forward_hook(after)
+        return model
+
+    def optimizer_step_done(self, optimizer, args, kwargs) -> None:
+        if self.train_start is not None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.seconds += time.perf_counter() - self.train_start
+            self.train_start = None
+
+
+@contextlib.contextmanager
+def timed(module: Any, name: str, totals: dict[str, float], key: str) -> Iterator[None]:
+    """Replace module.name by a wrapper that adds its run time to totals[key]."""
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            totals[key] = totals.get(key, 0.0) + time.perf_counter() - started
+
+    setattr(module, name, wrapper)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def instrumented_run(
+    config, out_dir: Path, device: str | None, clock: ModelClock, totals: dict[str, float]
+):
+    """run_study with the model clock attached and the stages timed."""
+    import leukaug.data.cache
+    import leukaug.report
+
+    original_build = train.build_model
+
+    def build_and_clock(spec):
+        return clock.attach(original_build(spec))
+
+    hook = torch.optim.optimizer.register_optimizer_step_post_hook(clock.optimizer_step_done)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(timed(study_data, "ensure_embedded_data", totals, "data generation"))
+        stack.enter_context(timed(leukaug.data.cache, "load_or_build_cache", totals, "image cache"))
+        stack.enter_context(timed(study, "render_figures", totals, "figures 1-2"))
+        stack.enter_context(timed(leukaug.report, "build_report", totals, "report"))
+        train.build_model = build_and_clock
+        try:
+            return study.run_study(config, out_dir, device=device)
+        finally:
+            train.build_model = original_build
+            hook.remove()
+
+
+def demo_benchmark(device: str | None) -> dict[str, Any]:
+    clock, totals = ModelClock(), {}
+    with tempfile.TemporaryDirectory(prefix="leukaug-bench-") as work:
+        os.chdir(work)  # the demo's data and cache go to ./data and ./.cache, as for a user
+        config = load_study(packaged_study(DEMO_STUDY))
+        started = time.perf_counter()
+        result = instrumented_run(config, Path(work) / "runs" / "demo", device, clock, totals)
+        finished = time.perf_counter()
+    wall = finished - PROCESS_START
+    overhead = wall - clock.seconds
+    return {
+        "mode": "demo",
+        "wall_seconds_from_process_start": wall,
+        "startup_and_imports_seconds": started - PROCESS_START,
+        "model_compute_seconds": clock.seconds,
+        "overhead_seconds": overhead,
+        "overhead_share": overhead / wall,
+        "stages_seconds": totals,
+        "arms": [_outcome(o) for o in result.outcomes],
+        "goals": {"wall_seconds": 600, "overhead_share": 0.10},
+    }
+
+
+def _outcome(outcome) -> dict[str, Any]:
+    return {"arm_id": outcome.arm_id, "status": outcome.status, "seconds": outcome.seconds}
+
+
+# --------------------------------------------------------------------------- paper on a GPU
+
+
+def _render_shard(args: tuple[str, dict[str, Any], int, int]) -> None:
+    """Run synth.generate but render and write only every `workers`-th cell (the others
+    are skipped); all shards together write exactly the files of one `generate` call."""
+    from leukaug.data import synth
+
+    root, settings, shard, workers = args
+    calls = {"render": 0}
+    original_render, original_write = synth.render_cell, synth.write_bytes
+    mine: set[int] = set()
+
+    def render(rng, label, subject, size, difficulty):
+        index = calls["render"]
+        calls["render"] += 1
+        if index % workers != shard:
+            return None
+        mine.add(index)
+        return original_render(rng, label, subject, size, difficulty)
+
+    def encode(image):
+        return b"" if image is None else original_bmp(image)
+
+    def write(path, data):
+        if data:
+            original_write(path, data)
+
+    original_bmp = synth._bmp_bytes
+    synth.render_cell, synth.write_bytes, synth._bmp_bytes = render, write, encode
+    try:
+        synth.generate(root, synth.SynthConfig(**settings))
+    finally:
+        synth.render_cell, synth.write_bytes, synth._bmp_bytes = (
+            original_render,
+            original_write,
+            original_bmp,
+        )
+
+
+def generate_parallel(root: Path, settings: dict[str, Any], workers: int) -> None:
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.map(_render_shard, [(str(root), settings, k, workers) for k in range(workers)])
+
+
+def paper_benchmark(device: str | None, scale: float, work: Path) -> dict[str, Any]:
+    config = load_study(Path(__file__).resolve().parents[1] / "studies" / "paper.toml")
+    synth_settings = dict(config.data.synth)
+    synth_settings["cells_per_subject"] = max(2, round(synth_settings["cells_per_subject"] * scale))
+    models = {
+        label: entry.model_copy(update={"pretrained": False})
+        for label, entry in config.models.items()
+    }
+    data = config.data.model_copy(
+        update={
+            "synth": synth_settings,
+            "dir": str(work / "data"),
+            "cache_dir": str(work / "cache"),
+        }
+    )
+    config = config.model_copy(update={"models": models, "data": data})
+
+    totals: dict[str, float] = {}
+    started = time.perf_counter()
+    generate_parallel(Path(data.dir), synth_settings, os.cpu_count() or 1)
+    totals["data generation (parallel)"] = time.perf_counter() - started
+    clock = ModelClock()
+    result = instrumented_run(config, work / "paper", device, clock, totals)
+    wall = time.perf_counter() - started
+    return {
+        "mode": "paper-gpu",
+        "scale": scale,
+        "synth": synth_settings,
+        "wall_seconds": wall,
+        "model_compute_seconds": clock.seconds,
+        "stages_seconds": totals,
+        "arms": [_outcome(o) for o in result.outcomes],
+        "failed": [o.arm_id for o in result.failed],
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def machine() -> dict[str, Any]:
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--paper-gpu", action="store_true", help="time studies/paper.toml")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of C-NMC's size")
+    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
+    parser.add_argument("--work", type=Path, default=None, help="folder for data and results")
+    args = parser.parse_args(argv)
+
+    run: Callable[[], dict[str, Any]]
+    if args.paper_gpu:
+        work = args.work or Path(tempfile.mkdtemp(prefix="leukaug-paper-"))
+        run = lambda: paper_benchmark(args.device, args.scale, work)  # noqa: E731
+    else:
+        run = lambda: demo_benchmark(args.device)  # noqa: E731
+    result = run() | {"machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds")}
+    device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"study_{result['mode']}_{device}_{stamp}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({k: v for k, v in result.items() if k != "arms"}, indent=2))
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""A whole study: arms from the config, data, resume rules, failures, CLI, SIGKILL recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from leukaug import train
+from leukaug.cli.study_commands import DEMO_STUDY, packaged_study
+from leukaug.config import load_study, parse_study
+from leukaug.errors import ConfigError, TrainingError
+from leukaug.study import ERROR_FILE, expand_arms, run_study
+from study_fixtures import TINY_ARMS, write_tiny_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(tmp_path: Path, **settings) -> Path:
+    return write_tiny_study(
+        tmp_path, data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", **settings
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(study file, study folder) of the tiny study, run once for the module."""
+    folder = tmp_path_factory.mktemp("finished")
+    study = tiny(folder)
+    result = run_study(load_study(study), folder / "out")
+    if result.failed:
+        raise RuntimeError(f"the tiny study failed: {result.failed}")
+    return study, folder / "out"
+
+
+def fresh_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A finished tiny study of this test's own (a moved study folder is another config:
+    dependent arms name their source checkpoint by absolute path)."""
+    study = tiny(tmp_path)
+    run_study(load_study(study), tmp_path / "out")
+    return study, tmp_path / "out"
+
+
+# --------------------------------------------------------------------------- arms
+
+
+def test_paper_study_expands_to_the_papers_arms(tmp_path: Path) -> None:
+    arms = expand_arms(load_study(ROOT / "studies" / "paper.toml"), tmp_path / "arms")
+    names = [arm.name for arm in arms]
+    assert len(arms) == len(set(names)) == 10
+    pretrain = names.index("custom_cnn-none-pretrain")
+    for arm in arms:
+        if arm.name.endswith("-transfer"):
+            assert arm.depends_on == "custom_cnn-none-pretrain-s0"
+            assert names.index(arm.name) > pretrain
+            assert arm.spec.init_from == str(tmp_path / "arms" / arm.depends_on / "checkpoint.pt")
+            assert (arm.spec.regime, arm.spec.freeze_first) == ("freeze_first", 19)
+    sizes = {arm.spec.model: arm.image_size for arm in arms}
+    assert sizes == {"custom_cnn": 256, "inception_v3": 128, "resnet50": 128}
+    weighted = [a for a in arms if a.name.endswith("-weighted")]
+    assert {a.spec.class_weighting for a in weighted} == {"balanced"}
+
+
+def test_arms_of_every_seed_are_independent(tmp_path: Path) -> None:
+    config = load_study(ROOT / "studies" / "demo.toml")
+    arms = expand_arms(config, tmp_path)
+    assert len(arms) == len(config.augmentations) * len(config.study.seeds)
+    assert len(config.study.seeds) >= 2
+    assert len({arm.spec.config_hash() for arm in arms}) == len(arms)
+
+
+BASE = """
+[models.custom_cnn]
+[training]
+image_size = 72
+[augmentations]
+none = []
+[regimes.full]
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("[regimes.t]\ninit_from = 'custom_cnn-none-ful'\n", "Did you mean 'custom_cnn-none-full'"),
+        ("[regimes.t]\ninit_from = 'custom_cnn-none-t'\n", "cannot start from itself"),
+        (
+            "[regimes.a]\ninit_from = 'custom_cnn-none-b'\n[regimes.b]\ninit_from = 'custom_cnn-none-a'\n",
+            "cycle",
+        ),
+        ("[study]\nbaseline = 'custom_cnn-nune-full'\n", "Did you mean 'custom_cnn-none-full'"),
+        (
+            "[models.resnet18]\n[regimes.f]\nkind = 'freeze_first'\nfreeze_first = 3\n",
+            "custom_cnn only",
+        ),
+    ],
+)
+def test_impossible_arms_fail_before_anything_runs(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    config = parse_study(tomllib.loads(BASE + extra))
+    with pytest.raises(ConfigError, match=message):
+        expand_arms(config, tmp_path)
+
+
+def test_init_from_must_be_the_same_model(tmp_path: Path) -> None:
+    text = BASE + "[models.resnet18]\n[regimes.t]\ninit_from = 'resnet18-none-full'\n"
+    with pytest.raises(ConfigError, match="cannot start from 'resnet18-none-full'"):
+        expand_arms(parse_study(tomllib.loads(text)), tmp_path)
+
+
+# --------------------------------------------------------------------------- a run
+
+
+def test_study_folder_holds_every_output(finished: tuple[Path, Path]) -> None:
+    _, out = finished
+    for name in TINY_ARMS:
+        folder = out / "arms" / f"{name}-s0"
+        info = json.loads((folder / "arm.json").read_text())
+        assert info["status"] == "complete" and info["name"] == name
+        for file in ("history.csv", "predictions.csv", "metrics.json", "checkpoint.pt", "last.pt"):
+            assert (folder / file).is_file()
+    for file in ("report.html", "summary.md", "metrics.csv", "comparisons.csv"):
+        assert (out / file).is_file()
+    for figure in ("sample_cells.png", "augmented_cells.png"):
+        assert (out / "figures" / figure).stat().st_size > 1000
+
+
+def test_resolved_study_file_reloads_to_the_same_study(finished: tuple[Path, Path]) -> None:
+    study, out = finished
+    resolved = load_study(out / "study.toml")
+    original = load_study(study)
+    assert resolved.model_dump(exclude={"data"}) == original.model_dump(exclude={"data"})
+    assert Path(resolved.data.dir).is_absolute() and resolved.data.synth == original.data.synth
+
+
+def test_dataset_json_counts_every_image(finished: tuple[Path, Path]) -> None:
+    _, out = finished
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["synthetic"] is True and dataset["split"]["strategy"] == "subject"
+    predictions = pd.read_csv(out / "arms" / f"{TINY_ARMS[0]}-s0" / "predictions.csv")
+    for split in ("val", "test"):
+        counted = sum(c["images"] for c in dataset["counts"][split].values())
+        assert counted == (predictions["split"] == split).sum()
+
+
+def test_dependent_arm_starts_from_its_source_checkpoint(finished: tuple[Path, Path]) -> None:
+    _, out = finished
+    info = json.loads((out / "arms" / "custom_cnn-flip-tune-s0" / "arm.json").read_text())
+    assert info["spec"]["init_from"] == str(
+        out / "arms" / "custom_cnn-none-full-s0" / "checkpoint.pt"
+    )
+
+
+def test_a_second_run_skips_finished_arms(finished: tuple[Path, Path]) -> None:
+    study, out = finished
+    before = {p: p.stat().st_mtime_ns for p in (out / "arms").rglob("*.pt")}
+    result = run_study(load_study(study), out)
+    assert [o.status for o in result.outcomes] == ["skipped"] * len(TINY_ARMS)
+    assert before == {p: p.stat().st_mtime_ns for p in (out / "arms").rglob("*.pt")}
+
+
+def test_changed_arm_config_is_an_error_unless_forced(tmp_path: Path) -> None:
+    _, out = fresh_run(tmp_path)
+    changed = tiny(tmp_path, lr=1e-3, name="changed.toml")
+    with pytest.raises(ConfigError, match=r"another configuration.*--force"):
+        run_study(load_study(changed), out)
+    result = run_study(load_study(changed), out, force=True)
+    assert {o.status for o in result.outcomes} == {"complete"}
+    info = json.loads((out / "arms" / "custom_cnn-flip-tune-s0" / "arm.json").read_text())
+    assert info["spec"]["lr"] == pytest.approx(1e-3)
+
+
+def test_changed_split_is_an_error_unless_forced(tmp_path: Path) -> None:
+    _, out = fresh_run(tmp_path)
+    resplit = tiny(tmp_path, split_seed=1, name="resplit.toml")
+    with pytest.raises(ConfigError, match="another data set or split"):
+        run_study(load_study(resplit), out)
+    result = run_study(load_study(resplit), out, force=True)
+    assert {o.status for o in result.outcomes} == {"complete"}
+
+
+def test_failing_arm_is_recorded_and_the_others_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run_arm = train.run_arm
+
+    def nan_in_first_arm(spec, *args, **kwargs):
+        if kwargs["arm_id"] == "custom_cnn-none-full-s0":
+            raise TrainingError("non-finite training loss (nan) at epoch 1, batch 1")
+        return real_run_arm(spec, *args, **kwargs)
+
+    monkeypatch.setattr(train, "run_arm", nan_in_first_arm)
+    study = tiny(tmp_path)
+    out = tmp_path / "out"
+    result = run_study(load_study(study), out)
+    monkeypatch.undo()
+    assert [o.status for o in result.outcomes] == ["failed", "complete", "failed"]
+    assert (out / "report.html").is_file()  # against another baseline, listing the failures
+
+    failed = json.loads((out / "arms" / "custom_cnn-none-full-s0" / ERROR_FILE).read_text())
+    assert failed["error_type"] == "TrainingError" and "nan" in failed["message"]
+    assert "Traceback" in failed["traceback"]
+    dependent = json.loads((out / "arms" / "custom_cnn-flip-tune-s0" / ERROR_FILE).read_text())
+    assert dependent["error_type"] == "DependencyFailed"
+    assert (out / "arms" / "custom_cnn-flip-full-s0" / "predictions.csv").is_file()
+
+    result = run_study(load_study(study), out)  # a re-run retries the failed arms
+    assert [o.status for o in result.outcomes] == ["complete", "skipped", "complete"]
+    assert not list((out / "arms").rglob(ERROR_FILE))
+
+
+def test_failed_arm_is_listed_in_the_report_and_exit_status_is_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run_arm = train.run_arm
+
+    def oom_in_flip(spec, *args, **kwargs):
+        if kwargs["arm_id"] == "custom_cnn-flip-full-s0":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_run_arm(spec, *args, **kwargs)
+
+    monkeypatch.setattr(train, "run_arm", oom_in_flip)
+    study = tiny(tmp_path)
+    status = run_cli(["run", str(study), "--out", str(tmp_path / "out")], monkeypatch)
+    assert status == 1
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "custom_cnn-flip-full-s0" in summary and "OutOfMemoryError" in summary
+
+
+def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run `leukaug ARGS` in this process (so monkeypatches apply); return the exit status."""
+    from leukaug.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["leukaug", *args])
+    try:
+        main()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+def test_bad_study_file_exits_with_status_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    study = tmp_path / "bad.toml"
+    study.write_text("[models.custom_cnn]\n[training]\nepocs = 3\n")
+    assert run_cli(["run", str(study), "--out", str(tmp_path / "out")], monkeypatch) == 2
+    assert "Did you mean 'epochs'?" in capsys.readouterr().err
+
+
+def test_demo_study_ships_inside_the_package() -> None:
+    path = packaged_study(DEMO_STUDY)
+    assert path.is_file()
+    config = load_study(path)
+    assert config.data.embedded and config.data.split == "subject"
+    assert len(config.study.seeds) >= 2
+    ops = {op.name for arm in config.augmentations.values() for op in arm.ops}
+    assert {"flip_rotate", "blur", "noise", "stain"} <= ops
+
+
+# --------------------------------------------------------------------------- SIGKILL
+
+
+def parse_every_result(out: Path) -> None:
+    """Every visible JSON, CSV and checkpoint in the study folder parses (none half-written);
+    temporary files of interrupted writes are hidden (.name.*.tmp), so no reader takes them."""
+    for path in out.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.name.endswith(".tmp"):
+            assert path.name.startswith("."), path
+            continue
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".csv":
+            pd.read_csv(path)
+        elif path.suffix == ".pt":
+            torch.load(path, map_location="cpu", weights_only=True)
+
+
+def leukaug_run(study: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "leukaug", "run", str(study), "--out", str(out)]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_arm_then_rerun_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    study = tiny(tmp_path, epochs=3, cells=10)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    killed_out, clean_out = tmp_path / "killed", tmp_path / "clean"
+    subprocess.run(leukaug_run(study, clean_out), check=True, env=env, capture_output=True)
+
+    process = subprocess.Popen(
+        leukaug_run(study, killed_out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    history = killed_out / "arms" / f"{TINY_ARMS[1]}-s0" / "history.csv"
+    deadline = time.monotonic() + 120
+    killed_mid_arm = False
+    while time.monotonic() < deadline and process.poll() is None:
+        if history.is_file() and len(pd.read_csv(history)) >= 1:
+            process.send_signal(signal.SIGKILL)
+            killed_mid_arm = not (history.parent / "predictions.csv").exists()
+            break
+        parse_every_result(killed_out) if killed_out.exists() else None
+        time.sleep(0.02)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
+    assert killed_mid_arm, "the arm finished before it could be killed; give it more epochs"
+    parse_every_result(killed_out)
+
+    subprocess.run(leukaug_run(study, killed_out), check=True, env=env, capture_output=True)
+    for name in TINY_ARMS:
+        killed, clean = killed_out / "arms" / f"{name}-s0", clean_out / "arms" / f"{name}-s0"
+        assert json.loads((killed / "metrics.json").read_text()) == json.loads(
+            (clean / "metrics.json").read_text()
+        )
+        pd.testing.assert_frame_equal(
+            pd.read_csv(killed / "predictions.csv"), pd.read_csv(clean / "predictions.csv")
+        )
+        columns = ["epoch", "train_loss", "val_loss", "val_accuracy"]
+        pd.testing.assert_frame_equal(
+            pd.read_csv(killed / "history.csv")[columns],
+            pd.read_csv(clean / "history.csv")[columns],
+        )
+    parse_every_result(killed_out)
+    assert not list(killed_out.rglob("*.tmp")), "stray temporary files were not cleaned up"
