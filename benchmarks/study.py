@@ -14,7 +14,8 @@ wall time <= 10 min and overhead < 10% on the 2-core CPU.
 
 `--paper-gpu`: studies/paper.toml at the paper's image sizes (custom CNN 256 px,
 InceptionV3 and ResNet50 128 px) on synthetic data of C-NMC's size (10,692 training images
-at 450 px). The data are generated with one process per CPU core (same bytes as
+in the training folds, 80% of their subjects for training and 20% for validation, and 1,782
+test images, all at 450 px). The data are generated with one process per CPU core (same bytes as
 `leukaug.data.synth.generate`), and ImageNet weights are not loaded (the machine may be
 offline; the compute is the same). Reports data generation, image cache, each arm and the
 report separately. `--scale 0.1` runs a tenth of the data as a smoke test.
@@ -42,6 +43,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
+from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
 from leukaug import study, study_data, train  # noqa: E402
 from leukaug.cli.study_commands import DEMO_STUDY, packaged_study  # noqa: E402
@@ -117,10 +119,10 @@ def instrumented_run(
 
     original_build = train.build_model
 
-    def build_and_clock(spec):
-        return clock.attach(original_build(spec))
+    def build_and_clock(*args, **kwargs):
+        return clock.attach(original_build(*args, **kwargs))
 
-    hook = torch.optim.optimizer.register_optimizer_step_post_hook(clock.optimizer_step_done)
+    hook = register_optimizer_step_post_hook(clock.optimizer_step_done)
     with contextlib.ExitStack() as stack:
         stack.enter_context(timed(study_data, "ensure_embedded_data", totals, "data generation"))
         stack.enter_context(timed(leukaug.data.cache, "load_or_build_cache", totals, "image cache"))
@@ -128,10 +130,19 @@ def instrumented_run(
         stack.enter_context(timed(leukaug.report, "build_report", totals, "report"))
         train.build_model = build_and_clock
         try:
-            return study.run_study(config, out_dir, device=device)
+            result = study.run_study(config, out_dir, device=device, on_arm_done=_print_arm)
         finally:
             train.build_model = original_build
             hook.remove()
+    for outcome in result.failed:
+        print(
+            f"arm {outcome.arm_id} failed: {outcome.error_type}: {outcome.message}", file=sys.stderr
+        )
+    return result
+
+
+def _print_arm(outcome) -> None:
+    print(f"{outcome.status} {outcome.arm_id} {outcome.seconds:.1f} s", flush=True)
 
 
 def demo_benchmark(device: str | None) -> dict[str, Any]:
@@ -165,48 +176,40 @@ def _outcome(outcome) -> dict[str, Any]:
 
 
 def _render_shard(args: tuple[str, dict[str, Any], int, int]) -> None:
-    """Run synth.generate but render and write only every `workers`-th cell (the others
-    are skipped); all shards together write exactly the files of one `generate` call."""
+    """Write the data set as `synth.generate` does, but render and save only every
+    `workers`-th cell; all shards together write exactly the files of one generate call.
+    (Reaches into `synth._write_dataset`: a benchmark shortcut, not an API.)"""
     from leukaug.data import synth
 
     root, settings, shard, workers = args
     calls = {"render": 0}
-    original_render, original_write = synth.render_cell, synth.write_bytes
-    mine: set[int] = set()
+    render_cell, save_bmp = synth.render_cell, synth._save_bmp
 
-    def render(rng, label, subject, size, difficulty):
+    def render(*render_args):
         index = calls["render"]
         calls["render"] += 1
-        if index % workers != shard:
-            return None
-        mine.add(index)
-        return original_render(rng, label, subject, size, difficulty)
+        return render_cell(*render_args) if index % workers == shard else None
 
-    def encode(image):
-        return b"" if image is None else original_bmp(image)
+    def save(image, path) -> None:
+        if image is not None:
+            save_bmp(image, path)
 
-    def write(path, data):
-        if data:
-            original_write(path, data)
-
-    original_bmp = synth._bmp_bytes
-    synth.render_cell, synth.write_bytes, synth._bmp_bytes = render, write, encode
+    synth.render_cell, synth._save_bmp = render, save
     try:
-        synth.generate(root, synth.SynthConfig(**settings))
+        synth._write_dataset(Path(root), synth.SynthConfig(**settings), None)
     finally:
-        synth.render_cell, synth.write_bytes, synth._bmp_bytes = (
-            original_render,
-            original_write,
-            original_bmp,
-        )
+        synth.render_cell, synth._save_bmp = render_cell, save_bmp
 
 
 def generate_parallel(root: Path, settings: dict[str, Any], workers: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         pool.map(_render_shard, [(str(root), settings, k, workers) for k in range(workers)])
 
 
-def paper_benchmark(device: str | None, scale: float, work: Path) -> dict[str, Any]:
+def paper_benchmark(
+    device: str | None, scale: float, work: Path, epochs: int | None = None
+) -> dict[str, Any]:
     config = load_study(Path(__file__).resolve().parents[1] / "studies" / "paper.toml")
     synth_settings = dict(config.data.synth)
     synth_settings["cells_per_subject"] = max(2, round(synth_settings["cells_per_subject"] * scale))
@@ -222,6 +225,13 @@ def paper_benchmark(device: str | None, scale: float, work: Path) -> dict[str, A
         }
     )
     config = config.model_copy(update={"models": models, "data": data})
+    if epochs is not None:  # smoke tests: every arm, regime overrides included, runs `epochs`
+        regimes = {
+            label: regime.model_copy(update={"training": None})
+            for label, regime in config.regimes.items()
+        }
+        training = config.training.model_copy(update={"epochs": epochs})
+        config = config.model_copy(update={"regimes": regimes, "training": training})
 
     totals: dict[str, float] = {}
     started = time.perf_counter()
@@ -233,6 +243,7 @@ def paper_benchmark(device: str | None, scale: float, work: Path) -> dict[str, A
     return {
         "mode": "paper-gpu",
         "scale": scale,
+        "epochs_override": epochs,
         "synth": synth_settings,
         "wall_seconds": wall,
         "model_compute_seconds": clock.seconds,
@@ -262,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--paper-gpu", action="store_true", help="time studies/paper.toml")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of C-NMC's size")
+    parser.add_argument("--epochs", type=int, default=None, help="override every arm's epochs")
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
     parser.add_argument("--work", type=Path, default=None, help="folder for data and results")
     args = parser.parse_args(argv)
@@ -269,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     run: Callable[[], dict[str, Any]]
     if args.paper_gpu:
         work = args.work or Path(tempfile.mkdtemp(prefix="leukaug-paper-"))
-        run = lambda: paper_benchmark(args.device, args.scale, work)  # noqa: E731
+        run = lambda: paper_benchmark(args.device, args.scale, work, args.epochs)  # noqa: E731
     else:
         run = lambda: demo_benchmark(args.device)  # noqa: E731
     result = run() | {"machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds")}

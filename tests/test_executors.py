@@ -14,8 +14,8 @@ import torch
 
 import study_fixtures
 from leukaug.config import load_study
-from leukaug.errors import TrainingError
-from leukaug.executors import run_local, run_ray
+from leukaug.errors import ConfigError, TrainingError
+from leukaug.executors import require, run_local, run_ray
 from leukaug.study import ERROR_FILE, ArmJob, ArmOutcome, expand_arms, run_study
 from study_fixtures import TINY_ARMS, write_tiny_study
 
@@ -66,6 +66,11 @@ def test_local_runs_in_dependency_order_and_skips_arms_whose_source_failed(tmp_p
         assert "custom_cnn-none-full" in record["message"]
     ran = (tmp_path / "ran.txt").read_text().split()
     assert "custom_cnn-flip-tune-s0" not in ran
+
+
+def test_unknown_executor_suggests_the_right_one() -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'ray'"):
+        require("rya")
 
 
 # --------------------------------------------------------------------------- Ray

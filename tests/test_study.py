@@ -174,10 +174,25 @@ def test_changed_arm_config_is_an_error_unless_forced(tmp_path: Path) -> None:
     changed = tiny(tmp_path, lr=1e-3, name="changed.toml")
     with pytest.raises(ConfigError, match=r"another configuration.*--force"):
         run_study(load_study(changed), out)
+    (out / "arms" / "custom_cnn-none-full-s9").mkdir()  # an arm removed from the study
     result = run_study(load_study(changed), out, force=True)
     assert {o.status for o in result.outcomes} == {"complete"}
+    assert not (out / "arms" / "custom_cnn-none-full-s9").exists()
     info = json.loads((out / "arms" / "custom_cnn-flip-tune-s0" / "arm.json").read_text())
     assert info["spec"]["lr"] == pytest.approx(1e-3)
+
+
+def test_arm_folders_of_another_study_are_an_error_unless_forced(
+    finished: tuple[Path, Path],
+) -> None:
+    study, out = finished
+    stray = out / "arms" / "resnet18-none-full-s0"
+    stray.mkdir()
+    try:
+        with pytest.raises(ConfigError, match="does not have: resnet18-none-full-s0"):
+            run_study(load_study(study), out)
+    finally:
+        stray.rmdir()
 
 
 def test_changed_split_is_an_error_unless_forced(tmp_path: Path) -> None:

@@ -38,7 +38,6 @@ from leukaug.errors import ConfigError, unknown_name_message
 
 LABEL_PATTERN = r"^[A-Za-z0-9_]+$"
 EMBEDDED = "embedded"
-REGIME_KINDS = ("full", "freeze_first", "freeze_backbone")
 
 
 class Strict(BaseModel):
@@ -206,8 +205,10 @@ class RegimeEntry(Strict):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, kind: str) -> str:
-        if kind not in REGIME_KINDS:
-            raise ValueError(unknown_name_message("regime kind", kind, REGIME_KINDS))
+        from leukaug.models.regimes import REGIMES
+
+        if kind not in REGIMES:
+            raise ValueError(unknown_name_message("regime kind", kind, REGIMES))
         return kind
 
     @model_validator(mode="after")

@@ -62,6 +62,18 @@ def run_arms(
     raise ConfigError(unknown_name_message("executor", kind, EXECUTORS))
 
 
+def require(kind: str) -> None:
+    """Fail early, before any data work, for an unknown executor or a missing Ray."""
+    import importlib.util
+
+    if kind not in EXECUTORS:
+        raise ConfigError(unknown_name_message("executor", kind, EXECUTORS))
+    if kind == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError(
+            "executor 'ray' needs Ray: pip install 'leukaug[ray]' (or use --executor local)."
+        )
+
+
 def _blocked(arm: Arm, outcomes: dict[str, ArmOutcome]) -> bool:
     return arm.depends_on is not None and outcomes[arm.depends_on].failed
 
@@ -118,6 +130,7 @@ def run_ray(
     Uses the running Ray session if there is one, else connects to `address`, else starts
     a local Ray instance (shut down again at the end).
     """
+    require("ray")
     import ray
 
     started_here = not ray.is_initialized()

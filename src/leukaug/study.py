@@ -7,9 +7,10 @@ resolved `study.toml`, `dataset.json` and the report's Figures 1-2, runs the arm
 executor and builds the report.
 
 Resume rules: a finished arm with the same config hash is skipped; an interrupted arm
-continues from its `last.pt`; an arm folder holding another config hash, or a study folder
-whose data split changed, is a `ConfigError` unless `force=True` (then those arms, and the
-arms initialised from them, start over). A failed arm (its `error.json`) is retried.
+continues from its `last.pt`; an arm folder holding another config hash, an arm folder the
+study does not have, or a study folder whose data split changed, is a `ConfigError` unless
+`force=True` (then those arms, and the arms initialised from them, start over or are
+deleted). A failed arm (its `error.json`) is retried.
 """
 
 from __future__ import annotations
@@ -271,16 +272,33 @@ def stale_arms(arms: Sequence[Arm], arms_dir: Path) -> list[str]:
     return stale
 
 
+def foreign_arms(arms: Sequence[Arm], arms_dir: Path) -> list[str]:
+    """Arm folders that this study does not have (the report would include them)."""
+    if not arms_dir.is_dir():
+        return []
+    ours = {arm.arm_id for arm in arms}
+    return sorted(p.name for p in arms_dir.iterdir() if p.is_dir() and p.name not in ours)
+
+
 def check_resume(arms: Sequence[Arm], out_dir: Path, *, force: bool) -> set[str]:
-    """Arm ids to start over. Raises ConfigError for changed arms unless `force`."""
+    """Arm folders to delete before the run: those holding another configuration (and
+    the arms initialised from them) and those not in this study. Without `force`, any of
+    them is a ConfigError."""
     stale = stale_arms(arms, out_dir / "arms")
+    foreign = foreign_arms(arms, out_dir / "arms")
     if stale and not force:
         raise ConfigError(
             f"{out_dir} already holds results for {len(stale)} arm(s) with another "
             f"configuration: {', '.join(stale)}. Re-run with --force to replace them, "
             "or choose another --out folder."
         )
-    return dependents(arms, set(stale))
+    if foreign and not force:
+        raise ConfigError(
+            f"{out_dir} holds {len(foreign)} arm folder(s) that this study does not have: "
+            f"{', '.join(foreign)} (another study, or arms since removed from it). Re-run "
+            "with --force to delete them, or choose another --out folder."
+        )
+    return dependents(arms, set(stale)) | set(foreign)
 
 
 def check_data_unchanged(out_dir: Path, info: dict[str, Any], *, force: bool) -> bool:
@@ -455,8 +473,7 @@ def run_study(
 
     out_dir = Path(out_dir).resolve()
     executor = executor or config.executor.kind
-    if executor not in executors.EXECUTORS:
-        raise ConfigError(unknown_name_message("executor", executor, executors.EXECUTORS))
+    executors.require(executor)
     if device is not None:  # the same check as the study file's device
         config = parse_study(
             config.to_dict() | {"study": config.study.model_dump() | {"device": device}}, "--device"
