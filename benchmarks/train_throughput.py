@@ -40,10 +40,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+from leukaug.arm import ArmSpec, make_optimizer
 from leukaug.augment import AugmentationSpec, build_augmenter
 from leukaug.batches import SplitImages, make_pipeline, place_store, prepare, resolve_device
 from leukaug.models import get_model, model_info
-from leukaug.train import ArmSpec, make_optimizer, train_one_epoch, train_step
+from leukaug.train import train_one_epoch, train_step
 
 RESULTS = Path(__file__).parent / "results"
 PAPER_AUGS = ("flip", "rotate", "blur", "noise")

@@ -14,12 +14,14 @@ from rich.console import Console
 from torch import nn
 
 from leukaug import LABEL_ALL, LABEL_HEM, train
+from leukaug import arm as arm_module
+from leukaug.arm import ArmSpec, make_optimizer
 from leukaug.augment import AugmentationSpec
 from leukaug.batches import SplitImages, fetch, make_pipeline, place_store, prepare, resolve_device
 from leukaug.data import load_or_build_cache, read_dataset, split_manifest
 from leukaug.errors import ConfigError, TrainingError
 from leukaug.progress import training_progress
-from leukaug.train import ArmSpec, class_weights, evaluate, fit, make_optimizer, train_one_epoch
+from leukaug.train import class_weights, evaluate, fit, train_one_epoch
 
 SIZE = 16
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -324,7 +326,7 @@ def tiny_arm(**overrides) -> ArmSpec:
 
 def run(spec, arm_data, out_dir):
     manifest, cache = arm_data
-    return train.run_arm(
+    return arm_module.run_arm(
         spec, manifest, cache, out_dir, arm_id=out_dir.name, name="tiny", device="cpu"
     )
 
@@ -333,7 +335,7 @@ def test_run_arm_writes_a_complete_arm_folder(arm_data, tmp_path):
     manifest, _ = arm_data
     result = run(tiny_arm(), arm_data, tmp_path / "arm")
     folder = tmp_path / "arm"
-    assert all((folder / name).exists() for name in train.ARM_FILES)
+    assert all((folder / name).exists() for name in arm_module.ARM_FILES)
     arm = json.loads((folder / "arm.json").read_text())
     assert arm["status"] == "complete" and arm["config_hash"] == tiny_arm().config_hash()
     assert arm["spec"]["augmentations"] == [{"name": n, "params": {}} for n in PAPER_AUGS]
@@ -405,7 +407,7 @@ def test_run_arm_returns_at_once_when_complete_and_refuses_another_config(
     def must_not_train(*args, **kwargs):
         raise AssertionError("a complete arm was trained again")
 
-    monkeypatch.setattr(train, "fit", must_not_train)
+    monkeypatch.setattr(arm_module, "fit", must_not_train)
     again = run(spec, arm_data, tmp_path / "arm")
     assert again.skipped and again.config_hash == first.config_hash
     pd.testing.assert_frame_equal(again.predictions, first.predictions, check_exact=False)
@@ -437,7 +439,7 @@ def test_run_arm_rejects_a_cache_of_the_wrong_size(arm_data, tmp_path):
 def test_init_from_a_mismatched_checkpoint_is_a_config_error(tmp_path):
     torch.save({"something": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ConfigError, match="does not fit"):
-        train.build_model(tiny_arm(init_from=str(tmp_path / "other.pt")), ARM_SIZE)
+        arm_module.build_model(tiny_arm(init_from=str(tmp_path / "other.pt")), ARM_SIZE)
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -462,7 +464,7 @@ def test_cuda_batches_match_cpu_batches():
 @needs_cuda
 def test_run_arm_on_cuda(arm_data, tmp_path):
     manifest, cache = arm_data
-    result = train.run_arm(
+    result = arm_module.run_arm(
         tiny_arm(tta=True),
         manifest,
         cache,

@@ -3,7 +3,7 @@
 Both keep dependency order (an arm starts only after the arm it is initialised from has
 finished; if that one failed, the dependent arm is recorded as failed too), write every
 result into the study folder, and apply the same resume rules (they call the same
-`ArmJob.run` -> `train.run_arm`).
+`ArmJob.run` -> `arm.run_arm`).
 
 On Ray each arm is one task with the declared `num_cpus` / `num_gpus`. Results go straight
 into the study folder, so on a multi-node cluster the study folder, the data and the image

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
+    from leukaug.arm import ArmSpec
     from leukaug.data.cache import ImageCache
-    from leukaug.train import ArmSpec
 
 STUDY_FILE = "study.toml"
 DATASET_FILE = "dataset.json"
@@ -109,8 +109,8 @@ def _grid(config: StudyConfig) -> list[tuple[str, str, str]]:
 
 
 def _spec(config: StudyConfig, model: str, augmentation: str, regime: str, seed: int) -> ArmSpec:
+    from leukaug.arm import ArmSpec
     from leukaug.augment import AugmentationSpec
-    from leukaug.train import ArmSpec
 
     entry = config.models[model]
     arm = config.augmentations[augmentation]
@@ -388,7 +388,7 @@ class ArmJob:
         """Run one arm; any failure becomes its `error.json` (re-raised when `reraise` says so)."""
         import time
 
-        from leukaug.train import run_arm
+        from leukaug.arm import run_arm
 
         folder = self.out_dir / "arms" / arm.arm_id
         (folder / ERROR_FILE).unlink(missing_ok=True)

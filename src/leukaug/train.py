@@ -1,20 +1,16 @@
-"""Training one arm: plain functions `train_one_epoch`, `evaluate`, `fit`, and `run_arm`.
+"""The training loop: plain functions `train_one_epoch`, `evaluate` and `fit`.
 
 One logit per image, `BCEWithLogits` with per-sample class weights, Adam (lr 1e-4, amsgrad)
 by default as in the seed's custom CNN. Every random stream is seeded per (seed, epoch),
 so a run resumed from `last.pt` ends bit-identical to an uninterrupted one on CPU.
+`leukaug.arm` builds one arm's model and data and calls these.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leukaug import __version__, atomic
-from leukaug.augment import AugmentationSpec, build_augmenter
+from leukaug import atomic
 from leukaug.batches import (
     Augmenter,
     Pipeline,
@@ -33,21 +28,15 @@ from leukaug.batches import (
     batch_starts,
     epoch_order,
     fetch,
-    make_pipeline,
-    place_store,
     prepare,
-    resolve_device,
     stream_seed,
     training_batches,
 )
-from leukaug.errors import ConfigError, DataError, TrainingError, unknown_name_message
-from leukaug.metrics import arm_metrics
-from leukaug.models import REGIMES, apply_regime, get_model, model_info
+from leukaug.errors import ConfigError, DataError, TrainingError
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from leukaug.data.cache import ImageCache
 
 HISTORY_COLUMNS = [
     "epoch",
@@ -58,103 +47,15 @@ HISTORY_COLUMNS = [
     "lr",
     "seconds",
 ]
+
+
 # What last.pt keeps besides weights, optimiser, RNG and history: the early-stopping state.
 RESUME_KEYS = ("best_val_loss", "best_epoch", "bad_epochs", "stopped")
-PREDICTION_SPLITS = ("val", "test")
-OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
 # Loss values are pulled from the device every this many batches (a sync; also the
 # granularity of the progress bar). The NaN check still names the exact batch.
 SYNC_EVERY = 8
-
-
-@dataclass(frozen=True)
-class ArmSpec:
-    """Everything that defines one arm; its hash is the arm's config hash."""
-
-    model: str
-    pretrained: bool = False
-    weights_path: str | None = None
-    head: str = "linear"
-    image_size: int | None = None  # None -> model_info(model).input_size
-    augmentations: tuple[AugmentationSpec, ...] = ()
-    aug_p: float = 0.33
-    aug_mode: str = "together"  # or "independent"
-    regime: str = "full"  # "full" | "freeze_first" | "freeze_backbone"
-    freeze_first: int = 0
-    init_from: str | None = None
-    class_weighting: str = "balanced"  # or "none"
-    epochs: int = 5
-    batch_size: int = 16
-    optimizer: str = "adam"  # "adam" | "adamw" | "sgd"
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    amsgrad: bool = True
-    early_stopping_patience: int | None = None
-    seed: int = 0
-    tta: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "augmentations", tuple(self.augmentations))
-        choices = {
-            "regime": REGIMES,
-            "class_weighting": ("balanced", "none"),
-            "optimizer": OPTIMIZERS,
-            "aug_mode": ("together", "independent"),
-            "head": ("linear", "seed"),
-        }
-        for key, valid in choices.items():
-            if getattr(self, key) not in valid:
-                raise ConfigError(unknown_name_message(key, str(getattr(self, key)), valid))
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": math.isfinite(self.lr) and self.lr > 0,
-            "weight_decay": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-            "aug_p": 0.0 <= self.aug_p <= 1.0,
-            "freeze_first": self.freeze_first >= 0,
-            "early_stopping_patience": self.early_stopping_patience is None
-            or self.early_stopping_patience >= 1,
-            "image_size": self.image_size is None or self.image_size >= 1,
-        }
-        for key, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"ArmSpec.{key} = {getattr(self, key)!r} is out of range.")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; augmentations become [{"name", "params"}]."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["augmentations"] = [
-            {"name": a.name, "params": dict(a.params or {})} for a in self.augmentations
-        ]
-        return out
-
-    def config_hash(self) -> str:
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ArmSpec:
-        """Inverse of `to_dict` (arm.json -> spec)."""
-        data = dict(data)
-        data["augmentations"] = tuple(
-            AugmentationSpec(a["name"], dict(a.get("params") or {}))
-            for a in data.get("augmentations", ())
-        )
-        return cls(**data)
-
-
-@dataclass
-class ArmResult:
-    """What `run_arm` leaves behind, read back from the arm folder."""
-
-    arm_id: str
-    name: str
-    out_dir: Path
-    config_hash: str
-    history: pd.DataFrame
-    predictions: pd.DataFrame
-    metrics: dict[str, Any] = field(default_factory=dict)
-    skipped: bool = False  # True: the folder was already complete, nothing ran
 
 
 def class_weights(labels: np.ndarray, mode: str = "balanced") -> torch.Tensor:
@@ -172,26 +73,6 @@ def class_weights(labels: np.ndarray, mode: str = "balanced") -> torch.Tensor:
             "'balanced' class weighting needs both classes (use class_weighting='none')."
         )
     return torch.tensor(len(labels) / (2.0 * counts), dtype=torch.float32)
-
-
-def make_optimizer(model: nn.Module, spec: ArmSpec) -> torch.optim.Optimizer:
-    """The optimiser over the trainable parameters only (frozen ones are never touched)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise TrainingError(
-            f"regime {spec.regime!r} left no trainable parameter in {spec.model!r}."
-        )
-    # fused: one kernel over all parameters; for the custom CNN's 16.4 M parameters on CPU the
-    # optimiser step fell from 188 to 21 ms (+11% img/s, BENCHMARKS.md), same update within fp32 rounding.
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    kwargs = {"lr": spec.lr, "weight_decay": spec.weight_decay, "fused": fused}
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(params, amsgrad=spec.amsgrad, **kwargs)
-    if spec.optimizer == "adamw":
-        return torch.optim.AdamW(params, amsgrad=spec.amsgrad, **kwargs)
-    if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, momentum=0.9, **kwargs)
-    raise ConfigError(f"optimizer must be 'adam', 'adamw' or 'sgd', got {spec.optimizer!r}.")
 
 
 def set_train_mode(model: nn.Module) -> None:
@@ -459,218 +340,3 @@ def _progress_callback(
         progress.update(task, completed=done, batch=batch, loss=loss, ips=rate)
 
     return update
-
-
-def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A model state dict from a plain state-dict file or a leukaug checkpoint ({'model': ...})."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"init_from checkpoint {str(path)!r} does not exist.")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
-        saved = saved["model"]
-    if not isinstance(saved, dict):
-        raise ConfigError(f"{path} holds no state dict (got {type(saved).__name__}).")
-    return saved
-
-
-def build_model(spec: ArmSpec, image_size: int) -> nn.Module:
-    """The arm's model: seeded initialisation, optional `init_from` weights, then the regime."""
-    torch.manual_seed(spec.seed)
-    model = get_model(
-        spec.model,
-        pretrained=spec.pretrained,
-        weights_path=spec.weights_path,
-        head=spec.head,
-        image_size=image_size,
-    )
-    if spec.init_from:
-        load_init(model, spec)
-    apply_regime(model, spec.regime, freeze_first=spec.freeze_first)
-    return model
-
-
-def load_init(model: nn.Module, spec: ArmSpec) -> None:
-    """Load `spec.init_from` strictly, except BatchNorm's `num_batches_tracked` counters
-    (absent from a checkpoint whose backbone was frozen: FrozenBatchNorm2d has none)."""
-    try:
-        result = model.load_state_dict(load_state_file(spec.init_from), strict=False)
-    except RuntimeError as error:
-        raise ConfigError(
-            f"init_from {spec.init_from!r} does not fit model {spec.model!r}: {error}"
-        ) from None
-    mismatched = [
-        k
-        for k in (*result.missing_keys, *result.unexpected_keys)
-        if not k.endswith("num_batches_tracked")
-    ]
-    if mismatched:
-        raise ConfigError(
-            f"init_from {spec.init_from!r} does not fit model {spec.model!r} (head {spec.head!r}): "
-            f"missing or unexpected keys {mismatched[:5]}{' ...' if len(mismatched) > 5 else ''}."
-        )
-
-
-def _split(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    return frame[frame["split"] == name]
-
-
-def _split_images(store: Any, cache: ImageCache, frame: pd.DataFrame) -> SplitImages:
-    rows = np.asarray(cache.rows(list(frame["image_id"])), dtype=np.int64)
-    return SplitImages(store, rows, frame["label"].to_numpy(dtype=np.int64))
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _versions() -> dict[str, str]:
-    return {"python": platform.python_version(), "torch": torch.__version__, "leukaug": __version__}
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _load_result(
-    out_dir: Path, arm_id: str, name: str, config_hash: str, skipped: bool
-) -> ArmResult:
-    return ArmResult(
-        arm_id=arm_id,
-        name=name,
-        out_dir=out_dir,
-        config_hash=config_hash,
-        history=pd.read_csv(out_dir / "history.csv"),
-        predictions=pd.read_csv(
-            out_dir / "predictions.csv", dtype={"image_id": str, "subject": str}
-        ),
-        metrics=_read_json(out_dir / "metrics.json") or {},
-        skipped=skipped,
-    )
-
-
-ARM_FILES = (
-    "arm.json",
-    "history.csv",
-    "predictions.csv",
-    "metrics.json",
-    "checkpoint.pt",
-    "last.pt",
-)
-
-
-def predict(
-    model: nn.Module,
-    split_manifest: pd.DataFrame,
-    store: np.ndarray | torch.Tensor,
-    cache: ImageCache,
-    pipeline: Pipeline,
-    *,
-    batch_size: int,
-    tta: bool = False,
-) -> pd.DataFrame:
-    """`predictions.csv` rows (split,image_id,subject,label,prob) for val then test, each in
-    manifest order; every row's label and subject come from the manifest row of its image_id."""
-    frames = []
-    for split_name in PREDICTION_SPLITS:
-        frame = _split(split_manifest, split_name)
-        data = _split_images(store, cache, frame)
-        prob = evaluate(model, data, pipeline, batch_size=batch_size, tta=tta)["prob"]
-        columns = {"split": split_name, "image_id": frame["image_id"].to_numpy()}
-        columns |= {"subject": frame["subject"].to_numpy(), "label": data.labels, "prob": prob}
-        frames.append(pd.DataFrame(columns))
-    return pd.concat(frames, ignore_index=True)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
-
-
-def run_arm(
-    spec: ArmSpec,
-    split_manifest: pd.DataFrame,
-    cache: ImageCache,
-    out_dir: str | Path,
-    *,
-    arm_id: str,
-    name: str,
-    device: str = "auto",
-    progress: Progress | None = None,
-) -> ArmResult:
-    """Train and evaluate one arm into `out_dir` (the arm's own folder, `arms/<arm_id>/`).
-
-    Returns at once when the folder is complete with the same config hash; resumes from
-    `last.pt` when it was interrupted; raises ConfigError when it holds another config.
-    """
-    out_dir = Path(out_dir)
-    config_hash = spec.config_hash()
-    previous = _read_json(out_dir / "arm.json")
-    if previous is not None:
-        if previous.get("config_hash") != config_hash:
-            raise ConfigError(
-                f"{out_dir} holds arm {previous.get('arm_id')!r} with config hash "
-                f"{previous.get('config_hash')!r}, not {config_hash!r}; use a new folder (or --force in a study)."
-            )
-        if previous.get("status") == "complete" and all((out_dir / f).exists() for f in ARM_FILES):
-            return _load_result(out_dir, arm_id, name, config_hash, skipped=True)
-    if "split" not in split_manifest.columns:
-        raise DataError(
-            "run_arm needs a manifest with a 'split' column (see leukaug.data.split_manifest)."
-        )
-
-    info = model_info(spec.model)
-    image_size = spec.image_size or info.input_size
-    if tuple(cache.images.shape[1:]) != (image_size, image_size, 3):
-        raise ConfigError(
-            f"the cache holds {tuple(cache.images.shape[1:])} images but arm {arm_id!r} needs "
-            f"({image_size}, {image_size}, 3); build it with load_or_build_cache(..., size={image_size})."
-        )
-    torch_device = resolve_device(device)
-    arm_json = {
-        "arm_id": arm_id,
-        "name": name,
-        "seed": spec.seed,
-        "spec": spec.to_dict(),
-        "config_hash": config_hash,
-        "status": "running",
-        "started_at": (previous or {}).get("started_at") or _now(),
-        "finished_at": None,
-        "device": _device_name(torch_device),
-        "versions": _versions(),
-    }
-    atomic.write_json(out_dir / "arm.json", arm_json)
-
-    pipeline = make_pipeline(torch_device, info.mean, info.std)
-    store = place_store(cache.images, torch_device)
-    train, val = (_split_images(store, cache, _split(split_manifest, s)) for s in ("train", "val"))
-    model = build_model(spec, image_size).to(torch_device, memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, spec)
-    augmenter = None
-    if spec.augmentations:
-        augmenter = build_augmenter(
-            list(spec.augmentations), p=spec.aug_p, mode=spec.aug_mode, image_size=image_size
-        )
-    history = fit(
-        model, optimizer, train, val, pipeline, out_dir,
-        epochs=spec.epochs, seed=spec.seed, batch_size=spec.batch_size,
-        weights=class_weights(train.labels, spec.class_weighting), augmenter=augmenter,
-        early_stopping_patience=spec.early_stopping_patience, config_hash=config_hash, progress=progress,
-        label=arm_id,
-    )  # fmt: skip
-
-    best = torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(best["model"])
-    predictions = predict(
-        model, split_manifest, store, cache, pipeline, batch_size=spec.batch_size, tta=spec.tta
-    )
-    atomic.write_csv(out_dir / "predictions.csv", predictions)
-    metrics = arm_metrics(predictions) if len(predictions) else {}
-    atomic.write_json(out_dir / "metrics.json", metrics)
-    atomic.write_json(
-        out_dir / "arm.json", arm_json | {"status": "complete", "finished_at": _now()}
-    )
-    return ArmResult(
-        arm_id, name, out_dir, config_hash, history, predictions, metrics, skipped=False
-    )

@@ -82,11 +82,11 @@ def register(app: typer.Typer) -> None:
         cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Image cache folder."),
     ) -> None:
         """Train one arm and write history.csv, predictions.csv, metrics.json and checkpoints to OUT."""
+        from leukaug.arm import ArmSpec, run_arm
         from leukaug.augment import parse_augmentations
         from leukaug.data import load_or_build_cache, read_dataset, split_manifest
         from leukaug.models import model_info
         from leukaug.progress import training_progress
-        from leukaug.train import ArmSpec, run_arm
 
         if split not in ("subject", "image"):
             raise ConfigError(f"--split must be 'subject' or 'image', got {split!r}.")
