@@ -45,7 +45,7 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
-from leukaug import study, study_data, train  # noqa: E402
+from leukaug import arm, study, study_data  # noqa: E402
 from leukaug.cli.study_commands import DEMO_STUDY, packaged_study  # noqa: E402
 from leukaug.config import load_study  # noqa: E402
 
@@ -117,7 +117,7 @@ def instrumented_run(
     import leukaug.data.cache
     import leukaug.report
 
-    original_build = train.build_model
+    original_build = arm.build_model
 
     def build_and_clock(*args, **kwargs):
         return clock.attach(original_build(*args, **kwargs))
@@ -128,11 +128,11 @@ def instrumented_run(
         stack.enter_context(timed(leukaug.data.cache, "load_or_build_cache", totals, "image cache"))
         stack.enter_context(timed(study, "render_figures", totals, "figures 1-2"))
         stack.enter_context(timed(leukaug.report, "build_report", totals, "report"))
-        train.build_model = build_and_clock
+        arm.build_model = build_and_clock
         try:
             result = study.run_study(config, out_dir, device=device, on_arm_done=_print_arm)
         finally:
-            train.build_model = original_build
+            arm.build_model = original_build
             hook.remove()
     for outcome in result.failed:
         print(

@@ -201,3 +201,18 @@ def test_bootstrap_rejects_unknown_metric() -> None:
     y, a, b, subjects = clustered()
     with pytest.raises(DataError, match="unknown bootstrap metric"):
         paired_bootstrap(y, a, b, subjects, metrics=["f2"])
+
+
+def test_bootstrap_auc_by_multiplicity_equals_the_auc_of_the_resample() -> None:
+    """The bootstrap's AUC shortcut (weights per original image) must equal re-ranking."""
+    from leukaug.stats import _ResampledAuc, fast_auc
+
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        n = int(rng.integers(6, 60))
+        y = rng.integers(0, 2, n)
+        score = np.round(rng.random(n), 1)  # many ties
+        index = rng.integers(0, n, n)
+        expected = fast_auc(y[index], score[index])
+        got = _ResampledAuc(y, score)(np.bincount(index, minlength=n))
+        assert (np.isnan(expected) and np.isnan(got)) or got == pytest.approx(expected, abs=1e-12)

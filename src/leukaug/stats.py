@@ -273,6 +273,30 @@ def _subject_strata(subjects: np.ndarray, y: np.ndarray) -> list[list[np.ndarray
     return [strata[key] for key in sorted(strata)]
 
 
+class _ResampledAuc:
+    """AUC of a resample given as a multiplicity per original image.
+
+    The scores are sorted and their ties grouped once; each resample then costs two
+    weighted bincounts instead of a new ranking (Mann-Whitney with ties counted one half).
+    """
+
+    def __init__(self, y: np.ndarray, score: np.ndarray) -> None:
+        self.order = np.argsort(score, kind="stable")
+        sorted_score = score[self.order]
+        self.groups = np.concatenate([[0], np.cumsum(sorted_score[1:] != sorted_score[:-1])])
+        self.positive = (y[self.order] == 1).astype(float)
+
+    def __call__(self, multiplicity: np.ndarray) -> float:
+        weight = multiplicity[self.order].astype(float)
+        pos = np.bincount(self.groups, weights=weight * self.positive)
+        neg = np.bincount(self.groups, weights=weight * (1.0 - self.positive))
+        n_pos, n_neg = pos.sum(), neg.sum()
+        if n_pos == 0 or n_neg == 0:
+            return math.nan
+        below = np.cumsum(neg) - neg
+        return float((pos * (below + 0.5 * neg)).sum() / (n_pos * n_neg))
+
+
 def paired_bootstrap(
     y: Sequence[int] | np.ndarray,
     score_a: Sequence[float] | np.ndarray,
@@ -307,6 +331,7 @@ def paired_bootstrap(
     strata = _subject_strata(subjects, y)
     rng = np.random.default_rng(seed)
     draws = np.full((n_resamples, len(metrics)), np.nan)
+    auc_a, auc_b = _ResampledAuc(y, score_a), _ResampledAuc(y, score_b)
     for r in range(n_resamples):
         picked = [
             stratum[i] for stratum in strata for i in rng.integers(0, len(stratum), len(stratum))
@@ -314,6 +339,10 @@ def paired_bootstrap(
         index = np.concatenate(picked)
         ys, sa, sb = y[index], score_a[index], score_b[index]
         for k, name in enumerate(metrics):
+            if name == "auc":  # same value as fast_auc on the resample, without re-ranking it
+                multiplicity = np.bincount(index, minlength=len(y))
+                draws[r, k] = auc_a(multiplicity) - auc_b(multiplicity)
+                continue
             function = _BOOTSTRAP_METRICS[name]
             draws[r, k] = function(ys, sa, threshold_a) - function(ys, sb, threshold_b)
     results = {}
