@@ -75,3 +75,14 @@ def test_cli_help_and_unknown_command_exit_codes() -> None:
         [sys.executable, "-m", "leukaug", "nosuch"], capture_output=True, text=True
     )
     assert bad.returncode == 2
+
+
+def test_read_json_returns_none_when_missing_and_names_a_corrupt_file(tmp_path) -> None:
+    from leukaug.errors import DataError
+
+    assert atomic.read_json(tmp_path / "absent.json") is None
+    atomic.write_json(tmp_path / "ok.json", {"status": "complete"})
+    assert atomic.read_json(tmp_path / "ok.json") == {"status": "complete"}
+    (tmp_path / "bad.json").write_text("{half")
+    with pytest.raises(DataError, match=r"bad\.json is not valid JSON"):
+        atomic.read_json(tmp_path / "bad.json")

@@ -235,16 +235,23 @@ def test_same_seed_gives_bit_identical_training(tmp_path):
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
 
 
-def test_interrupted_fit_resumes_to_the_same_result(tmp_path, monkeypatch):
-    history_full, state_full = _fit_once(tmp_path / "full")
+def crash_in_epoch_3(monkeypatch) -> object:
+    """Make epoch 3 of the next training raise KeyboardInterrupt (a crash); returns the
+    original `train_one_epoch` so the test can restore it."""
     original = train.train_one_epoch
 
-    def crash_in_epoch_3(*args, **kwargs):
+    def crashing(*args, **kwargs):
         if kwargs["epoch"] == 3:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_one_epoch", crash_in_epoch_3)
+    monkeypatch.setattr(train, "train_one_epoch", crashing)
+    return original
+
+
+def test_interrupted_fit_resumes_to_the_same_result(tmp_path, monkeypatch):
+    history_full, state_full = _fit_once(tmp_path / "full")
+    original = crash_in_epoch_3(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         _fit_once(tmp_path / "resumed")
     assert len(pd.read_csv(tmp_path / "resumed" / "history.csv")) == 2
@@ -373,14 +380,7 @@ def test_run_arm_same_seed_gives_bit_identical_predictions(arm_data, tmp_path):
 def test_run_arm_resumes_an_interrupted_run_to_the_same_result(arm_data, tmp_path, monkeypatch):
     spec = tiny_arm(epochs=3)
     run(spec, arm_data, tmp_path / "full")
-    original = train.train_one_epoch
-
-    def crash_in_epoch_3(*args, **kwargs):
-        if kwargs["epoch"] == 3:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_one_epoch", crash_in_epoch_3)
+    original = crash_in_epoch_3(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(spec, arm_data, tmp_path / "resumed")
     assert '"status": "running"' in (tmp_path / "resumed" / "arm.json").read_text()

@@ -209,10 +209,6 @@ def _split_images(store: Any, cache: ImageCache, frame: pd.DataFrame) -> SplitIm
     return SplitImages(store, rows, frame["label"].to_numpy(dtype=np.int64))
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def _versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "leukaug": __version__}
 
@@ -233,7 +229,7 @@ def _load_result(
         predictions=pd.read_csv(
             out_dir / "predictions.csv", dtype={"image_id": str, "subject": str}
         ),
-        metrics=_read_json(out_dir / "metrics.json") or {},
+        metrics=atomic.read_json(out_dir / "metrics.json") or {},
         skipped=skipped,
     )
 
@@ -295,7 +291,7 @@ def run_arm(
     """
     out_dir = Path(out_dir)
     config_hash = spec.config_hash()
-    previous = _read_json(out_dir / "arm.json")
+    previous = atomic.read_json(out_dir / "arm.json")
     if previous is not None:
         if previous.get("config_hash") != config_hash:
             raise ConfigError(

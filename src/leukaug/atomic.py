@@ -60,6 +60,19 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_json(path: str | os.PathLike[str]) -> Any | None:
+    """The JSON in `path`, or None when the file does not exist (the reading side of `write_json`)."""
+    from leukaug.errors import DataError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as error:  # cannot happen with atomic writes; say so if it does
+        raise DataError(f"{path} is not valid JSON ({error}); delete it to start over.") from None
+
+
 def write_csv(path: str | os.PathLike[str], frame: Any, **kwargs: Any) -> None:
     """Write a pandas DataFrame as CSV atomically (index off unless asked)."""
     kwargs.setdefault("index", False)

@@ -15,7 +15,6 @@ deleted). A failed arm (its `error.json`) is retried.
 
 from __future__ import annotations
 
-import json
 import shutil
 import traceback
 from collections.abc import Callable, Sequence
@@ -253,20 +252,11 @@ def dependents(arms: Sequence[Arm], roots: set[str]) -> set[str]:
 # --------------------------------------------------------------------------- resume
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as error:  # cannot happen with atomic writes; say so if it does
-        raise ConfigError(f"{path} is not valid JSON ({error}); delete it to start over.") from None
-
-
 def stale_arms(arms: Sequence[Arm], arms_dir: Path) -> list[str]:
     """Arm folders that hold another config hash than this study asks for."""
     stale = []
     for arm in arms:
-        previous = _read_json(arms_dir / arm.arm_id / "arm.json")
+        previous = atomic.read_json(arms_dir / arm.arm_id / "arm.json")
         if previous is not None and previous.get("config_hash") != arm.spec.config_hash():
             stale.append(arm.arm_id)
     return stale
@@ -303,7 +293,7 @@ def check_resume(arms: Sequence[Arm], out_dir: Path, *, force: bool) -> set[str]
 
 def check_data_unchanged(out_dir: Path, info: dict[str, Any], *, force: bool) -> bool:
     """True when existing arms were trained on another split (allowed only with `force`)."""
-    previous = _read_json(out_dir / DATASET_FILE)
+    previous = atomic.read_json(out_dir / DATASET_FILE)
     arms_dir = out_dir / "arms"
     has_arms = arms_dir.is_dir() and any(arms_dir.iterdir())
     if previous is None or not has_arms:
