@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/data_throughput.py [--quick]
 
-Writes `benchmarks/results/data_throughput[_quick].json`. Single process throughout (the
-goal for `leukaug synth` is >= 200 images/s at 128 px on one core).
+Writes `benchmarks/results/data_throughput[_quick].json`. Single process except the cache
+build, measured with 1 worker and with every core (same data, the bytes compared; the
+goal for `leukaug synth` is >= 200 images/s at 128 px on one core, for the cache >= 8x
+faster on 16 cores than in one process).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +23,8 @@ import numpy as np
 
 from leukaug.atomic import write_json
 from leukaug.data import cache as cache_module
-from leukaug.data.cache import load_or_build_cache
+from leukaug.data.cache import default_workers, load_or_build_cache
+from leukaug.data.images import check_pixels
 from leukaug.data.read import read_dataset
 from leukaug.data.synth import SynthConfig, generate, render_split
 
@@ -33,6 +37,11 @@ def _timed(function, *args, **kwargs):
     start, start_cpu = time.perf_counter(), time.process_time()
     value = function(*args, **kwargs)
     return value, time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def synth_rate(size: int, cells_per_subject: int) -> dict:
@@ -69,13 +78,28 @@ def cache_rates(cells_per_subject: int, cache_size: int, batch: int, draws: int)
         dataset, read_s, read_cpu = _timed(read_dataset, root)
         manifest = dataset.manifest
         n = len(manifest)
+        _, header_s, _ = _timed(lambda: [check_pixels(p) for p in manifest["path"]])
+        workers = default_workers()
+        builds = {}
+        for count in (1, workers):
+            cache_module._DIGESTS.clear()
+            children_before = _children_cpu()
+            cache, build_s, build_cpu = _timed(
+                load_or_build_cache,
+                manifest,
+                cache_size,
+                Path(tmp) / f"cache_{count}",
+                workers=count,
+            )
+            builds[count] = (cache, build_s, build_cpu + _children_cpu() - children_before)
+        one, many = builds[1][0], builds[workers][0]
+        identical = (one.path / "images.npy").read_bytes() == (
+            many.path / "images.npy"
+        ).read_bytes()
+        cache, build_s, build_cpu = builds[1]
         cache_module._DIGESTS.clear()
-        cache, build_s, build_cpu = _timed(
-            load_or_build_cache, manifest, cache_size, Path(tmp) / "cache"
-        )
-        cache_module._DIGESTS.clear()
-        _, reuse_cold_s, _ = _timed(load_or_build_cache, manifest, cache_size, Path(tmp) / "cache")
-        _, reuse_warm_s, _ = _timed(load_or_build_cache, manifest, cache_size, Path(tmp) / "cache")
+        _, reuse_cold_s, _ = _timed(load_or_build_cache, manifest, cache_size, one.path.parent)
+        _, reuse_warm_s, _ = _timed(load_or_build_cache, manifest, cache_size, one.path.parent)
         rng = np.random.default_rng(0)
         times = []
         for _ in range(draws):
@@ -89,8 +113,17 @@ def cache_rates(cells_per_subject: int, cache_size: int, batch: int, draws: int)
         "read_and_decode_images_per_s_wall": n / read_s,
         "read_and_decode_images_per_cpu_s": n / read_cpu,
         "cache_size": cache_size,
+        "pixel_limit_header_check_images_per_s_wall": n / header_s,
         "cache_build_images_per_s_wall": n / build_s,
         "cache_build_images_per_cpu_s": n / build_cpu,
+        "cache_build_workers": workers,
+        "cache_build_all_workers_images_per_s_wall": n / builds[workers][1],
+        "cache_build_speedup_all_workers_vs_one": build_s / builds[workers][1],
+        # CPU seconds of the whole build (this process + workers), 1 worker / all: a ratio
+        # near 1 means the pool adds no work, so on an idle machine the speed-up ~ cores
+        "cache_build_cpu_s_one_worker": build_cpu,
+        "cache_build_cpu_s_all_workers": builds[workers][2],
+        "cache_build_bytes_identical": identical,
         "cache_reuse_seconds_cold_fingerprint": reuse_cold_s,
         "cache_reuse_seconds_warm_fingerprint": reuse_warm_s,
         "random_batch": batch,

@@ -47,7 +47,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E40
 
 from leukaug import arm, study, study_data  # noqa: E402
 from leukaug.cli.study_commands import DEMO_STUDY, packaged_study  # noqa: E402
-from leukaug.config import load_study  # noqa: E402
+from leukaug.config import read_study_file  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -114,9 +114,6 @@ def instrumented_run(
     config, out_dir: Path, device: str | None, clock: ModelClock, totals: dict[str, float]
 ):
     """run_study with the model clock attached and the stages timed."""
-    import leukaug.data.cache
-    import leukaug.report
-
     original_build = arm.build_model
 
     def build_and_clock(*args, **kwargs):
@@ -125,9 +122,9 @@ def instrumented_run(
     hook = register_optimizer_step_post_hook(clock.optimizer_step_done)
     with contextlib.ExitStack() as stack:
         stack.enter_context(timed(study_data, "ensure_embedded_data", totals, "data generation"))
-        stack.enter_context(timed(leukaug.data.cache, "load_or_build_cache", totals, "image cache"))
+        stack.enter_context(timed(study_data, "load_or_build_cache", totals, "image cache"))
         stack.enter_context(timed(study, "render_figures", totals, "figures 1-2"))
-        stack.enter_context(timed(leukaug.report, "build_report", totals, "report"))
+        stack.enter_context(timed(study, "build_report", totals, "report"))
         arm.build_model = build_and_clock
         try:
             result = study.run_study(config, out_dir, device=device, on_arm_done=_print_arm)
@@ -149,7 +146,7 @@ def demo_benchmark(device: str | None) -> dict[str, Any]:
     clock, totals = ModelClock(), {}
     with tempfile.TemporaryDirectory(prefix="leukaug-bench-") as work:
         os.chdir(work)  # the demo's data and cache go to ./data and ./.cache, as for a user
-        config = load_study(packaged_study(DEMO_STUDY))
+        config = read_study_file(packaged_study(DEMO_STUDY))
         started = time.perf_counter()
         result = instrumented_run(config, Path(work) / "runs" / "demo", device, clock, totals)
         finished = time.perf_counter()
@@ -210,7 +207,7 @@ def generate_parallel(root: Path, settings: dict[str, Any], workers: int) -> Non
 def paper_benchmark(
     device: str | None, scale: float, work: Path, epochs: int | None = None
 ) -> dict[str, Any]:
-    config = load_study(Path(__file__).resolve().parents[1] / "studies" / "paper.toml")
+    config = read_study_file(Path(__file__).resolve().parents[1] / "studies" / "paper.toml")
     synth_settings = dict(config.data.synth)
     synth_settings["cells_per_subject"] = max(2, round(synth_settings["cells_per_subject"] * scale))
     models = {

@@ -19,8 +19,27 @@ DEFAULT_ARMS: dict[str, float | str] = {"baseline": 0.3, "flip_rotate": 1.5, "no
 AUGMENTATIONS = {
     "baseline": [],
     "flip_rotate": [{"name": "flip", "params": {}}, {"name": "rotate", "params": {"degrees": 180}}],
-    "noise": [{"name": "gaussian_noise", "params": {"sigma": 0.1}}],
+    "noise": [{"name": "noise", "params": {"std": 0.316}}],
+    "stain": [{"name": "stain", "params": {"strength": "strong"}}],
 }
+# One-class predictors are another model: no arm matches them, so they are described, not tested.
+OTHER_MODEL = ("always_all", "always_hem")
+
+
+def spec_for(name: str, kind: float | str, seed: int) -> dict:
+    """An arm.json spec: every arm the same but its augmentations (and the one-class "models")."""
+    return {
+        "model": "resnet18" if kind in OTHER_MODEL else "custom_cnn",
+        "image_size": 72,
+        "augmentations": AUGMENTATIONS.get(name, []),
+        "aug_p": 0.33,
+        "aug_mode": "together",
+        "regime": "full",
+        "init_from": None,
+        "class_weighting": "balanced",
+        "epochs": 5,
+        "seed": seed,
+    }
 
 
 def subjects_frame(
@@ -91,6 +110,8 @@ def make_study(
     failed: Sequence[str] = ("blur",),
     synthetic: bool = True,
     with_toml: bool = True,
+    baseline: str = "none",
+    primary_metric: str = "auc",
     seed: int = 0,
 ) -> Path:
     """Write a complete study folder under `root` and return it."""
@@ -106,12 +127,7 @@ def make_study(
             arm_id = f"{re.sub(r'[^A-Za-z0-9_]+', '_', name)}-s{arm_seed}"
             folder = arms_dir / arm_id
             folder.mkdir(parents=True)
-            spec = {
-                "model": "custom_cnn",
-                "augmentations": AUGMENTATIONS.get(name, []),
-                "seed": arm_seed,
-                "epochs": 5,
-            }
+            spec = spec_for(name, kind, arm_seed)
             info = {
                 "arm_id": arm_id,
                 "name": name,
@@ -158,6 +174,7 @@ def make_study(
     (root / "dataset.json").write_text(json.dumps(dataset))
     if with_toml:
         (root / "study.toml").write_text(
-            '[study]\nname = "fixture"\nbaseline = "baseline"\n\n[data]\nsource = "synthetic"\n'
+            f'[study]\nname = "fixture"\nbaseline = "{baseline}"\nprimary_metric = "{primary_metric}"\n\n'
+            '[data]\nsource = "synthetic"\n'
         )
     return root

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from leukaug.data import cache as cache_module
 from leukaug.data.cache import load_or_build_cache, prepare_image
 from leukaug.data.images import open_rgb
 from leukaug.data.read import read_dataset
-from leukaug.errors import DataError
+from leukaug.errors import ConfigError, DataError
 
 
 def test_round_trip(tiny_manifest: pd.DataFrame, tmp_path: Path) -> None:
@@ -70,7 +71,7 @@ def test_crash_leaves_no_cache(
 
     monkeypatch.setattr(cache_module, "prepare_image", failing)
     with pytest.raises(KeyboardInterrupt):
-        load_or_build_cache(tiny_manifest, 20, tmp_path)
+        load_or_build_cache(tiny_manifest, 20, tmp_path, workers=1)
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr(cache_module, "prepare_image", real)
     assert load_or_build_cache(tiny_manifest, 20, tmp_path).images.shape[0] == len(tiny_manifest)
@@ -86,3 +87,53 @@ def test_resize_policy() -> None:
     assert cropped.shape == (20, 20, 3) and cropped[10, 10].min() > 150
     with pytest.raises(DataError, match="crop"):
         load_or_build_cache(pd.DataFrame(columns=["image_id", "path"]), 16, "unused", crop=1.5)
+
+
+def test_parallel_build_has_the_same_bytes(tiny_manifest: pd.DataFrame, tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    one = load_or_build_cache(tiny_manifest, 24, tmp_path / "one", crop=0.8, workers=1)
+    many = load_or_build_cache(
+        tiny_manifest,
+        24,
+        tmp_path / "many",
+        crop=0.8,
+        workers=3,
+        on_progress=lambda done, total: seen.append((done, total)),
+    )
+    assert (one.path / "images.npy").read_bytes() == (many.path / "images.npy").read_bytes()
+    assert one.image_ids == many.image_ids and one.fingerprint == many.fingerprint
+    n = len(tiny_manifest)
+    assert len(seen) > 3 and seen[-1] == (n, n)
+    assert [done for done, _ in seen] == sorted({done for done, _ in seen})
+
+
+def test_parallel_build_beside_another_thread(tiny_manifest: pd.DataFrame, tmp_path: Path) -> None:
+    """With other threads alive (a study's batch thread) the pool does not fork this process."""
+    release = threading.Event()
+    waiting = threading.Thread(target=release.wait)
+    waiting.start()
+    try:
+        built = load_or_build_cache(tiny_manifest, 20, tmp_path / "many", workers=2)
+    finally:
+        release.set()
+        waiting.join()
+    alone = load_or_build_cache(tiny_manifest, 20, tmp_path / "one", workers=1)
+    assert np.array_equal(built.images, alone.images)
+
+
+def test_parallel_build_failure_names_the_file_and_leaves_no_cache(
+    tiny_cnmc: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_cnmc, root)
+    manifest = read_dataset(root).manifest
+    broken = Path(manifest["path"].iloc[-1])
+    broken.write_bytes(broken.read_bytes()[:200])  # truncated after reading
+    with pytest.raises(DataError, match=rf"{broken.name}: cannot read this image"):
+        load_or_build_cache(manifest, 16, tmp_path / "cache", workers=2)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_workers_must_be_positive(tiny_manifest: pd.DataFrame, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="workers = 0"):
+        load_or_build_cache(tiny_manifest, 16, tmp_path, workers=0)

@@ -6,9 +6,21 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from leukaug.config import StudyConfig, dump_toml, load_study, parse_study
+from leukaug.arm import ARM_DEFAULTS, CHOICES, ArmSpec
+from leukaug.augment import AugmentationSpec
+from leukaug.config import (
+    ModelEntry,
+    RegimeEntry,
+    StudyConfig,
+    TrainingSection,
+    dump_toml,
+    parse_study,
+    read_study_file,
+)
 from leukaug.errors import ConfigError
+from leukaug.plan import expand_arms
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_STUDIES = ROOT / "src" / "leukaug" / "studies"
@@ -33,7 +45,7 @@ def error_of(text: str) -> str:
 
 @pytest.mark.parametrize("name", STUDY_NAMES)
 def test_shipped_studies_load_and_round_trip(name: str) -> None:
-    config = load_study(ROOT / "studies" / f"{name}.toml")
+    config = read_study_file(ROOT / "studies" / f"{name}.toml")
     assert parse_study(tomllib.loads(dump_toml(config.to_dict()))) == config
 
 
@@ -73,7 +85,7 @@ def test_unknown_keys_suggest_the_right_one(text: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("[models.custom_cn]\n", "Unknown model 'custom_cn'. Did you mean 'custom_cnn'?"),
+        ("[models.custom_cn]\n", "Unknown model 'custom_cn'. Did you mean 'custom_cnn'"),
         (
             MINIMAL + "[augmentations]\na = ['flp']\n",
             "Unknown augmentation 'flp'. Did you mean 'flip'",
@@ -143,13 +155,13 @@ def test_pretrained_needs_imagenet_weights() -> None:
     assert "no ImageNet weights" in error_of(MINIMAL.replace("]\n", "]\npretrained = true\n", 1))
 
 
-def test_load_study_names_the_file(tmp_path: Path) -> None:
+def test_read_study_file_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.toml"
     path.write_text("[study\nname = 1\n")
     with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML"):
-        load_study(path)
+        read_study_file(path)
     with pytest.raises(ConfigError, match="does not exist"):
-        load_study(tmp_path / "missing.toml")
+        read_study_file(tmp_path / "missing.toml")
 
 
 def test_dump_toml_writes_nested_tables_and_arrays() -> None:
@@ -159,3 +171,61 @@ def test_dump_toml_writes_nested_tables_and_arrays() -> None:
         "items": [{"name": "one", "params": {"k": 2}}],
     }
     assert tomllib.loads(dump_toml(data)) == data
+
+
+def test_dump_toml_round_trips_control_characters_and_drops_none() -> None:
+    hostile = 'tab\there\x01\x1f\x7f bell\x07 "quoted" back\\slash\nnew line'
+    data = {"name": hostile, "skip": None, "root": Path("/data/x"), "sizes": (224, 299)}
+    text = dump_toml(data)
+    assert "\x01" not in text and "\x7f" not in text
+    assert tomllib.loads(text) == {"name": hostile, "root": "/data/x", "sizes": [224, 299]}
+
+
+# --------------------------------------------------------------------------- one source of truth
+
+
+def test_config_hashes_of_existing_arms_are_stable() -> None:
+    """Hashes computed before the settings moved to one place (arm folders on disk keep them)."""
+    assert ArmSpec(model="custom_cnn").config_hash() == "2eddbdd8e99373f8"
+    spec = ArmSpec(
+        model="resnet18", pretrained=True, image_size=64,
+        augmentations=(AugmentationSpec("flip", {}), AugmentationSpec("rotate", {"degrees": 90})),
+        aug_p=0.5, regime="freeze_backbone", optimizer="sgd", lr=0.01, seed=3, tta=True,
+        early_stopping_patience=2,
+    )  # fmt: skip
+    assert spec.config_hash() == "035d3ff6da3f6e3c"
+
+
+def test_training_section_is_armspec_fields_with_armspec_defaults() -> None:
+    training = TrainingSection()
+    for name in TrainingSection.model_fields:
+        assert getattr(training, name) == ARM_DEFAULTS[name], name
+    for name in ("pretrained", "weights_path", "head", "image_size"):
+        assert ModelEntry.model_fields[name].default == ARM_DEFAULTS[name], name
+    assert RegimeEntry().class_weighting == ARM_DEFAULTS["class_weighting"]
+
+
+@pytest.mark.parametrize("key", ["optimizer", "aug_mode"])
+def test_the_study_file_allows_exactly_armspec_choices(key: str) -> None:
+    for value in CHOICES[key]:
+        assert getattr(TrainingSection(**{key: value}), key) == value
+    with pytest.raises(ValidationError):
+        TrainingSection(**{key: "not-a-choice"})
+
+
+def test_a_default_study_arm_is_the_default_armspec() -> None:
+    config = parse_study({"models": {"custom_cnn": {}}})
+    (arm,) = expand_arms(config, "arms")
+    assert arm.spec == ArmSpec(model="custom_cnn")
+    assert arm.image_size == ArmSpec(model="custom_cnn").resolved_image_size
+
+
+def test_a_regime_overrides_training_settings_for_its_arms_only() -> None:
+    config = parse_study(
+        {"models": {"custom_cnn": {}}, "training": {"epochs": 3, "lr": 0.01},
+         "regimes": {"full": {}, "short": {"training": {"epochs": 1}}}}
+    )  # fmt: skip
+    specs = {arm.name: arm.spec for arm in expand_arms(config, "arms")}
+    assert specs["custom_cnn-none-full"].epochs == 3
+    assert specs["custom_cnn-none-short"].epochs == 1
+    assert specs["custom_cnn-none-short"].lr == 0.01

@@ -13,11 +13,16 @@ import pytest
 import torch
 
 import study_fixtures
-from leukaug.config import load_study
+from leukaug.config import read_study_file
 from leukaug.errors import ConfigError, TrainingError
 from leukaug.executors import require, run_local, run_ray
-from leukaug.study import ERROR_FILE, ArmJob, ArmOutcome, expand_arms, run_study
+from leukaug.jobs import ArmJob, ArmOutcome, write_error
+from leukaug.layout import ArmFolder
+from leukaug.plan import expand_arms
+from leukaug.study import run_study
 from study_fixtures import TINY_ARMS, write_tiny_study
+
+ERROR_FILE = ArmFolder(Path()).error.name
 
 
 @dataclass
@@ -26,13 +31,11 @@ class ScriptedJob(ArmJob):
 
     fail: tuple[str, ...] = ()
 
-    def run(self, arm, *, progress=None, cache=None, reraise=None) -> ArmOutcome:
+    def run(self, arm, *, cache=None, reraise=None, callbacks=None) -> ArmOutcome:
         ran = self.out_dir / "ran.txt"
         with open(ran, "a", encoding="utf-8") as handle:
             handle.write(arm.arm_id + "\n")
         if arm.name in self.fail:
-            from leukaug.study import write_error
-
             return write_error(self.out_dir / "arms" / arm.arm_id, arm, TrainingError("nan loss"))
         return ArmOutcome(arm.arm_id, arm.name, "complete")
 
@@ -41,7 +44,7 @@ def tiny_arms(tmp_path: Path, seeds: tuple[int, ...] = (0, 1)):
     study = write_tiny_study(
         tmp_path, data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", seeds=seeds
     )
-    return expand_arms(load_study(study), tmp_path / "arms")
+    return expand_arms(read_study_file(study), tmp_path / "arms")
 
 
 def scripted_job(tmp_path: Path, fail: tuple[str, ...] = ()) -> ScriptedJob:
@@ -102,13 +105,11 @@ def test_ray_waits_for_sources_and_records_failures(tmp_path: Path, local_ray: N
 class FlakyJob(ArmJob):
     """Fails each arm's first attempt with a RuntimeError (a lost GPU, say), then succeeds."""
 
-    def run(self, arm, *, progress=None, cache=None, reraise=None) -> ArmOutcome:
+    def run(self, arm, *, cache=None, reraise=None, callbacks=None) -> ArmOutcome:
         marker = self.out_dir / f"{arm.arm_id}.attempted"
         if not marker.exists():
             marker.write_text("1")
             error = RuntimeError("CUDA error: an illegal memory access was encountered")
-            from leukaug.study import write_error
-
             write_error(self.out_dir / "arms" / arm.arm_id, arm, error)
             if reraise is not None and reraise(error):
                 raise error
@@ -133,7 +134,7 @@ def test_ray_gives_the_same_metrics_as_local(tmp_path: Path, local_ray: None) ->
     study = write_tiny_study(
         tmp_path, data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", seeds=(0, 1)
     )
-    config = load_study(study)
+    config = read_study_file(study)
     # A Ray task runs torch with num_cpus threads; the thread count changes float sums in
     # the last bits, so the local run uses the same count for a bit-exact comparison.
     threads = torch.get_num_threads()

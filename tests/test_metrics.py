@@ -17,6 +17,7 @@ from leukaug.metrics import (
     arm_metrics,
     binary_metrics,
     expected_calibration_error,
+    predicted_all,
     subject_table,
     threshold_sweep,
     validate_predictions,
@@ -216,3 +217,17 @@ def test_subject_table_uses_mean_probability_per_subject() -> None:
 def test_validate_predictions_rejects_bad_tables(change, message: str) -> None:
     with pytest.raises(DataError, match=message):
         validate_predictions(change(predictions_frame()))
+
+
+def test_predicted_all_is_one_rule_at_exactly_one_half() -> None:
+    """P(ALL) >= threshold is ALL, so a probability of exactly 0.5 is called ALL everywhere."""
+    prob = np.array([0.0, 0.4999999, 0.5, 0.5000001, 1.0])
+    assert predicted_all(prob).tolist() == [False, False, True, True, True]
+    assert predicted_all(prob, threshold=0.3).tolist() == [False, True, True, True, True]
+    y = np.array([0, 0, 1, 1, 1])  # right exactly when 0.5 counts as ALL
+    assert binary_metrics(y, prob)["accuracy"] == 1.0
+    assert threshold_sweep(y, prob).set_index("threshold").loc[0.5, "accuracy"] == 1.0
+    frame = pd.DataFrame({"subject": ["a"] * 2 + ["b"] * 3, "label": y, "prob": prob})
+    frame.loc[frame["subject"] == "b", "prob"] = 0.5
+    table = subject_table(frame).set_index("subject")
+    assert table.loc["b", "diagnosis"] == 1 and table.loc["b", "accuracy"] == 1.0

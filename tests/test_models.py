@@ -19,13 +19,15 @@ from leukaug.models import (
     list_models,
     model_info,
     model_parameter_count,
-    normalize,
     weights,
 )
 from leukaug.models.custom_cnn import CustomCNN
+from leukaug.models.custom_resnet import CustomResNet, SkipConv
 from leukaug.models.torchvision_models import build_torchvision_model
 
 SEED_PARAMETERS_AT_256 = 16_421_185  # the seed notebook's model.summary()
+# + 1x1 projections 3*32+32 + 32*64+64 + 64*128+128 + 128*256+256
+SKIP_PARAMETERS = 43_584
 
 
 # The big torchvision models take seconds to initialise on a busy CPU.
@@ -47,7 +49,7 @@ def _offline(monkeypatch, tmp_path):
 
 
 def test_registry_lists_the_models_with_their_input_settings():
-    assert list_models() == ["custom_cnn", "inception_v3", "resnet18", "resnet50"]
+    assert list_models() == ["custom_cnn", "custom_resnet", "inception_v3", "resnet18", "resnet50"]
     assert model_info("custom_cnn").input_size == 256
     assert (model_info("custom_cnn").mean, model_info("custom_cnn").std) == ((0, 0, 0), (1, 1, 1))
     assert model_info("resnet50").input_size == 224 and model_info("resnet18").input_size == 224
@@ -222,7 +224,8 @@ def test_regime_freeze_first_19_trains_dense128_onward():
 @pytest.mark.parametrize(
     ("name", "regime", "freeze_first", "match"),
     [
-        ("resnet18", "freeze_first", 3, "custom_cnn only"),
+        ("resnet18", "freeze_first", 3, "custom_cnn, custom_resnet and timm"),
+        ("custom_resnet", "freeze_first", 24, "between 1 and 23"),
         ("custom_cnn", "full", 19, "only applies"),
         ("custom_cnn", "freeze_first", 0, "between 1 and 23"),
         ("custom_cnn", "freeze_first", 24, "between 1 and 23"),
@@ -260,8 +263,51 @@ def test_full_regime_trains_everything():
     assert len(apply_regime(model, "full")) == len(list(model.parameters()))
 
 
-def test_normalize():
-    images = torch.rand(2, 3, 8, 8)
-    assert normalize(images, model_info("custom_cnn")) is images
-    out = normalize(images, model_info("resnet50"))
-    torch.testing.assert_close(out[:, 0], (images[:, 0] - 0.485) / 0.229)
+def test_custom_resnet_is_the_seed_cnn_plus_projection_shortcuts():
+    model = CustomResNet(256)
+    assert count_parameters(model) == SEED_PARAMETERS_AT_256 + SKIP_PARAMETERS == 16_464_769
+    assert model_parameter_count("custom_resnet") == 16_464_769
+    assert [type(model.layers[i]) for i in (0, 3, 6, 9)] == [SkipConv] * 4
+    seed = CustomCNN(256)
+    for index in range(25):  # same layer list, same indices, same widths
+        if index not in (0, 3, 6, 9):
+            assert type(model.layers[index]) is type(seed.layers[index])
+    assert model.layers[13].in_features == seed.layers[13].in_features == 11 * 11 * 256
+
+
+def test_skip_conv_adds_the_projected_centre_crop():
+    torch.manual_seed(0)
+    unit = SkipConv(3, 8)
+    x = torch.rand(2, 3, 10, 10)
+    expected = unit.conv(x) + unit.shortcut(x[..., 1:-1, 1:-1])
+    torch.testing.assert_close(unit(x), expected)
+    with torch.no_grad():
+        unit.conv.weight.zero_()
+        unit.conv.bias.zero_()
+    assert unit(x).abs().sum() > 0  # the shortcut alone carries the signal: a real skip path
+
+
+def test_custom_resnet_trains_and_supports_the_seed_regime(tmp_path):
+    torch.manual_seed(0)
+    model = get_model("custom_resnet", image_size=72)
+    trainable = apply_regime(model, "freeze_first", freeze_first=19)
+    assert sum(p.numel() for p in trainable) == 128 * 256 + 128 + 64 * 128 + 64 + 64 + 1
+    apply_regime(model, "full")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    images, labels = torch.rand(4, 3, 72, 72), torch.tensor([0.0, 1.0, 0.0, 1.0])
+    before = model.layers[0].shortcut.weight.clone()
+    loss = nn.functional.binary_cross_entropy_with_logits(model.train()(images), labels)
+    loss.backward()
+    optimizer.step()
+    assert not torch.equal(before, model.layers[0].shortcut.weight)
+    path = tmp_path / "resnet.pth"
+    torch.save(model.state_dict(), path)
+    loaded = get_model("custom_resnet", weights_path=str(path), image_size=72)
+    assert torch.equal(loaded.layers[9].shortcut.weight, model.layers[9].shortcut.weight)
+    with pytest.raises(WeightsError, match="do not fit custom_cnn"):
+        get_model("custom_cnn", weights_path=str(path), image_size=72)
+
+
+def test_every_model_states_what_freeze_first_counts():
+    assert "Keras layers" in model_info("custom_resnet").freeze_first_units
+    assert model_info("resnet18").freeze_first_units is None

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from leukaug.errors import ConfigError
 from leukaug.report import build_report
-from leukaug.report.analysis import resolve_baseline
-from leukaug.report.load import load_study
+from leukaug.report.load import load_study_results
+from leukaug.report.references import plan_references
+from leukaug.report.verdicts import VERDICT_COLUMNS
 from report_fixtures import make_study
 
 RESAMPLES = 200
@@ -77,7 +78,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Pat
 
 def test_writes_every_output(built: tuple[Path, dict[str, Path]]) -> None:
     study, paths = built
-    for key in ("report", "summary", "metrics", "comparisons", "seed_metrics"):
+    for key in ("report", "summary", "metrics", "comparisons", "verdicts", "seed_metrics"):
         assert paths[key].is_file(), key
     for stem in FIGURES[2:]:
         assert (study / "figures" / f"{stem}.png").is_file() and (
@@ -117,10 +118,41 @@ def test_answer_comes_first_and_finds_the_known_effect(built: tuple[Path, dict[s
         < text.index('id="configuration"')
         < text.index('id="versions"')
     )
-    assert "flip_rotate beats the baseline" in text
-    assert "noise: no clear difference" in text
+    assert "flip_rotate helps compared with baseline" in text
+    assert "noise: no detectable difference from baseline" in text
+    assert "could only have detected differences of about ±" in text
+    assert "always_hem (no arm with augmentation 'none' differs from it only" in text
     summary = paths["summary"].read_text(encoding="utf-8")
-    assert "SYNTHETIC DATA" in summary and "flip_rotate beats the baseline" in summary
+    assert "SYNTHETIC DATA" in summary and "flip_rotate helps compared with baseline" in summary
+    # one seed per arm: the report says what that means and what to do
+    assert "conditional on one training run per arm" in summary and "at least 3 seeds" in summary
+
+
+def test_verdicts_csv_decides_and_agrees_with_every_number(
+    built: tuple[Path, dict[str, Path]],
+) -> None:
+    _, paths = built
+    verdicts = pd.read_csv(paths["verdicts"])
+    assert list(verdicts.columns[: len(VERDICT_COLUMNS)]) == VERDICT_COLUMNS
+    assert set(verdicts["arm"]) == {"flip_rotate", "noise"}  # always_hem: another model
+    assert (verdicts["reference"] == "baseline").all() and (verdicts["metric"] == "auc").all()
+    by_arm = verdicts.set_index("arm")["verdict"]
+    assert by_arm["flip_rotate"] == "helps" and by_arm["noise"] == "no detectable difference"
+    for _, row in verdicts.iterrows():  # the verdict is what its own adjusted p and sign say
+        decided = row["p_adjusted"] < 0.05
+        assert (row["verdict"] != "no detectable difference") == decided
+        if decided:
+            assert (row["verdict"] == "helps") == (row["effect"] > 0)
+            assert row["ci_low"] > 0 or row["ci_high"] < 0
+    summary = paths["summary"].read_text(encoding="utf-8")
+    table = summary[summary.index("Primary analysis") :]
+    for _, row in verdicts.iterrows():  # the page prints verdicts.csv's own p beside each verdict
+        line = next(x for x in table.splitlines() if x.startswith(f"| {row['arm']} |"))
+        assert row["verdict"] in line
+        assert f"{row['p_adjusted']:.4f}" in line or (
+            row["p_adjusted"] < 1e-4 and "<0.0001" in line
+        )
+    assert "Holm's correction applies to exactly these p-values" in summary
 
 
 def test_metrics_csv_has_one_row_per_arm_and_split(built: tuple[Path, dict[str, Path]]) -> None:
@@ -162,7 +194,7 @@ def test_comparisons_csv(built: tuple[Path, dict[str, Path]]) -> None:
     comparisons = pd.read_csv(paths["comparisons"])
     for column in (
         "arm",
-        "baseline",
+        "reference",
         "test",
         "metric",
         "statistic",
@@ -173,7 +205,7 @@ def test_comparisons_csv(built: tuple[Path, dict[str, Path]]) -> None:
         "ci_high",
     ):
         assert column in comparisons.columns
-    assert set(comparisons["arm"]) == {"flip_rotate", "noise", "always_hem"}
+    assert set(comparisons["arm"]) == {"flip_rotate", "noise"}
     assert (comparisons["split"] == "test").all()
     assert (comparisons["p_adjusted"] >= comparisons["p_value"] - 1e-12).all()
     flip = comparisons[
@@ -292,7 +324,7 @@ def test_names_escaped_study_figures_embedded_no_synthetic_banner(tmp_path: Path
     assert "not available" not in text
 
 
-def test_baseline_resolution_wald_and_an_arm_without_test(tmp_path: Path) -> None:
+def test_reference_override_wald_and_an_arm_without_test(tmp_path: Path) -> None:
     study = make_study(
         tmp_path / "s",
         {"flip_rotate": 1.0, "baseline": 0.3},
@@ -301,27 +333,32 @@ def test_baseline_resolution_wald_and_an_arm_without_test(tmp_path: Path) -> Non
         n_subjects={"train": 4, "test": 6},
         images_per_subject=6,
     )
-    # no study.toml: the first unaugmented arm
-    assert resolve_baseline(load_study(study), None) == "baseline"
+    # no study.toml: the unaugmented arm is the reference
+    plan = plan_references(load_study_results(study))
+    assert plan.references == ["baseline"] and [p.arm for p in plan.pairs] == ["flip_rotate"]
     train_only = study / "arms" / "train_only-s0"
     shutil.copytree(study / "arms" / "baseline-s0", train_only)
     info = json.loads((train_only / "arm.json").read_text())
+    info["spec"]["model"] = "resnet18"
     (train_only / "arm.json").write_text(
         json.dumps({**info, "arm_id": "train_only-s0", "name": "train_only"})
     )
     predictions = pd.read_csv(train_only / "predictions.csv")
     predictions[predictions["split"] == "train"].to_csv(train_only / "predictions.csv", index=False)
 
+    # an arm name as the baseline is read as its augmentation: baseline is now the tested arm
     paths = build_report(study, baseline="flip_rotate", n_resamples=50, ci_method="wald")
     assert set(pd.read_csv(paths["comparisons"])["arm"]) == {"baseline"}
+    assert pd.read_csv(paths["verdicts"])["reference"].tolist() == ["flip_rotate"]
     text = paths["report"].read_text(encoding="utf-8")
     assert "No test predictions, so not compared: train_only-s0." in text
+    assert "is an arm name (an older study file)" in text
     assert "Table 3." in text  # no val split: dashes, no crash
     metrics = pd.read_csv(paths["metrics"])
     row = metrics[(metrics["name"] == "baseline") & (metrics["split"] == "test")].iloc[0]
     half = 1.959963984540054 * np.sqrt(row["accuracy"] * (1 - row["accuracy"]) / row["n"])
     assert row["accuracy_ci_high"] == pytest.approx(min(1.0, row["accuracy"] + half))
-    with pytest.raises(ConfigError, match="Unknown baseline arm 'flp'"):
+    with pytest.raises(ConfigError, match="Unknown augmentation or arm 'flp'"):
         build_report(study, baseline="flp")
     with pytest.raises(ConfigError, match="Unknown CI method"):
         build_report(study, ci_method="exact")
@@ -340,6 +377,6 @@ def test_cli_report_prints_location_and_headline(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(study), "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert str(study / "report.html") in result.output
-    assert "flip_rotate beats the baseline" in result.output
+    assert "flip_rotate helps compared with baseline" in result.output
     assert "SYNTHETIC DATA" in result.output
     assert json.loads((study / "dataset.json").read_text())["synthetic"] is True

@@ -19,6 +19,7 @@ from leukaug.stats import (
     delong_test,
     holm,
     mcnemar_exact,
+    obuchowski_components,
     paired_bootstrap,
 )
 
@@ -216,3 +217,73 @@ def test_bootstrap_auc_by_multiplicity_equals_the_auc_of_the_resample() -> None:
         expected = fast_auc(y[index], score[index])
         got = _ResampledAuc(y, score)(np.bincount(index, minlength=n))
         assert (np.isnan(expected) and np.isnan(got)) or got == pytest.approx(expected, abs=1e-12)
+
+
+def slow_obuchowski(
+    y: np.ndarray, scores: list[np.ndarray], clusters: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Obuchowski (1997) from the definition: pairwise kernels, then sums per cluster."""
+    positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    m, n = len(positives), len(negatives)
+    names = sorted(set(clusters))
+    k = len(scores)
+    aucs = np.zeros(k)
+    v10 = np.zeros((k, len(names)))
+    v01 = np.zeros((k, len(names)))
+    for r, score in enumerate(scores):
+        psi = np.array(
+            [[1.0 if score[p] > score[q] else 0.5 if score[p] == score[q] else 0.0 for q in negatives]
+             for p in positives]
+        )  # fmt: skip
+        aucs[r] = psi.mean()
+        for c, name in enumerate(names):
+            v10[r, c] = psi.mean(axis=1)[clusters[positives] == name].sum()
+            v01[r, c] = psi.mean(axis=0)[clusters[negatives] == name].sum()
+    m_c = np.array([np.sum(clusters[positives] == name) for name in names])
+    n_c = np.array([np.sum(clusters[negatives] == name) for name in names])
+    i10, i01, i = int((m_c > 0).sum()), int((n_c > 0).sum()), len(names)
+    cov = np.zeros((k, k))
+    for a in range(k):
+        for b in range(k):
+            d10a, d10b = v10[a] - m_c * aucs[a], v10[b] - m_c * aucs[b]
+            d01a, d01b = v01[a] - n_c * aucs[a], v01[b] - n_c * aucs[b]
+            s10 = i10 / ((i10 - 1) * m) * np.sum(d10a * d10b)
+            s01 = i01 / ((i01 - 1) * n) * np.sum(d01a * d01b)
+            s11 = i / (i - 1) * (np.sum(d10a * d01b) + np.sum(d10b * d01a))
+            cov[a, b] = s10 / m + s01 / n + s11 / (m * n)
+    return aucs, cov
+
+
+@pytest.mark.parametrize("ties", [True, False])
+def test_obuchowski_matches_the_slow_definition_with_mixed_clusters(ties: bool) -> None:
+    y, a, b = random_scores(4, n=90, ties=ties)
+    clusters = np.array([f"s{i % 11}" for i in range(len(y))])  # subjects hold both classes
+    aucs, cov = obuchowski_components(y, np.vstack([a, b]), clusters)
+    expected_aucs, expected_cov = slow_obuchowski(y, [a, b], clusters)
+    np.testing.assert_allclose(aucs, expected_aucs, atol=1e-12)
+    np.testing.assert_allclose(cov, expected_cov, atol=1e-12)
+
+
+def test_obuchowski_equals_delong_with_one_image_per_subject() -> None:
+    y, a, b = random_scores(2, n=80)
+    clusters = np.array([f"image{i}" for i in range(len(y))])
+    aucs, cov = obuchowski_components(y, np.vstack([a, b]), clusters)
+    expected_aucs, expected_cov = slow_delong(y, [a, b])
+    np.testing.assert_allclose(aucs, expected_aucs, atol=1e-12)
+    np.testing.assert_allclose(cov, expected_cov, atol=1e-12)
+
+
+def test_obuchowski_exceeds_delong_when_subjects_share_an_offset() -> None:
+    rng = np.random.default_rng(0)
+    subjects = np.repeat(np.arange(12), 20)
+    y = (subjects % 2).astype(int)
+    score = 1.0 * y + rng.normal(0, 1, 12)[subjects] + rng.normal(0, 0.5, len(y))
+    _aucs, clustered = obuchowski_components(y, score[None, :], subjects.astype(str))
+    assert clustered[0, 0] > 3 * delong_ci(y, score).se ** 2
+
+
+def test_obuchowski_rejects_bad_input() -> None:
+    with pytest.raises(DataError, match="cluster"):
+        obuchowski_components([0, 1], np.array([[0.1, 0.2]]), ["a"])
+    with pytest.raises(DataError, match="both classes"):
+        obuchowski_components([1, 1], np.array([[0.1, 0.2]]), ["a", "b"])

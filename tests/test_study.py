@@ -15,12 +15,16 @@ import pandas as pd
 import pytest
 import torch
 
-from leukaug import arm as arm_module
+from leukaug import jobs as jobs_module
 from leukaug.cli.study_commands import DEMO_STUDY, packaged_study
-from leukaug.config import load_study, parse_study
+from leukaug.config import parse_study, read_study_file
 from leukaug.errors import ConfigError, TrainingError
-from leukaug.study import ERROR_FILE, expand_arms, run_study
+from leukaug.layout import ArmFolder
+from leukaug.plan import expand_arms
+from leukaug.study import run_study
 from study_fixtures import TINY_ARMS, write_tiny_study
+
+ERROR_FILE = ArmFolder(Path()).error.name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +40,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(study file, study folder) of the tiny study, run once for the module."""
     folder = tmp_path_factory.mktemp("finished")
     study = tiny(folder)
-    result = run_study(load_study(study), folder / "out")
+    result = run_study(read_study_file(study), folder / "out")
     if result.failed:
         raise RuntimeError(f"the tiny study failed: {result.failed}")
     return study, folder / "out"
@@ -46,7 +50,7 @@ def fresh_run(tmp_path: Path) -> tuple[Path, Path]:
     """A finished tiny study of this test's own (a moved study folder is another config:
     dependent arms name their source checkpoint by absolute path)."""
     study = tiny(tmp_path)
-    run_study(load_study(study), tmp_path / "out")
+    run_study(read_study_file(study), tmp_path / "out")
     return study, tmp_path / "out"
 
 
@@ -54,13 +58,13 @@ def fresh_run(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_paper_study_expands_to_the_papers_arms(tmp_path: Path) -> None:
-    arms = expand_arms(load_study(ROOT / "studies" / "paper.toml"), tmp_path / "arms")
+    arms = expand_arms(read_study_file(ROOT / "studies" / "paper.toml"), tmp_path / "arms")
     names = [arm.name for arm in arms]
-    assert len(arms) == len(set(names)) == 10
+    assert len(set(names)) == 11 and len(arms) == 11 * 3  # 3 seeds; + the unaugmented transfer arm
     pretrain = names.index("custom_cnn-none-pretrain")
     for arm in arms:
         if arm.name.endswith("-transfer"):
-            assert arm.depends_on == "custom_cnn-none-pretrain-s0"
+            assert arm.depends_on == f"custom_cnn-none-pretrain-s{arm.spec.seed}"
             assert names.index(arm.name) > pretrain
             assert arm.spec.init_from == str(tmp_path / "arms" / arm.depends_on / "checkpoint.pt")
             assert (arm.spec.regime, arm.spec.freeze_first) == ("freeze_first", 19)
@@ -71,7 +75,7 @@ def test_paper_study_expands_to_the_papers_arms(tmp_path: Path) -> None:
 
 
 def test_arms_of_every_seed_are_independent(tmp_path: Path) -> None:
-    config = load_study(ROOT / "studies" / "demo.toml")
+    config = read_study_file(ROOT / "studies" / "demo.toml")
     arms = expand_arms(config, tmp_path)
     assert len(arms) == len(config.augmentations) * len(config.study.seeds)
     assert len(config.study.seeds) >= 2
@@ -137,8 +141,8 @@ def test_study_folder_holds_every_output(finished: tuple[Path, Path]) -> None:
 
 def test_resolved_study_file_reloads_to_the_same_study(finished: tuple[Path, Path]) -> None:
     study, out = finished
-    resolved = load_study(out / "study.toml")
-    original = load_study(study)
+    resolved = read_study_file(out / "study.toml")
+    original = read_study_file(study)
     assert resolved.model_dump(exclude={"data"}) == original.model_dump(exclude={"data"})
     assert Path(resolved.data.dir).is_absolute() and resolved.data.synth == original.data.synth
 
@@ -164,7 +168,7 @@ def test_dependent_arm_starts_from_its_source_checkpoint(finished: tuple[Path, P
 def test_a_second_run_skips_finished_arms(finished: tuple[Path, Path]) -> None:
     study, out = finished
     before = {p: p.stat().st_mtime_ns for p in (out / "arms").rglob("*.pt")}
-    result = run_study(load_study(study), out)
+    result = run_study(read_study_file(study), out)
     assert [o.status for o in result.outcomes] == ["skipped"] * len(TINY_ARMS)
     assert before == {p: p.stat().st_mtime_ns for p in (out / "arms").rglob("*.pt")}
 
@@ -173,9 +177,9 @@ def test_changed_arm_config_is_an_error_unless_forced(tmp_path: Path) -> None:
     _, out = fresh_run(tmp_path)
     changed = tiny(tmp_path, lr=1e-3, name="changed.toml")
     with pytest.raises(ConfigError, match=r"another configuration.*--force"):
-        run_study(load_study(changed), out)
+        run_study(read_study_file(changed), out)
     (out / "arms" / "custom_cnn-none-full-s9").mkdir()  # an arm removed from the study
-    result = run_study(load_study(changed), out, force=True)
+    result = run_study(read_study_file(changed), out, force=True)
     assert {o.status for o in result.outcomes} == {"complete"}
     assert not (out / "arms" / "custom_cnn-none-full-s9").exists()
     info = json.loads((out / "arms" / "custom_cnn-flip-tune-s0" / "arm.json").read_text())
@@ -190,7 +194,7 @@ def test_arm_folders_of_another_study_are_an_error_unless_forced(
     stray.mkdir()
     try:
         with pytest.raises(ConfigError, match="does not have: resnet18-none-full-s0"):
-            run_study(load_study(study), out)
+            run_study(read_study_file(study), out)
     finally:
         stray.rmdir()
 
@@ -199,25 +203,25 @@ def test_changed_split_is_an_error_unless_forced(tmp_path: Path) -> None:
     _, out = fresh_run(tmp_path)
     resplit = tiny(tmp_path, split_seed=1, name="resplit.toml")
     with pytest.raises(ConfigError, match="another data set or split"):
-        run_study(load_study(resplit), out)
-    result = run_study(load_study(resplit), out, force=True)
+        run_study(read_study_file(resplit), out)
+    result = run_study(read_study_file(resplit), out, force=True)
     assert {o.status for o in result.outcomes} == {"complete"}
 
 
 def test_failing_arm_is_recorded_and_the_others_go_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_run_arm = arm_module.run_arm
+    real_run_arm = jobs_module.run_arm
 
     def nan_in_first_arm(spec, *args, **kwargs):
         if kwargs["arm_id"] == "custom_cnn-none-full-s0":
             raise TrainingError("non-finite training loss (nan) at epoch 1, batch 1")
         return real_run_arm(spec, *args, **kwargs)
 
-    monkeypatch.setattr(arm_module, "run_arm", nan_in_first_arm)
+    monkeypatch.setattr(jobs_module, "run_arm", nan_in_first_arm)
     study = tiny(tmp_path)
     out = tmp_path / "out"
-    result = run_study(load_study(study), out)
+    result = run_study(read_study_file(study), out)
     monkeypatch.undo()
     assert [o.status for o in result.outcomes] == ["failed", "complete", "failed"]
     assert (out / "report.html").is_file()  # against another baseline, listing the failures
@@ -229,7 +233,7 @@ def test_failing_arm_is_recorded_and_the_others_go_on(
     assert dependent["error_type"] == "DependencyFailed"
     assert (out / "arms" / "custom_cnn-flip-full-s0" / "predictions.csv").is_file()
 
-    result = run_study(load_study(study), out)  # a re-run retries the failed arms
+    result = run_study(read_study_file(study), out)  # a re-run retries the failed arms
     assert [o.status for o in result.outcomes] == ["complete", "skipped", "complete"]
     assert not list((out / "arms").rglob(ERROR_FILE))
 
@@ -237,14 +241,14 @@ def test_failing_arm_is_recorded_and_the_others_go_on(
 def test_failed_arm_is_listed_in_the_report_and_exit_status_is_1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_run_arm = arm_module.run_arm
+    real_run_arm = jobs_module.run_arm
 
     def oom_in_flip(spec, *args, **kwargs):
         if kwargs["arm_id"] == "custom_cnn-flip-full-s0":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_run_arm(spec, *args, **kwargs)
 
-    monkeypatch.setattr(arm_module, "run_arm", oom_in_flip)
+    monkeypatch.setattr(jobs_module, "run_arm", oom_in_flip)
     study = tiny(tmp_path)
     status = run_cli(["run", str(study), "--out", str(tmp_path / "out")], monkeypatch)
     assert status == 1
@@ -276,7 +280,7 @@ def test_bad_study_file_exits_with_status_2(
 def test_demo_study_ships_inside_the_package() -> None:
     path = packaged_study(DEMO_STUDY)
     assert path.is_file()
-    config = load_study(path)
+    config = read_study_file(path)
     assert config.data.embedded and config.data.split == "subject"
     assert len(config.study.seeds) >= 2
     ops = {op.name for arm in config.augmentations.values() for op in arm.ops}

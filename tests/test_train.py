@@ -18,10 +18,19 @@ from leukaug import arm as arm_module
 from leukaug.arm import ArmSpec, make_optimizer
 from leukaug.augment import AugmentationSpec
 from leukaug.batches import SplitImages, fetch, make_pipeline, place_store, prepare, resolve_device
+from leukaug.cli.progress import LogLines, ProgressBars, training_progress
 from leukaug.data import load_or_build_cache, read_dataset, split_manifest
 from leukaug.errors import ConfigError, TrainingError
-from leukaug.progress import training_progress
-from leukaug.train import class_weights, evaluate, fit, train_one_epoch
+from leukaug.jobs import ArmOutcome
+from leukaug.layout import ArmFolder
+from leukaug.train import (
+    EpochRecord,
+    TrainingCallbacks,
+    class_weights,
+    evaluate,
+    fit,
+    train_one_epoch,
+)
 
 SIZE = 16
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -342,7 +351,7 @@ def test_run_arm_writes_a_complete_arm_folder(arm_data, tmp_path):
     manifest, _ = arm_data
     result = run(tiny_arm(), arm_data, tmp_path / "arm")
     folder = tmp_path / "arm"
-    assert all((folder / name).exists() for name in arm_module.ARM_FILES)
+    assert all(path.exists() for path in ArmFolder(folder).result_files())
     arm = json.loads((folder / "arm.json").read_text())
     assert arm["status"] == "complete" and arm["config_hash"] == tiny_arm().config_hash()
     assert arm["spec"]["augmentations"] == [{"name": n, "params": {}} for n in PAPER_AUGS]
@@ -481,7 +490,9 @@ def test_fit_reports_progress(tmp_path):
     data = toy_split(20)
     model, optimizer, pipeline = tiny_setup()
     seen = []
-    progress = training_progress(Console(file=io.StringIO(), force_terminal=True, width=120))
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    progress = training_progress(console)
+    bars = ProgressBars(console, progress)
     original_update = progress.update
 
     def update(task, **fields):
@@ -491,7 +502,47 @@ def test_fit_reports_progress(tmp_path):
     progress.update = update
     with progress:
         fit(model, optimizer, data, toy_split(6, seed=1), pipeline, tmp_path, epochs=1, seed=0,
-            batch_size=2, weights=torch.ones(2), progress=progress, label="arm-1")  # fmt: skip
+            batch_size=2, weights=torch.ones(2), callbacks=bars.callbacks, label="arm-1")  # fmt: skip
     assert seen[-1]["completed"] == len(data) and seen[-1]["batch"] == 10
     assert np.isfinite(seen[-1]["loss"]) and seen[-1]["ips"] > 0
+    bars.on_arm_done(ArmOutcome("arm-1", "tiny", "complete"))
     assert not progress.tasks  # removed when done
+
+
+def test_fit_hands_each_epoch_to_on_epoch_as_its_history_row(tmp_path):
+    data = toy_split(12)
+    model, optimizer, pipeline = tiny_setup()
+    records: list[EpochRecord] = []
+    callbacks = TrainingCallbacks(on_epoch=records.append)
+    history = fit(model, optimizer, data, toy_split(6, seed=1), pipeline, tmp_path, epochs=2,
+                  seed=0, batch_size=4, weights=torch.ones(2), callbacks=callbacks, label="arm-1")  # fmt: skip
+    assert [(r.label, r.epoch, r.epochs) for r in records] == [("arm-1", 1, 2), ("arm-1", 2, 2)]
+    assert [r.val_loss for r in records] == list(history["val_loss"])
+    assert records[0].eta_seconds == pytest.approx(records[0].seconds)
+    assert records[-1].eta_seconds == 0 and records[-1].images_per_second > 0
+
+
+def test_plain_log_lines_give_one_timestamped_line_per_epoch_and_arm():
+    lines: list[str] = []
+    log = LogLines(lines.append)
+    row = {"epoch": 2, "train_loss": 0.5, "train_accuracy": 0.7, "val_loss": 0.6,
+           "val_accuracy": 0.65, "lr": 1e-4, "seconds": 10.0}  # fmt: skip
+    log.callbacks.on_epoch(EpochRecord.from_history_row(row, "arm-1", epochs=5, n_train=200))
+    log.on_arm_done(ArmOutcome("arm-1", "tiny", "complete", seconds=50.0))
+    assert len(lines) == 2
+    assert lines[0].split(" ", 1)[1] == (
+        "arm-1 epoch 2/5 train_loss 0.5000 val_loss 0.6000 val_acc 0.650 20.0 img/s ETA 0:00:30"
+    )
+    assert lines[1].endswith("done arm-1  50 s") and lines[1][:4].isdigit()
+
+
+def test_validation_loss_is_the_class_weighted_training_loss():
+    data = toy_split(12)
+    model, _, pipeline = tiny_setup()
+    weights = torch.tensor([3.0, 0.5])
+    plain = evaluate(model, data, pipeline, batch_size=4)
+    weighted = evaluate(model, data, pipeline, batch_size=4, weights=weights)
+    prob = np.clip(plain["prob"], 1e-12, 1 - 1e-12)
+    per_sample = -(data.labels * np.log(prob) + (1 - data.labels) * np.log1p(-prob))
+    assert weighted["loss"] == pytest.approx(np.mean(per_sample * weights.numpy()[data.labels]))
+    assert plain["loss"] == pytest.approx(np.mean(per_sample))

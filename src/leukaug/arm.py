@@ -1,8 +1,12 @@
 """One arm: its spec (`ArmSpec`), and `run_arm`, which trains and evaluates it into its folder.
 
-The folder (`arms/<arm_id>/`) holds `arm.json`, `history.csv`, `predictions.csv`,
-`metrics.json`, `checkpoint.pt` and `last.pt`, every one written atomically; see
-ARCHITECTURE.md for the contract.
+`ArmSpec` is the one source of truth for an arm's settings: its fields, defaults
+(`ARM_DEFAULTS`) and allowed values (`CHOICES`, `OPTIMIZERS`) are what the study file's
+sections (`config.py`) and the `leukaug train` options derive from.
+
+The folder (`arms/<arm_id>/`, see `layout.ArmFolder`) holds `arm.json`, `history.csv`,
+`predictions.csv`, `metrics.json`, `checkpoint.pt` and `last.pt`, every one written
+atomically; see ARCHITECTURE.md for the contract.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ import hashlib
 import json
 import math
 import platform
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,22 +27,52 @@ import torch
 from torch import nn
 
 from leukaug import __version__, atomic
-from leukaug.augment import AugmentationSpec, build_augmenter
+from leukaug.augment import DEFAULT_P, AugmentationSpec, build_augmenter
 from leukaug.batches import Pipeline, SplitImages, make_pipeline, place_store, resolve_device
+from leukaug.data.cache import ImageCache
+from leukaug.determinism import execution_record
 from leukaug.errors import ConfigError, DataError, TrainingError, unknown_name_message
+from leukaug.layout import STATUS_COMPLETE, STATUS_RUNNING, ArmFolder
 from leukaug.metrics import arm_metrics
 from leukaug.models import REGIMES, apply_regime, get_model, model_info
-from leukaug.train import class_weights, evaluate, fit
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
-
-    from leukaug.data.cache import ImageCache
+from leukaug.train import HISTORY_COLUMNS, TrainingCallbacks, class_weights, evaluate, fit
 
 PREDICTION_SPLITS = ("val", "test")
 
+DEFAULT_LR = 1e-4  # the seed's custom CNN: Adam, lr 1e-4, amsgrad
+SGD_MOMENTUM = 0.9  # the usual ImageNet-recipe momentum (torchvision references)
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+def _adam(params: Iterable[nn.Parameter], spec: ArmSpec, **kwargs: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, amsgrad=spec.amsgrad, **kwargs)
+
+
+def _adamw(params: Iterable[nn.Parameter], spec: ArmSpec, **kwargs: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, amsgrad=spec.amsgrad, **kwargs)
+
+
+def _sgd(params: Iterable[nn.Parameter], spec: ArmSpec, **kwargs: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, momentum=SGD_MOMENTUM, **kwargs)
+
+
+# Optimiser name -> constructor(params, spec, lr=, weight_decay=, fused=); the valid names.
+OPTIMIZERS: dict[str, OptimizerFactory] = {"adam": _adam, "adamw": _adamw, "sgd": _sgd}
+
+# Allowed values of ArmSpec's enumerated fields (the config and the CLI use these).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "regime": tuple(REGIMES),
+    "class_weighting": ("balanced", "none"),
+    "optimizer": tuple(OPTIMIZERS),
+    "aug_mode": ("together", "independent"),
+    "head": ("linear", "seed"),
+}
+
+
+def resolve_image_size(model: str, image_size: int | None) -> int:
+    """The side the arm trains at: `image_size`, else the model's own input size."""
+    return int(image_size) if image_size is not None else int(model_info(model).input_size)
 
 
 @dataclass(frozen=True)
@@ -50,7 +85,7 @@ class ArmSpec:
     head: str = "linear"
     image_size: int | None = None  # None -> model_info(model).input_size
     augmentations: tuple[AugmentationSpec, ...] = ()
-    aug_p: float = 0.33
+    aug_p: float = DEFAULT_P
     aug_mode: str = "together"  # or "independent"
     regime: str = "full"  # "full" | "freeze_first" | "freeze_backbone"
     freeze_first: int = 0
@@ -58,8 +93,8 @@ class ArmSpec:
     class_weighting: str = "balanced"  # or "none"
     epochs: int = 5
     batch_size: int = 16
-    optimizer: str = "adam"  # "adam" | "adamw" | "sgd"
-    lr: float = 1e-4
+    optimizer: str = "adam"  # a key of OPTIMIZERS
+    lr: float = DEFAULT_LR
     weight_decay: float = 0.0
     amsgrad: bool = True
     early_stopping_patience: int | None = None
@@ -68,14 +103,7 @@ class ArmSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augmentations", tuple(self.augmentations))
-        choices = {
-            "regime": REGIMES,
-            "class_weighting": ("balanced", "none"),
-            "optimizer": OPTIMIZERS,
-            "aug_mode": ("together", "independent"),
-            "head": ("linear", "seed"),
-        }
-        for key, valid in choices.items():
+        for key, valid in CHOICES.items():
             if getattr(self, key) not in valid:
                 raise ConfigError(unknown_name_message(key, str(getattr(self, key)), valid))
         checks = {
@@ -92,6 +120,11 @@ class ArmSpec:
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"ArmSpec.{key} = {getattr(self, key)!r} is out of range.")
+
+    @property
+    def resolved_image_size(self) -> int:
+        """`image_size`, else the model's input size (`resolve_image_size`)."""
+        return resolve_image_size(self.model, self.image_size)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; augmentations become [{"name", "params"}]."""
@@ -114,6 +147,10 @@ class ArmSpec:
             for a in data.get("augmentations", ())
         )
         return cls(**data)
+
+
+# Every field's default (the model has none): what the config sections and CLI options use.
+ARM_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(ArmSpec) if f.name != "model"}
 
 
 @dataclass
@@ -140,14 +177,8 @@ def make_optimizer(model: nn.Module, spec: ArmSpec) -> torch.optim.Optimizer:
     # fused: one kernel over all parameters; for the custom CNN's 16.4 M parameters on CPU the
     # optimiser step fell from 188 to 21 ms (+11% img/s, BENCHMARKS.md), same update within fp32 rounding.
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    kwargs = {"lr": spec.lr, "weight_decay": spec.weight_decay, "fused": fused}
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(params, amsgrad=spec.amsgrad, **kwargs)
-    if spec.optimizer == "adamw":
-        return torch.optim.AdamW(params, amsgrad=spec.amsgrad, **kwargs)
-    if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, momentum=0.9, **kwargs)
-    raise ConfigError(f"optimizer must be 'adam', 'adamw' or 'sgd', got {spec.optimizer!r}.")
+    factory = OPTIMIZERS[spec.optimizer]  # ArmSpec checked the name
+    return factory(params, spec, lr=spec.lr, weight_decay=spec.weight_decay, fused=fused)
 
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -218,30 +249,22 @@ def _now() -> str:
 
 
 def _load_result(
-    out_dir: Path, arm_id: str, name: str, config_hash: str, skipped: bool
+    folder: ArmFolder, arm_id: str, name: str, config_hash: str, skipped: bool
 ) -> ArmResult:
     return ArmResult(
         arm_id=arm_id,
         name=name,
-        out_dir=out_dir,
+        out_dir=folder.path,
         config_hash=config_hash,
-        history=pd.read_csv(out_dir / "history.csv"),
-        predictions=pd.read_csv(
-            out_dir / "predictions.csv", dtype={"image_id": str, "subject": str}
+        history=(
+            pd.read_csv(folder.history)
+            if folder.history.is_file()
+            else pd.DataFrame(columns=HISTORY_COLUMNS)
         ),
-        metrics=atomic.read_json(out_dir / "metrics.json") or {},
+        predictions=pd.read_csv(folder.predictions, dtype={"image_id": str, "subject": str}),
+        metrics=atomic.read_json(folder.metrics) or {},
         skipped=skipped,
     )
-
-
-ARM_FILES = (
-    "arm.json",
-    "history.csv",
-    "predictions.csv",
-    "metrics.json",
-    "checkpoint.pt",
-    "last.pt",
-)
 
 
 def predict(
@@ -282,31 +305,33 @@ def run_arm(
     arm_id: str,
     name: str,
     device: str = "auto",
-    progress: Progress | None = None,
+    callbacks: TrainingCallbacks | None = None,
 ) -> ArmResult:
     """Train and evaluate one arm into `out_dir` (the arm's own folder, `arms/<arm_id>/`).
 
     Returns at once when the folder is complete with the same config hash; resumes from
     `last.pt` when it was interrupted; raises ConfigError when it holds another config.
+    `callbacks` receive the arm's per-batch and per-epoch records (labelled `arm_id`).
     """
     out_dir = Path(out_dir)
+    folder = ArmFolder(out_dir)
     config_hash = spec.config_hash()
-    previous = atomic.read_json(out_dir / "arm.json")
+    previous = folder.read_info()
     if previous is not None:
         if previous.get("config_hash") != config_hash:
             raise ConfigError(
                 f"{out_dir} holds arm {previous.get('arm_id')!r} with config hash "
                 f"{previous.get('config_hash')!r}, not {config_hash!r}; use a new folder (or --force in a study)."
             )
-        if previous.get("status") == "complete" and all((out_dir / f).exists() for f in ARM_FILES):
-            return _load_result(out_dir, arm_id, name, config_hash, skipped=True)
+        if folder.is_complete():
+            return _load_result(folder, arm_id, name, config_hash, skipped=True)
     if "split" not in split_manifest.columns:
         raise DataError(
             "run_arm needs a manifest with a 'split' column (see leukaug.data.split_manifest)."
         )
 
     info = model_info(spec.model)
-    image_size = spec.image_size or info.input_size
+    image_size = spec.resolved_image_size
     if tuple(cache.images.shape[1:]) != (image_size, image_size, 3):
         raise ConfigError(
             f"the cache holds {tuple(cache.images.shape[1:])} images but arm {arm_id!r} needs "
@@ -319,13 +344,14 @@ def run_arm(
         "seed": spec.seed,
         "spec": spec.to_dict(),
         "config_hash": config_hash,
-        "status": "running",
+        "status": STATUS_RUNNING,
         "started_at": (previous or {}).get("started_at") or _now(),
         "finished_at": None,
         "device": _device_name(torch_device),
+        "execution": execution_record(),  # CPU threads, CUDA determinism (results depend on them)
         "versions": _versions(),
     }
-    atomic.write_json(out_dir / "arm.json", arm_json)
+    atomic.write_json(folder.arm_json, arm_json)
 
     pipeline = make_pipeline(torch_device, info.mean, info.std)
     store = place_store(cache.images, torch_device)
@@ -341,20 +367,20 @@ def run_arm(
         model, optimizer, train, val, pipeline, out_dir,
         epochs=spec.epochs, seed=spec.seed, batch_size=spec.batch_size,
         weights=class_weights(train.labels, spec.class_weighting), augmenter=augmenter,
-        early_stopping_patience=spec.early_stopping_patience, config_hash=config_hash, progress=progress,
+        early_stopping_patience=spec.early_stopping_patience, config_hash=config_hash, callbacks=callbacks,
         label=arm_id,
     )  # fmt: skip
 
-    best = torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    best = torch.load(folder.checkpoint, map_location="cpu", weights_only=True)
     model.load_state_dict(best["model"])
     predictions = predict(
         model, split_manifest, store, cache, pipeline, batch_size=spec.batch_size, tta=spec.tta
     )
-    atomic.write_csv(out_dir / "predictions.csv", predictions)
+    atomic.write_csv(folder.predictions, predictions)
     metrics = arm_metrics(predictions) if len(predictions) else {}
-    atomic.write_json(out_dir / "metrics.json", metrics)
+    atomic.write_json(folder.metrics, metrics)
     atomic.write_json(
-        out_dir / "arm.json", arm_json | {"status": "complete", "finished_at": _now()}
+        folder.arm_json, arm_json | {"status": STATUS_COMPLETE, "finished_at": _now()}
     )
     return ArmResult(
         arm_id, name, out_dir, config_hash, history, predictions, metrics, skipped=False

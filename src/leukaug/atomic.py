@@ -13,6 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import torch
+
+from leukaug.errors import DataError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -62,8 +66,6 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 def read_json(path: str | os.PathLike[str]) -> Any | None:
     """The JSON in `path`, or None when the file does not exist (the reading side of `write_json`)."""
-    from leukaug.errors import DataError
-
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -81,8 +83,6 @@ def write_csv(path: str | os.PathLike[str], frame: Any, **kwargs: Any) -> None:
 
 
 def torch_save(path: str | os.PathLike[str], obj: Any) -> None:
-    import torch
-
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 

@@ -4,15 +4,19 @@ shown as is and under every augmentation. Used by `leukaug augment preview` and 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from leukaug import CLASS_NAMES
 from leukaug.atomic import save_figure
 from leukaug.augment import AugmentationSpec, build_augmenter
+from leukaug.data.cache import load_or_build_cache
+from leukaug.data.read import read_dataset
 from leukaug.errors import ConfigError
 
 
@@ -87,13 +91,6 @@ def cells_from_dataset(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`n_per_class` random cells per class of a data set on disk, decoded and resized as
     for training: (uint8 (N, size, size, 3), labels), HEM first."""
-    import tempfile
-
-    import pandas as pd
-
-    from leukaug.data.cache import load_or_build_cache
-    from leukaug.data.read import read_dataset
-
     manifest = read_dataset(root).manifest
     rng = np.random.default_rng(seed)
     chosen = []

@@ -19,12 +19,20 @@ import torch
 
 from leukaug.errors import ConfigError
 
-Augmenter = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+# What `training_batches` calls to augment a float batch (an `augment.Augmenter` is one).
+AugmentFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 # Share of the free GPU memory the uint8 cache may take before batches stay on the host.
 GPU_CACHE_SHARE = 0.4
 # Images augmented per call on CUDA (several batches at once; see `training_batches`).
 GPU_PREP_IMAGES = 256
+# Bytes per host-to-GPU copy while the cache is moved to the GPU (bounds the pinned buffer).
+GPU_COPY_CHUNK_BYTES = 256 << 20
+
+# Random stream ids of `stream_seed`: each draws from its own seed per (seed, epoch).
+ORDER_STREAM = 0  # the epoch's training order
+AUGMENT_STREAM = 1  # the augmentation parameters
+DROPOUT_STREAM = 2  # torch's global generator (dropout)
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,7 @@ def place_store(images: np.ndarray, device: torch.device) -> np.ndarray | torch.
     if images.nbytes > GPU_CACHE_SHARE * free:
         return images
     store = torch.empty(images.shape, dtype=torch.uint8, device=device)
-    chunk = max(1, (256 << 20) // max(1, images[0].nbytes))
+    chunk = max(1, GPU_COPY_CHUNK_BYTES // max(1, images[0].nbytes))
     for start in range(0, len(images), chunk):
         block = torch.from_numpy(np.array(images[start : start + chunk]))  # a writable copy
         store[start : start + chunk].copy_(block)
@@ -99,7 +107,7 @@ def place_store(images: np.ndarray, device: torch.device) -> np.ndarray | torch.
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The training order of epoch `epoch`: a permutation that depends only on (seed, epoch)."""
-    generator = torch.Generator().manual_seed(stream_seed(seed, epoch, 0))
+    generator = torch.Generator().manual_seed(stream_seed(seed, epoch, ORDER_STREAM))
     return torch.randperm(n, generator=generator).numpy()
 
 
@@ -128,7 +136,7 @@ def fetch(
 def prepare(
     images: torch.Tensor,
     pipeline: Pipeline,
-    augmenter: Augmenter | None = None,
+    augmenter: AugmentFn | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """uint8 -> float [0, 1] -> augment (when given) -> (x - mean) / std, in the model's layout.
@@ -157,7 +165,7 @@ def training_batches(
     order: np.ndarray,
     batch_size: int,
     pipeline: Pipeline,
-    augmenter: Augmenter | None = None,
+    augmenter: AugmentFn | None = None,
     generator: torch.Generator | None = None,
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """(number of samples, model input, labels) per batch of `order`, each batch sorted by row.
@@ -187,7 +195,13 @@ def training_batches(
 
     if not chunks:
         return
-    with ThreadPoolExecutor(1, thread_name_prefix="leukaug-batches") as pool:
+    # The preparation thread runs its torch ops with the caller's explicit thread count
+    # (OpenMP keeps one count per thread; left alone, a new thread takes the process's
+    # default, MKL's physical cores), so prepared batches never depend on the machine.
+    threads = torch.get_num_threads()
+    with ThreadPoolExecutor(
+        1, "leukaug-batches", initializer=torch.set_num_threads, initargs=(threads,)
+    ) as pool:
         pending = pool.submit(make, chunks[0])
         for following in [*chunks[1:], None]:
             batches, ready = pending.result()

@@ -3,18 +3,20 @@
 A study file is data, never code (read with `tomllib`). Every table forbids unknown keys
 and answers a typo with "did you mean ...?"; names of models, augmentations, regimes and
 arms are checked against their registries; a bad value names its key, the value and the
-allowed range. `load_study(path)` turns any problem into one `ConfigError` naming the file.
+allowed range. `read_study_file(path)` turns any problem into one `ConfigError` naming the file.
 
 Layout of a study file (see `studies/*.toml` for complete examples):
 
-    [study]        name, description, seeds, baseline (an arm name), device
+    [study]        name, description, seeds, baseline (the reference augmentation), pairs,
+                   primary_metric, device
     [data]         source ("embedded" or a path), split, val_fraction, ...; [data.synth]
     [training]     image_size, epochs, batch_size, optimizer, lr, aug_p, tta, ...
     [models.X]     one table per model (X is a registry name unless `model` says otherwise)
     [augmentations] named augmentation arms: `flip = ["flip", {name = "rotate", ...}]`
     [regimes.X]    kind (full | freeze_first | freeze_backbone), class_weighting, init_from
     [[experiments]] optional sub-grids (models x augmentations x regimes); default: all
-    [executor]     kind (local | ray), address, num_cpus, num_gpus, max_retries
+    [executor]     kind (local | ray), address, num_cpus, num_gpus, max_retries,
+                   threads, deterministic
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
+import tomli_w
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -34,7 +38,17 @@ from pydantic import (
     model_validator,
 )
 
+from leukaug.arm import ARM_DEFAULTS, CHOICES
+from leukaug.augment import AugmentationSpec, build_augmenter, list_augmentations
+from leukaug.data.synth import SynthConfig
 from leukaug.errors import ConfigError, unknown_name_message
+from leukaug.models import list_models, model_info
+
+# The allowed values of ArmSpec's enumerated settings, as pydantic types.
+OptimizerName = Literal[CHOICES["optimizer"]]  # type: ignore[valid-type]
+AugMode = Literal[CHOICES["aug_mode"]]  # type: ignore[valid-type]
+HeadName = Literal[CHOICES["head"]]  # type: ignore[valid-type]
+ClassWeighting = Literal[CHOICES["class_weighting"]]  # type: ignore[valid-type]
 
 LABEL_PATTERN = r"^[A-Za-z0-9_]+$"
 EMBEDDED = "embedded"
@@ -59,8 +73,30 @@ class StudySection(Strict):
     name: str = "study"
     description: str = ""
     seeds: list[int] = Field(default=[0], min_length=1)
+    # The reference AUGMENTATION label (e.g. "none"): each arm is compared with the arm that
+    # differs from it only in its augmentations. An arm name (older files) is read as that
+    # arm's augmentation. None: the unaugmented arms are the references.
     baseline: str | None = None
+    # Explicit comparisons beside (or instead of) the matched ones: [[study.pairs]] arm = ..., reference = ...
+    pairs: list[dict[str, str]] = Field(default_factory=list)
+    # The one metric whose paired test decides every verdict (see docs/statistics.md).
+    primary_metric: Literal["auc", "accuracy", "balanced_accuracy", "f1_weighted", "log_loss"] = (
+        "auc"
+    )
     device: str = "auto"
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs_name_two_arms(cls, pairs: list[dict[str, str]]) -> list[dict[str, str]]:
+        for index, pair in enumerate(pairs):
+            if set(pair) != {"arm", "reference"}:
+                raise ValueError(
+                    f"pairs[{index}] must have exactly the keys 'arm' and 'reference' "
+                    f"(arm names without seed), got {sorted(pair)}"
+                )
+            if pair["arm"] == pair["reference"]:
+                raise ValueError(f"pairs[{index}] compares arm {pair['arm']!r} with itself")
+        return pairs
 
     @field_validator("seeds")
     @classmethod
@@ -102,10 +138,6 @@ class DataSection(Strict):
     @field_validator("synth")
     @classmethod
     def _known_synth_settings(cls, synth: dict[str, Any]) -> dict[str, Any]:
-        from dataclasses import fields
-
-        from leukaug.data.synth import SynthConfig
-
         valid = [f.name for f in fields(SynthConfig)]
         for key in synth:
             if key not in valid:
@@ -131,19 +163,25 @@ class DataSection(Strict):
 
 
 class TrainingSection(Strict):
-    """Training settings shared by every arm (a regime may override some of them)."""
+    """Training settings shared by every arm (a regime may override some of them).
 
-    image_size: int | None = Field(default=None, ge=32, le=1024)
-    epochs: int = Field(default=5, ge=1, le=1000)
-    batch_size: int = Field(default=16, ge=1, le=4096)
-    optimizer: Literal["adam", "sgd", "adamw"] = "adam"
-    lr: float = Field(default=1e-4, gt=0.0, le=10.0)
-    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
-    amsgrad: bool = True
-    early_stopping_patience: int | None = Field(default=None, ge=1, le=1000)
-    aug_p: float = Field(default=0.33, ge=0.0, le=1.0)
-    aug_mode: Literal["together", "independent"] = "together"
-    tta: bool = False
+    Every field is an `ArmSpec` field of the same name, with ArmSpec's default and allowed
+    values (`arm.ARM_DEFAULTS`, `arm.CHOICES`); the bounds here only guard the file.
+    """
+
+    image_size: int | None = Field(default=ARM_DEFAULTS["image_size"], ge=32, le=1024)
+    epochs: int = Field(default=ARM_DEFAULTS["epochs"], ge=1, le=1000)
+    batch_size: int = Field(default=ARM_DEFAULTS["batch_size"], ge=1, le=4096)
+    optimizer: OptimizerName = ARM_DEFAULTS["optimizer"]
+    lr: float = Field(default=ARM_DEFAULTS["lr"], gt=0.0, le=10.0)
+    weight_decay: float = Field(default=ARM_DEFAULTS["weight_decay"], ge=0.0, le=1.0)
+    amsgrad: bool = ARM_DEFAULTS["amsgrad"]
+    early_stopping_patience: int | None = Field(
+        default=ARM_DEFAULTS["early_stopping_patience"], ge=1, le=1000
+    )
+    aug_p: float = Field(default=ARM_DEFAULTS["aug_p"], ge=0.0, le=1.0)
+    aug_mode: AugMode = ARM_DEFAULTS["aug_mode"]
+    tta: bool = ARM_DEFAULTS["tta"]
 
     @field_validator("lr", "weight_decay", "aug_p")
     @classmethod
@@ -157,10 +195,10 @@ class ModelEntry(Strict):
     """One model of the study; the table's key is its label (and registry name by default)."""
 
     model: str | None = None
-    pretrained: bool = False
-    weights_path: str | None = None
-    head: Literal["linear", "seed"] = "linear"
-    image_size: int | None = Field(default=None, ge=32, le=1024)
+    pretrained: bool = ARM_DEFAULTS["pretrained"]
+    weights_path: str | None = ARM_DEFAULTS["weights_path"]
+    head: HeadName = ARM_DEFAULTS["head"]
+    image_size: int | None = Field(default=ARM_DEFAULTS["image_size"], ge=32, le=1024)
 
 
 class AugmentationOp(Strict):
@@ -185,7 +223,7 @@ class AugmentationArm(Strict):
 
     ops: list[AugmentationOp] = Field(default_factory=list)
     p: float | None = Field(default=None, ge=0.0, le=1.0)
-    mode: Literal["together", "independent"] | None = None
+    mode: AugMode | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -196,19 +234,17 @@ class AugmentationArm(Strict):
 class RegimeEntry(Strict):
     """How the weights are trained: which layers, which loss weighting, which start."""
 
-    kind: str = "full"
-    freeze_first: int = Field(default=0, ge=0, le=10_000)
-    class_weighting: Literal["balanced", "none"] = "balanced"
+    kind: str = ARM_DEFAULTS["regime"]
+    freeze_first: int = Field(default=ARM_DEFAULTS["freeze_first"], ge=0, le=10_000)
+    class_weighting: ClassWeighting = ARM_DEFAULTS["class_weighting"]
     init_from: str | None = None  # another arm's name (same seed); it runs first
     training: TrainingSection | None = None  # overrides of [training] for this regime
 
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, kind: str) -> str:
-        from leukaug.models.regimes import REGIMES
-
-        if kind not in REGIMES:
-            raise ValueError(unknown_name_message("regime kind", kind, REGIMES))
+        if kind not in CHOICES["regime"]:
+            raise ValueError(unknown_name_message("regime kind", kind, CHOICES["regime"]))
         return kind
 
     @model_validator(mode="after")
@@ -241,6 +277,9 @@ class ExecutorSection(Strict):
     num_cpus: float = Field(default=1.0, gt=0.0, le=1024)
     num_gpus: float = Field(default=0.0, ge=0.0, le=64)
     max_retries: int = Field(default=2, ge=0, le=100)
+    # CPU threads per arm, applied by every executor (None: this machine's count, recorded)
+    threads: int | None = Field(default=None, ge=1, le=1024)
+    deterministic: bool = False  # CUDA: deterministic kernels (leukaug.determinism)
 
 
 class StudyConfig(Strict):
@@ -300,6 +339,14 @@ class StudyConfig(Strict):
                         )
         return self
 
+    def training_for(self, regime: str) -> TrainingSection:
+        """[training] with the regime's overrides applied."""
+        overrides = self.regimes[regime].training
+        if overrides is None:
+            return self.training
+        changed = {key: getattr(overrides, key) for key in overrides.model_fields_set}
+        return self.training.model_copy(update=changed)
+
     def model_name(self, label: str) -> str:
         """The registry name behind a model label."""
         return self.models[label].model or label
@@ -317,8 +364,6 @@ class StudyConfig(Strict):
 
 def _check_model_entry(label: str, entry: ModelEntry, config: StudyConfig) -> None:
     """Image size, head and weights that the registry entry supports."""
-    from leukaug.models import model_info
-
     info = model_info(entry.model or label)
     sizes = {"models." + label + ".image_size": entry.image_size}
     if entry.image_size is None:
@@ -346,8 +391,6 @@ def _check_model_entry(label: str, entry: ModelEntry, config: StudyConfig) -> No
 
 def _check_augmentation_arm(label: str, arm: AugmentationArm) -> None:
     """Parameters in range, each augmentation once (the augment module's own checks)."""
-    from leukaug.augment import AugmentationSpec, build_augmenter
-
     try:
         build_augmenter([AugmentationSpec(op.name, op.params) for op in arm.ops])
     except ConfigError as error:
@@ -355,14 +398,10 @@ def _check_augmentation_arm(label: str, arm: AugmentationArm) -> None:
 
 
 def _model_names() -> list[str]:
-    from leukaug.models import list_models
-
     return list(list_models())
 
 
 def _augmentation_names() -> list[str]:
-    from leukaug.augment import list_augmentations
-
     return list(list_augmentations())
 
 
@@ -374,7 +413,7 @@ def parse_study(data: dict[str, Any], source: str = "<study>") -> StudyConfig:
         raise ConfigError(format_validation_error(error, source)) from None
 
 
-def load_study(path: str | Path) -> StudyConfig:
+def read_study_file(path: str | Path) -> StudyConfig:
     """Read and validate a TOML study file (never executes anything from it)."""
     path = Path(path)
     try:
@@ -412,61 +451,15 @@ def _is_internal(part: Any) -> bool:
 
 def dump_toml(data: dict[str, Any]) -> str:
     """Serialise nested dicts of plain values as TOML (None values are left out)."""
-    lines: list[str] = []
-    _dump_table(data, [], lines)
-    return "\n".join(lines).lstrip("\n") + "\n"
+    return tomli_w.dumps(_toml_ready(data))
 
 
-def _dump_table(table: dict[str, Any], path: list[str], lines: list[str]) -> None:
-    scalars = {k: v for k, v in table.items() if v is not None and not _is_table(v)}
-    tables = {k: v for k, v in table.items() if _is_table(v)}
-    arrays_of_tables = {k: v for k, v in scalars.items() if _is_table_array(v)}
-    if path and (scalars or not tables):
-        lines.append(f"\n[{'.'.join(_toml_key(p) for p in path)}]")
-    for key, value in scalars.items():
-        if key not in arrays_of_tables:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for key, value in tables.items():
-        _dump_table(value, [*path, key], lines)
-    for key, items in arrays_of_tables.items():
-        for item in items:
-            lines.append(f"\n[[{'.'.join(_toml_key(p) for p in [*path, key])}]]")
-            for item_key, item_value in item.items():
-                if item_value is not None:
-                    lines.append(f"{_toml_key(item_key)} = {_toml_value(item_value)}")
-
-
-def _is_table(value: Any) -> bool:
-    return isinstance(value, dict)
-
-
-def _is_table_array(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+def _toml_ready(value: Any) -> Any:
+    """What TOML can hold: None-valued keys dropped, paths as strings, tuples as lists."""
     if isinstance(value, dict):
-        inner = ", ".join(
-            f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None
-        )
-        return "{ " + inner + " }" if inner else "{}"
+        return {str(k): _toml_ready(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_toml_ready(v) for v in value]
     if isinstance(value, Path):
-        return _toml_string(str(value))
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+        return str(value)
+    return value

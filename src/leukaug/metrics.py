@@ -38,6 +38,13 @@ SWEEP_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 101), 2)
 CI_METHODS = {"wilson": "wilson", "wald": "normal"}
 
 
+def predicted_all(
+    prob: np.ndarray | pd.Series | float, threshold: float = DEFAULT_THRESHOLD
+) -> np.ndarray:
+    """The one rule for "predicted ALL" used everywhere: P(ALL) >= threshold (0.5 unless stated)."""
+    return np.asarray(prob, dtype=float) >= threshold
+
+
 def validate_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
     """Check a predictions table (ARCHITECTURE.md contract); return a typed copy sorted by split, image_id."""
     missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
@@ -121,7 +128,7 @@ def binary_metrics(
     """
     y = np.asarray(y, dtype=int)
     prob = np.asarray(prob, dtype=float)
-    predicted = (prob >= threshold).astype(int)
+    predicted = predicted_all(prob, threshold).astype(int)
     n = len(y)
     tn, fp, fn, tp = _confusion(y, predicted)
     correct = tn + tp
@@ -176,7 +183,7 @@ def threshold_sweep(
     """Accuracy, precision, recall, specificity, F1 at each threshold (0 to 1 by 0.01)."""
     y = np.asarray(y, dtype=int) == LABEL_ALL
     prob = np.asarray(prob, dtype=float)
-    predicted = prob[None, :] >= np.asarray(thresholds)[:, None]
+    predicted = predicted_all(prob[None, :], np.asarray(thresholds)[:, None])
     tp = (predicted & y).sum(axis=1).astype(float)
     fp = (predicted & ~y).sum(axis=1).astype(float)
     fn = (~predicted & y).sum(axis=1).astype(float)
@@ -216,7 +223,7 @@ def youden_threshold(y: np.ndarray, prob: np.ndarray) -> float:
 
 def subject_table(frame: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
     """Per subject: label, images, image accuracy, mean P(ALL) and the subject-level diagnosis."""
-    correct = (frame["prob"] >= threshold).astype(int) == frame["label"]
+    correct = predicted_all(frame["prob"], threshold).astype(int) == frame["label"].to_numpy()
     grouped = frame.assign(correct=correct).groupby("subject", sort=True)
     table = grouped.agg(
         label=("label", lambda s: round(s.mean())),
@@ -224,7 +231,7 @@ def subject_table(frame: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> 
         accuracy=("correct", "mean"),
         mean_prob=("prob", "mean"),
     ).reset_index()
-    table["diagnosis"] = (table["mean_prob"] >= threshold).astype(int)
+    table["diagnosis"] = predicted_all(table["mean_prob"], threshold).astype(int)
     table["diagnosis_correct"] = table["diagnosis"] == table["label"]
     return table
 

@@ -5,7 +5,7 @@
 - McNemar's exact test on per-image correctness (statsmodels).
 - A paired bootstrap that resamples subjects, not images: cells of one patient are
   correlated, so resampling images would understate the uncertainty.
-- Holm's step-down correction (statsmodels ``multipletests``).
+- Holm's step-down correction (checked against statsmodels ``multipletests`` in the tests).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import norm, rankdata
 from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import multipletests
 
 from leukaug.errors import DataError
 
@@ -221,12 +220,17 @@ def mcnemar_exact(
 
 
 def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm-adjusted p-values; NaN entries stay NaN and do not count toward the family."""
+    """Holm-adjusted p-values; NaN entries stay NaN and do not count toward the family.
+
+    Step-down: the k-th smallest of m p-values is multiplied by m - k + 1, then made
+    monotone (running maximum) and capped at 1 (Holm 1979).
+    """
     p_values = np.asarray(p_values, dtype=float)
     adjusted = np.full_like(p_values, np.nan)
-    finite = np.isfinite(p_values)
-    if finite.any():
-        adjusted[finite] = multipletests(p_values[finite], method="holm")[1]
+    finite = np.flatnonzero(np.isfinite(p_values))
+    order = finite[np.argsort(p_values[finite], kind="stable")]
+    steps = len(order) - np.arange(len(order))
+    adjusted[order] = np.minimum(np.maximum.accumulate(steps * p_values[order]), 1.0)
     return adjusted
 
 
@@ -375,3 +379,46 @@ def paired_bootstrap(
             level,
         )
     return results
+
+
+def obuchowski_components(
+    y: Sequence[int] | np.ndarray, scores: np.ndarray, clusters: Sequence[str] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs and their covariance matrix under clustering (Obuchowski 1997, Biometrics 53:567).
+
+    DeLong's placement values are summed per cluster (subject): V10_c over the cluster's
+    positives (m_c of them), V01_c over its negatives (n_c). With I10 / I01 clusters holding
+    positives / negatives, I clusters in all, M positives and N negatives:
+    S10 = I10 / ((I10 - 1) M) sum_c (V10_c - m_c AUC)^2, S01 likewise,
+    S11 = I / (I - 1) sum_c (V10_c - m_c AUC)(V01_c - n_c AUC), and
+    Cov = S10 / M + S01 / N + (S11 + S11') / (M N). One image per cluster gives DeLong's.
+    """
+    y = _labels(y)
+    scores = np.atleast_2d(np.asarray(scores, dtype=float))
+    clusters = np.asarray(clusters).astype(str)
+    if clusters.shape != y.shape:
+        raise DataError(f"need one cluster (subject) per image: {clusters.shape} vs {y.shape}.")
+    positive = y == 1
+    m, n = int(positive.sum()), int((~positive).sum())
+    if m == 0 or n == 0:
+        raise DataError("the clustered AUC needs both classes; one class is absent.")
+    t_x = rankdata(scores[:, positive], axis=1)
+    t_y = rankdata(scores[:, ~positive], axis=1)
+    t_z = rankdata(scores, axis=1)
+    aucs = (t_z[:, positive].sum(axis=1) / m - (m + 1) / 2.0) / n
+    placement = np.zeros_like(scores)
+    placement[:, positive] = (t_z[:, positive] - t_x) / n
+    placement[:, ~positive] = 1.0 - (t_z[:, ~positive] - t_y) / m
+    _codes, index = np.unique(clusters, return_inverse=True)
+    n_clusters = int(index.max()) + 1
+    m_c = np.bincount(index, weights=positive, minlength=n_clusters)
+    n_c = np.bincount(index, weights=~positive, minlength=n_clusters)
+    v10 = np.stack([np.bincount(index, w * positive, n_clusters) for w in placement])
+    v01 = np.stack([np.bincount(index, w * ~positive, n_clusters) for w in placement])
+    d10 = v10 - m_c[None, :] * aucs[:, None]
+    d01 = v01 - n_c[None, :] * aucs[:, None]
+    i10, i01 = int((m_c > 0).sum()), int((n_c > 0).sum())
+    s10 = d10 @ d10.T * (i10 / ((i10 - 1) * m)) if i10 > 1 else np.zeros((len(aucs),) * 2)
+    s01 = d01 @ d01.T * (i01 / ((i01 - 1) * n)) if i01 > 1 else np.zeros((len(aucs),) * 2)
+    s11 = d10 @ d01.T * (n_clusters / (n_clusters - 1)) if n_clusters > 1 else 0.0 * s10
+    return aucs, s10 / m + s01 / n + (s11 + s11.T) / (m * n)

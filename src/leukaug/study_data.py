@@ -1,27 +1,36 @@
 """Data and figures of a study: the embedded synthetic data, the split manifest, one image
-cache per image size, the facts for `dataset.json`, and the report's Figures 1-2."""
+cache per image size, the facts for `dataset.json`, and the report's Figures 1-2.
+
+`leukaug run` (every arm) and `leukaug train` (a one-arm study) prepare their data here.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from leukaug import CLASS_NAMES, atomic
+from leukaug.augment import AugmentationSpec
+from leukaug.augment_preview import render_preview
 from leukaug.config import StudyConfig
+from leukaug.data.cache import ImageCache, load_or_build_cache
+from leukaug.data.read import read_dataset
+from leukaug.data.split import split_manifest
+from leukaug.data.synth import SynthConfig, generate
 from leukaug.errors import ConfigError
+from leukaug.layout import StudyFolder
 
-if TYPE_CHECKING:
-    from rich.console import Console
-
-    from leukaug.data.cache import ImageCache
-    from leukaug.study import Arm
+log = logging.getLogger(__name__)
+SAMPLE_CELLS_PER_CLASS = 6  # Figure 1
+PREVIEW_CELLS_PER_CLASS = 3  # Figure 2
 
 
 @dataclass
@@ -47,15 +56,11 @@ def embedded_data_dir(config: StudyConfig) -> Path:
 
 
 def _synth_config_dict(config: StudyConfig) -> dict[str, Any]:
-    from leukaug.data.synth import SynthConfig
-
     return asdict(SynthConfig(**config.data.synth))
 
 
-def ensure_embedded_data(config: StudyConfig, console: Console | None = None) -> Path:
+def ensure_embedded_data(config: StudyConfig) -> Path:
     """Generate the synthetic data set unless a complete one with the same settings exists."""
-    from leukaug.data.synth import SynthConfig, generate
-
     settings = _synth_config_dict(config)
     root = embedded_data_dir(config)
     record = root / "synthetic_config.json"
@@ -69,23 +74,16 @@ def ensure_embedded_data(config: StudyConfig, console: Console | None = None) ->
         )
     synth = SynthConfig(**settings)
     synth.validate()
-    if console is not None:
-        console.print(f"Generating the synthetic data set into {root} ...")
+    log.info("Generating the synthetic data set into %s ...", root)
     generate(root, synth)
     return root
 
 
-def prepare_data(
-    config: StudyConfig, image_sizes: Sequence[int], console: Console | None = None
-) -> PreparedData:
+def prepare_data(config: StudyConfig, image_sizes: Sequence[int]) -> PreparedData:
     """Read (or generate) the data, split it, and build one image cache per size."""
-    from leukaug.data.cache import load_or_build_cache
-    from leukaug.data.read import read_dataset
-    from leukaug.data.split import split_manifest
-
     data = config.data
     if data.embedded:
-        root = ensure_embedded_data(config, console)
+        root = ensure_embedded_data(config)
         dataset = read_dataset(root)
     else:
         root = Path(data.source).resolve()
@@ -98,8 +96,7 @@ def prepare_data(
     cache_dir = Path(data.cache_dir).resolve()
     caches = {}
     for size in sorted(set(image_sizes)):
-        if console is not None:
-            console.print(f"Image cache at {size} px ...")
+        log.info("Image cache at %d px ...", size)
         caches[size] = load_or_build_cache(manifest, size, cache_dir, crop=data.crop)
     info = {
         "root": str(root),
@@ -145,16 +142,18 @@ def split_fingerprint(manifest: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- figures
 
 
-def render_figures(data: PreparedData, arms: Sequence[Arm], out_dir: Path) -> None:
-    """Figure 1 (ALL and HEM training cells) and Figure 2 (the study's augmentations at p = 1)."""
+def render_figures(
+    data: PreparedData, augmentations: Sequence[AugmentationSpec], folder: StudyFolder
+) -> None:
+    """Figure 1 (ALL and HEM training cells) and Figure 2 (`augmentations`, the study's
+    distinct augmentations, at p = 1; skipped when there are none)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cache = data.caches[max(data.caches)]
-    by_class = _sample_training_cells(data.manifest, cache, per_class=6)
-    figures = out_dir / "figures"
+    by_class = _sample_training_cells(data.manifest, cache, per_class=SAMPLE_CELLS_PER_CLASS)
 
     n_cols = max(len(images) for images in by_class.values())
     fig, axes = plt.subplots(2, n_cols, figsize=(1.6 * n_cols, 4.0), squeeze=False)
@@ -166,16 +165,15 @@ def render_figures(data: PreparedData, arms: Sequence[Arm], out_dir: Path) -> No
                 ax.set_title(CLASS_NAMES[label], fontsize=8)
     fig.suptitle("Figure 1: training cells, ALL (top) and HEM (bottom)", fontsize=9)
     fig.tight_layout()
-    atomic.save_figure(figures / "sample_cells.png", fig, dpi=110)
+    atomic.save_figure(folder.sample_cells_figure, fig, dpi=110)
     plt.close(fig)
 
-    specs = list(dict.fromkeys(spec for arm in arms for spec in arm.spec.augmentations))
+    specs = list(dict.fromkeys(augmentations))
     if specs:
-        from leukaug.augment_preview import render_preview
-
-        cells = np.concatenate([images[:3] for images in by_class.values()])
-        labels = np.concatenate([[label] * len(images[:3]) for label, images in by_class.items()])
-        render_preview(cells, labels, specs, figures / "augmented_cells.png")
+        n = PREVIEW_CELLS_PER_CLASS
+        cells = np.concatenate([images[:n] for images in by_class.values()])
+        labels = np.concatenate([[label] * len(images[:n]) for label, images in by_class.items()])
+        render_preview(cells, labels, specs, folder.augmented_cells_figure)
 
 
 def _sample_training_cells(

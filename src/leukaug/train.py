@@ -1,18 +1,24 @@
 """The training loop: plain functions `train_one_epoch`, `evaluate` and `fit`.
 
-One logit per image, `BCEWithLogits` with per-sample class weights, Adam (lr 1e-4, amsgrad)
-by default as in the seed's custom CNN. Every random stream is seeded per (seed, epoch),
-so a run resumed from `last.pt` ends bit-identical to an uninterrupted one on CPU.
-`leukaug.arm` builds one arm's model and data and calls these.
+One logit per image, `BCEWithLogits` with per-sample class weights (the optimiser is the
+arm's; see `arm.OPTIMIZERS`). The validation loss that selects the best checkpoint is the
+same class-weighted loss. Every random stream is seeded per (seed, epoch), so a run resumed
+from `last.pt` ends bit-identical to an uninterrupted one on CPU. `leukaug.arm` builds one
+arm's model and data and calls these.
+
+`fit` reports progress only through `TrainingCallbacks`: `on_batch(BatchProgress)` every
+SYNC_EVERY batches and `on_epoch(EpochRecord)` after each epoch. `EpochRecord` is the public
+per-epoch record that progress displays, log lines and experiment trackers consume.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +28,9 @@ from torch import nn
 
 from leukaug import atomic
 from leukaug.batches import (
-    Augmenter,
+    AUGMENT_STREAM,
+    DROPOUT_STREAM,
+    AugmentFn,
     Pipeline,
     SplitImages,
     batch_starts,
@@ -33,10 +41,8 @@ from leukaug.batches import (
     training_batches,
 )
 from leukaug.errors import ConfigError, DataError, TrainingError
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
-
+from leukaug.layout import ArmFolder
+from leukaug.metrics import DEFAULT_THRESHOLD, predicted_all
 
 HISTORY_COLUMNS = [
     "epoch",
@@ -54,8 +60,63 @@ RESUME_KEYS = ("best_val_loss", "best_epoch", "bad_epochs", "stopped")
 
 
 # Loss values are pulled from the device every this many batches (a sync; also the
-# granularity of the progress bar). The NaN check still names the exact batch.
+# granularity of `on_batch`). The NaN check still names the exact batch.
 SYNC_EVERY = 8
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Where one arm's current epoch stands (passed to `TrainingCallbacks.on_batch`)."""
+
+    label: str  # the arm id in a study
+    epoch: int
+    epochs: int
+    batch: int
+    images_done: int
+    images_total: int
+    loss: float  # training loss of the latest batch
+    images_per_second: float
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One finished epoch of one arm: a `history.csv` row plus who and how fast.
+
+    Passed to `TrainingCallbacks.on_epoch`; the losses are class-weighted (see `fit`).
+    """
+
+    label: str  # the arm id in a study
+    epoch: int
+    epochs: int  # planned epochs (early stopping may end sooner)
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+    images_per_second: float  # training images per second over the epoch
+
+    @property
+    def eta_seconds(self) -> float:
+        """Time left for the remaining planned epochs at this epoch's pace."""
+        return max(self.epochs - self.epoch, 0) * self.seconds
+
+    @classmethod
+    def from_history_row(
+        cls, row: Mapping[str, Any], label: str, epochs: int, n_train: int
+    ) -> EpochRecord:
+        """The record of one `history.csv` row (`n_train`: training images per epoch)."""
+        values = {key: float(row[key]) for key in HISTORY_COLUMNS if key != "epoch"}
+        rate = n_train / max(values["seconds"], 1e-9)
+        return cls(label, int(row["epoch"]), epochs, images_per_second=rate, **values)
+
+
+@dataclass(frozen=True)
+class TrainingCallbacks:
+    """Plain callables `fit` calls; either may be None. Compose several trackers in one."""
+
+    on_epoch: Callable[[EpochRecord], None] | None = None
+    on_batch: Callable[[BatchProgress], None] | None = None
 
 
 def class_weights(labels: np.ndarray, mode: str = "balanced") -> torch.Tensor:
@@ -124,7 +185,7 @@ def _check_finite(losses: list[torch.Tensor], first_batch: int, epoch: int) -> N
 
 def augment_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
     """The augmentation parameter stream of one epoch, on the device the images are on."""
-    return torch.Generator(device=device).manual_seed(stream_seed(seed, epoch, 1))
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, epoch, AUGMENT_STREAM))
 
 
 def train_one_epoch(
@@ -137,16 +198,16 @@ def train_one_epoch(
     seed: int,
     batch_size: int,
     weights: torch.Tensor,
-    augmenter: Augmenter | None = None,
+    augmenter: AugmentFn | None = None,
     on_batch: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, float]:
     """One pass over `data` in a seeded order; returns mean (class-weighted) loss and accuracy.
 
     `weights[label]` is each sample's loss weight. `on_batch(done_images, batch, loss)` is
-    called every SYNC_EVERY batches (progress bars).
+    called every SYNC_EVERY batches (progress displays).
     """
     set_train_mode(model)
-    torch.manual_seed(stream_seed(seed, epoch, 2))  # dropout
+    torch.manual_seed(stream_seed(seed, epoch, DROPOUT_STREAM))
     order = epoch_order(len(data), seed, epoch)
     generator = augment_generator(seed, epoch, pipeline.device) if augmenter else None
     weights = weights.to(pipeline.device)
@@ -161,7 +222,8 @@ def train_one_epoch(
         losses.append(loss)
         sizes.append(size)
         done += size
-        correct += ((logits > 0) == (labels > 0.5)).sum()
+        # the one "predicted ALL" rule (metrics.predicted_all): P(ALL) >= threshold
+        correct += ((torch.sigmoid(logits) >= DEFAULT_THRESHOLD) == (labels > 0.5)).sum()
         if batch % SYNC_EVERY == 0 or done == len(data):
             _check_finite(losses[checked:], checked + 1, epoch)
             checked = len(losses)
@@ -190,10 +252,13 @@ def evaluate(
     *,
     batch_size: int,
     tta: bool = False,
+    weights: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """P(ALL) per sample, in the order of `data` (never shuffled); unweighted BCE and accuracy.
+    """P(ALL) per sample, in the order of `data` (never shuffled); BCE and accuracy.
 
-    With `tta`, probabilities are averaged over the 8 dihedral views of each image.
+    `weights[label]` weighs each sample's loss as in training (`fit` passes the training
+    split's class weights, so the validation loss is the objective training optimises);
+    None: unweighted. With `tta`, probabilities are averaged over the 8 dihedral views.
     """
     model.eval()
     probs: list[torch.Tensor] = []
@@ -215,8 +280,11 @@ def evaluate(
     if len(labels) == 0:
         return {"prob": prob_all, "loss": math.nan, "accuracy": math.nan}
     clipped = np.clip(prob_all, 1e-12, 1 - 1e-12)
-    loss = -np.mean(labels * np.log(clipped) + (1 - labels) * np.log1p(-clipped))
-    accuracy = float(np.mean((prob_all > 0.5) == (labels > 0.5)))
+    per_sample = -(labels * np.log(clipped) + (1 - labels) * np.log1p(-clipped))
+    if weights is not None:
+        per_sample = per_sample * weights.double().cpu().numpy()[data.labels]
+    loss = np.mean(per_sample)
+    accuracy = float(np.mean(predicted_all(prob_all) == (labels > 0.5)))
     return {"prob": prob_all, "loss": float(loss), "accuracy": accuracy}
 
 
@@ -249,38 +317,37 @@ def fit(
     seed: int,
     batch_size: int,
     weights: torch.Tensor,
-    augmenter: Augmenter | None = None,
+    augmenter: AugmentFn | None = None,
     early_stopping_patience: int | None = None,
     config_hash: str = "",
-    progress: Progress | None = None,
+    callbacks: TrainingCallbacks | None = None,
     label: str = "",
 ) -> pd.DataFrame:
     """Train for `epochs`, writing `history.csv`, `checkpoint.pt` (best validation loss) and
     `last.pt` (resume state) after every epoch; resumes from `last.pt` when present.
 
-    Without a validation split the best checkpoint is the last epoch. `label` prefixes the
-    progress bar's description (the arm id in a study).
+    `history.csv`: `train_loss` is the mean class-weighted BCE over the epoch's batches,
+    `val_loss` the same class-weighted BCE (the training split's `weights`) on the
+    validation split after the epoch; `checkpoint.pt` is the epoch with the lowest
+    `val_loss`. Without a validation split the best checkpoint is the last epoch.
+    `label` names the run in the callbacks' records (the arm id in a study).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    folder = ArmFolder(out_dir)
     state = _resume_state(out_dir, model, optimizer, config_hash)
     history: list[dict[str, Any]] = state["history"]
-    task = None
-    if progress is not None:
-        task = progress.add_task("train", total=len(train), batch=0, loss=float("nan"), ips=0.0)
+    callbacks = callbacks or TrainingCallbacks()
     epoch = state["epoch"]
     while epoch < epochs and not state["stopped"]:
         epoch += 1
         started = time.perf_counter()
-        on_batch = _progress_callback(progress, task, epoch, epochs, started)
-        if progress is not None:
-            description = f"{label} epoch {epoch}/{epochs}".strip()
-            progress.reset(task, total=len(train), description=description)
+        on_batch = _batch_callback(callbacks, label, epoch, epochs, len(train), started)
         train_stats = train_one_epoch(
             model, optimizer, train, pipeline, epoch=epoch, seed=seed, batch_size=batch_size,
             weights=weights, augmenter=augmenter, on_batch=on_batch,
         )  # fmt: skip
-        val_stats = evaluate(model, val, pipeline, batch_size=batch_size)
+        val_stats = evaluate(model, val, pipeline, batch_size=batch_size, weights=weights)
         row = {
             "epoch": epoch,
             "train_loss": train_stats["loss"],
@@ -295,17 +362,17 @@ def fit(
         if len(val) == 0 or val_stats["loss"] < state["best_val_loss"]:
             state |= {"best_val_loss": val_stats["loss"], "best_epoch": epoch, "bad_epochs": 0}
             best = {"model": weights_now, "epoch": epoch, "val_loss": val_stats["loss"]}
-            atomic.torch_save(out_dir / "checkpoint.pt", best | {"config_hash": config_hash})
+            atomic.torch_save(folder.checkpoint, best | {"config_hash": config_hash})
         else:
             state["bad_epochs"] += 1
         patience = early_stopping_patience
         state["stopped"] = patience is not None and state["bad_epochs"] >= patience
-        atomic.write_csv(out_dir / "history.csv", pd.DataFrame(history, columns=HISTORY_COLUMNS))
+        atomic.write_csv(folder.history, pd.DataFrame(history, columns=HISTORY_COLUMNS))
         resume = {"epoch": epoch, "model": weights_now, "optimizer": optimizer.state_dict()}
         resume |= {"rng": _rng_state(), "history": history, "config_hash": config_hash}
-        atomic.torch_save(out_dir / "last.pt", resume | {k: state[k] for k in RESUME_KEYS})
-    if progress is not None and task is not None:
-        progress.remove_task(task)
+        atomic.torch_save(folder.last, resume | {k: state[k] for k in RESUME_KEYS})
+        if callbacks.on_epoch is not None:
+            callbacks.on_epoch(EpochRecord.from_history_row(row, label, epochs, len(train)))
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
 
 
@@ -314,7 +381,7 @@ def _resume_state(
 ) -> dict[str, Any]:
     fresh = {"epoch": 0, "history": [], "best_val_loss": math.inf, "best_epoch": 0}
     fresh |= {"bad_epochs": 0, "stopped": False}
-    path = out_dir / "last.pt"
+    path = ArmFolder(out_dir).last
     if not path.exists():
         return fresh
     saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -329,14 +396,16 @@ def _resume_state(
     return {key: saved[key] for key in fresh} | {"history": list(saved["history"])}
 
 
-def _progress_callback(
-    progress: Progress | None, task: Any, epoch: int, epochs: int, started: float
+def _batch_callback(
+    callbacks: TrainingCallbacks, label: str, epoch: int, epochs: int, total: int, started: float
 ) -> Callable[[int, int, float], None] | None:
-    if progress is None:
+    """`train_one_epoch`'s (done, batch, loss) hook as `BatchProgress` records."""
+    if callbacks.on_batch is None:
         return None
+    on_batch = callbacks.on_batch
 
     def update(done: int, batch: int, loss: float) -> None:
         rate = done / max(time.perf_counter() - started, 1e-9)
-        progress.update(task, completed=done, batch=batch, loss=loss, ips=rate)
+        on_batch(BatchProgress(label, epoch, epochs, batch, done, total, loss, rate))
 
     return update

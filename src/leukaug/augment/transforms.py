@@ -157,8 +157,9 @@ class Blur(Augmentation):
 @register
 class Noise(Augmentation):
     name = "noise"
-    description = "additive Gaussian noise (std on the [0, 1] scale), clamped to [0, 1]"
-    defaults: ClassVar[dict[str, Any]] = {"std": 0.1}
+    description = "additive Gaussian noise, std on the [0, 1] scale (0.316 = variance 0.1), clamped"
+    # The seed paper: mean 0, variance 0.1 on [0, 1] -> std sqrt(0.1) = 0.316 (a std, not a variance).
+    defaults: ClassVar[dict[str, Any]] = {"std": 0.316}
 
     def setup(self, std):
         if isinstance(std, list | tuple):

@@ -13,7 +13,9 @@ from rich.console import Console
 
 from leukaug.cli import (
     data_commands,
+    explain_commands,
     model_commands,
+    predict_commands,
     report_commands,
     study_commands,
     train_commands,
@@ -28,7 +30,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (data_commands, model_commands, train_commands, report_commands, study_commands):
+for module in (
+    data_commands,
+    model_commands,
+    train_commands,
+    report_commands,
+    study_commands,
+    predict_commands,
+    explain_commands,
+):
     module.register(app)
 
 EXIT_USAGE = 2

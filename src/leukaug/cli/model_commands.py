@@ -19,6 +19,12 @@ def models() -> None:
     from leukaug.models import list_models, model_info, model_parameter_count
 
     table = Table(title="models (input: float RGB in [0, 1], then (x - mean) / std)")
+    table.caption = (
+        "Any timm model also works as timm:NAME (e.g. timm:efficientnet_b0, "
+        "timm:convnext_tiny.fb_in1k): input size and mean/std from timm's pretrained config, "
+        "weights from the Hugging Face cache (`leukaug weights fetch timm:NAME`); freeze_first "
+        "counts its top-level stages (stem first) as timm groups them."
+    )
     for column in (
         "name",
         "input px",
@@ -27,6 +33,7 @@ def models() -> None:
         "params (linear head)",
         "params (seed head)",
         "ImageNet weights",
+        "freeze_first counts",
         "description",
     ):
         table.add_column(column)
@@ -41,6 +48,7 @@ def models() -> None:
             f"{model_parameter_count(name):,}",
             seed,
             info.imagenet_weights or "-",
+            info.freeze_first_units or "- (use freeze_backbone)",
             info.description,
         )
     Console(width=200).print(table)

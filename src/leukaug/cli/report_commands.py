@@ -12,18 +12,19 @@ def report(
     baseline: str | None = typer.Option(
         None,
         "--baseline",
-        help="Arm name to compare against (default: the study's baseline, else the first unaugmented arm).",
+        help="Reference augmentation: each arm is compared with its twin that has it (default: the study's "
+        "baseline, else no augmentation); an arm name is read as its augmentation.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the subject bootstrap."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstraps."),
 ) -> None:
-    """Write report.html, summary.md, metrics.csv and comparisons.csv into RUN_DIR."""
+    """Write report.html, summary.md, metrics.csv, comparisons.csv and verdicts.csv into RUN_DIR."""
     from leukaug.report import build_report
     from leukaug.report.markdown import read_headline
 
     paths = build_report(run_dir, baseline=baseline, seed=seed)
     typer.echo(f"Report: {paths['report']}")
     typer.echo(
-        f"Summary: {paths['summary']}  Metrics: {paths['metrics']}  Comparisons: {paths['comparisons']}"
+        f"Summary: {paths['summary']}  Metrics: {paths['metrics']}  Verdicts: {paths['verdicts']}"
     )
     headline = read_headline(paths["summary"])
     if headline:

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
 import typer
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.console import Console
+
+from leukaug.cli.progress import arm_display
+from leukaug.config import read_study_file
+from leukaug.layout import StudyFolder
+from leukaug.study import run_study
 
 EXIT_ARM_FAILED = 1
 DEMO_STUDY = "demo.toml"
@@ -84,22 +78,10 @@ def run_and_report(
     device: str | None = None,
 ) -> None:
     """Load, run and report one study, printing a line per finished arm; exit 1 if an arm failed."""
-    from leukaug.config import load_study
-    from leukaug.study import run_study
-
     console = Console()
-    config = load_study(study)
+    config = read_study_file(study)
     started = time.perf_counter()
-    with study_progress(console) as (arms_bar, training_bar):
-        arms_task = arms_bar.add_task("arms", total=None)
-
-        def on_arm_done(outcome) -> None:
-            arms_bar.advance(arms_task)
-            console.print(arm_summary(outcome), highlight=False)
-
-        def on_start(total: int) -> None:
-            arms_bar.update(arms_task, total=total)
-
+    with arm_display(console, study=True) as display:
         result = run_study(
             config,
             out,
@@ -108,14 +90,16 @@ def run_and_report(
             ray_address=ray_address,
             device=device,
             source=str(study),
-            console=console,
-            progress=training_bar,
-            on_arm_done=on_arm_done,
-            on_start=on_start,
+            on_start=display.on_start,
+            on_arm_done=display.on_arm_done,
+            callbacks=display.callbacks,
         )
     minutes = (time.perf_counter() - started) / 60
-    report = result.report.get("report.html") or result.report.get("html") or out / "report.html"
-    console.print(f"Study finished in {minutes:.1f} min. Report: {report}")
+    if result.report:
+        report = result.report.get("report", StudyFolder(result.out_dir).report_html)
+        console.print(f"Study finished in {minutes:.1f} min. Report: {report}")
+    else:
+        console.print(f"Study finished in {minutes:.1f} min; no arm finished, so no report.")
     if result.failed:
         names = ", ".join(o.arm_id for o in result.failed)
         console.print(
@@ -123,40 +107,3 @@ def run_and_report(
             "run the same command again to retry them)."
         )
         raise typer.Exit(EXIT_ARM_FAILED)
-
-
-@contextlib.contextmanager
-def study_progress(console: Console) -> Iterator[tuple[Progress, Progress]]:
-    """Two live progress displays: arms done (with the study's ETA) and the current training."""
-    from leukaug.progress import training_progress
-
-    arms_bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-    )
-    training_bar = training_progress(console)
-    with Live(Group(arms_bar, training_bar), console=console, refresh_per_second=4, transient=True):
-        yield arms_bar, training_bar
-
-
-def arm_summary(outcome) -> str:
-    """One line per finished arm: test accuracy with its interval, AUC, and time."""
-    if outcome.failed:
-        return f"[red]FAILED[/] {outcome.arm_id}: {outcome.error_type}: {outcome.message}"
-    test = (outcome.metrics.get("splits") or {}).get("test") or {}
-    parts = [f"{'skipped (done)' if outcome.status == 'skipped' else 'done'} {outcome.arm_id}"]
-    if test.get("accuracy") is not None:
-        interval = ""
-        if test.get("accuracy_ci_low") is not None:
-            interval = f" [{test['accuracy_ci_low']:.3f}, {test['accuracy_ci_high']:.3f}]"
-        parts.append(f"test acc {test['accuracy']:.3f}{interval}")
-    if test.get("auc") is not None:
-        parts.append(f"AUC {test['auc']:.3f}")
-    if outcome.status != "skipped":
-        parts.append(f"{outcome.seconds:.0f} s")
-    return "  ".join(parts)

@@ -1,20 +1,35 @@
-"""`leukaug train`: train one arm (model x augmentations x regime x seed) into one folder."""
+"""`leukaug train`: one arm (model x augmentations x regime x seed) into one folder.
+
+A one-arm study: the options become a study config, whose arm is planned, whose data are
+read, split and cached, and which is trained by exactly the code `leukaug run` uses
+(`plan.expand_arms`, `study_data.prepare_data`, `arm.run_arm`); only the output differs:
+OUT is the arm's own folder, not a study folder. Defaults and allowed values come from
+`ArmSpec` (`arm.ARM_DEFAULTS`, `arm.CHOICES`) and the study file's [data] section.
+"""
 
 from __future__ import annotations
 
-import os
+import re
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 
-from leukaug.errors import ConfigError
+from leukaug.arm import ARM_DEFAULTS, CHOICES, ArmResult, run_arm
+from leukaug.augment import parse_augmentations
+from leukaug.cli.progress import arm_display
+from leukaug.config import DataSection, StudyConfig, parse_study
+from leukaug.plan import expand_arms
+from leukaug.study_data import prepare_data
+
+DATA_DEFAULTS = {name: field.default for name, field in DataSection.model_fields.items()}
+OPTIONS_SOURCE = "leukaug train options"
 
 
-def default_cache_dir() -> Path:
-    """Where decoded images are cached between runs ($XDG_CACHE_HOME/leukaug/images)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "leukaug" / "images"
+def _choices(key: str) -> str:
+    return " | ".join(CHOICES[key]) + "."
 
 
 def register(app: typer.Typer) -> None:
@@ -35,94 +50,137 @@ def register(app: typer.Typer) -> None:
             help="Augmentations, e.g. 'flip,rotate:degrees=90,stain:strength=strong'; empty: none.",
         ),
         aug_p: float = typer.Option(
-            0.33, "--aug-p", help="Probability that a training image is augmented."
+            ARM_DEFAULTS["aug_p"], "--aug-p", help="Probability that a training image is augmented."
         ),
-        aug_mode: str = typer.Option("together", "--aug-mode", help="together | independent."),
-        epochs: int = typer.Option(5, "--epochs", min=1),
-        batch_size: int = typer.Option(16, "--batch-size", min=1),
-        lr: float = typer.Option(1e-4, "--lr"),
-        weight_decay: float = typer.Option(0.0, "--weight-decay"),
-        optimizer: str = typer.Option("adam", "--optimizer", help="adam | adamw | sgd."),
+        aug_mode: str = typer.Option(
+            ARM_DEFAULTS["aug_mode"], "--aug-mode", help=_choices("aug_mode")
+        ),
+        epochs: int = typer.Option(ARM_DEFAULTS["epochs"], "--epochs", min=1),
+        batch_size: int = typer.Option(ARM_DEFAULTS["batch_size"], "--batch-size", min=1),
+        lr: float = typer.Option(ARM_DEFAULTS["lr"], "--lr"),
+        weight_decay: float = typer.Option(ARM_DEFAULTS["weight_decay"], "--weight-decay"),
+        optimizer: str = typer.Option(
+            ARM_DEFAULTS["optimizer"], "--optimizer", help=_choices("optimizer")
+        ),
         early_stopping: int | None = typer.Option(
-            None,
+            ARM_DEFAULTS["early_stopping_patience"],
             "--early-stopping",
             min=1,
             help="Stop after N epochs without a lower validation loss.",
         ),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(ARM_DEFAULTS["seed"], "--seed"),
         image_size: int | None = typer.Option(
-            None, "--image-size", help="Default: the model's input size."
+            ARM_DEFAULTS["image_size"], "--image-size", help="Default: the model's input size."
         ),
-        regime: str = typer.Option(
-            "full", "--regime", help="full | freeze_first | freeze_backbone."
-        ),
+        regime: str = typer.Option(ARM_DEFAULTS["regime"], "--regime", help=_choices("regime")),
         freeze_first: int = typer.Option(
-            0, "--freeze-first", min=0, help="Layers frozen by freeze_first."
+            ARM_DEFAULTS["freeze_first"],
+            "--freeze-first",
+            min=0,
+            help="Layers frozen by freeze_first.",
         ),
         init_from: Path | None = typer.Option(
             None, "--init-from", help="Start from this checkpoint file."
         ),
         class_weighting: str = typer.Option(
-            "balanced", "--class-weighting", help="balanced | none."
+            ARM_DEFAULTS["class_weighting"], "--class-weighting", help=_choices("class_weighting")
         ),
-        pretrained: bool = typer.Option(False, "--pretrained", help="Start from ImageNet weights."),
+        pretrained: bool = typer.Option(
+            ARM_DEFAULTS["pretrained"], "--pretrained", help="Start from ImageNet weights."
+        ),
         weights_path: Path | None = typer.Option(
             None, "--weights-path", help="Local pretrained weights file."
         ),
-        head: str = typer.Option("linear", "--head", help="linear | seed."),
+        head: str = typer.Option(ARM_DEFAULTS["head"], "--head", help=_choices("head")),
         tta: bool = typer.Option(
-            False, "--tta", help="Average predictions over the 8 dihedral views."
+            ARM_DEFAULTS["tta"], "--tta", help="Average predictions over the 8 dihedral views."
         ),
         split: str = typer.Option(
-            "subject", "--split", help="subject | image (image leaks subjects)."
+            DATA_DEFAULTS["split"], "--split", help="subject | image (image leaks subjects)."
         ),
-        val_fraction: float = typer.Option(0.2, "--val-fraction"),
-        layout: str = typer.Option("auto", "--layout", help="Data layout (default: detected)."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-        cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Image cache folder."),
+        val_fraction: float = typer.Option(DATA_DEFAULTS["val_fraction"], "--val-fraction"),
+        split_seed: int = typer.Option(
+            DATA_DEFAULTS["split_seed"], "--split-seed", help="Seed of the train/val split."
+        ),
+        layout: str = typer.Option(
+            DATA_DEFAULTS["layout"], "--layout", help="Data layout (default: detected)."
+        ),
+        positive_class: str | None = typer.Option(
+            None, "--positive-class", help="For one-folder-per-class data: the ALL folder's name."
+        ),
+        labels_csv: Path | None = typer.Option(
+            None, "--labels-csv", help="For CSV data: a CSV of path,label[,subject][,split]."
+        ),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+        cache_dir: Path = typer.Option(
+            Path(DATA_DEFAULTS["cache_dir"]), "--cache-dir", help="Image cache folder."
+        ),
     ) -> None:
         """Train one arm and write history.csv, predictions.csv, metrics.json and checkpoints to OUT."""
-        from leukaug.arm import ArmSpec, run_arm
-        from leukaug.augment import parse_augmentations
-        from leukaug.data import load_or_build_cache, read_dataset, split_manifest
-        from leukaug.models import model_info
-        from leukaug.progress import training_progress
-
-        if split not in ("subject", "image"):
-            raise ConfigError(f"--split must be 'subject' or 'image', got {split!r}.")
         augmentations = parse_augmentations(aug)
-        spec = ArmSpec(
-            model=model, pretrained=pretrained, weights_path=str(weights_path) if weights_path else None,
-            head=head, image_size=image_size, augmentations=augmentations,
-            aug_p=aug_p, aug_mode=aug_mode, regime=regime, freeze_first=freeze_first,
-            init_from=str(init_from) if init_from else None, class_weighting=class_weighting,
-            epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-            early_stopping_patience=early_stopping, seed=seed, tta=tta,
-        )  # fmt: skip
-        console = Console(stderr=True)
-        dataset = read_dataset(data, layout=layout)
-        manifest = split_manifest(
-            dataset.manifest, strategy=split, val_fraction=val_fraction, seed=seed
+        table: dict[str, Any] = {
+            "study": {"name": out.name, "seeds": [seed], "device": device},
+            "data": {
+                "source": str(data), "layout": layout, "positive_class": positive_class,
+                "labels_csv": str(labels_csv) if labels_csv else None, "cache_dir": str(cache_dir),
+                "split": split, "val_fraction": val_fraction, "split_seed": split_seed,
+            },
+            "training": {
+                "image_size": image_size, "epochs": epochs, "batch_size": batch_size,
+                "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay,
+                "early_stopping_patience": early_stopping, "aug_p": aug_p, "aug_mode": aug_mode,
+                "tta": tta,
+            },
+            "models": {_label(model): {
+                "model": model, "pretrained": pretrained, "head": head,
+                "weights_path": str(weights_path) if weights_path else None,
+            }},
+            "augmentations": {
+                _label("_".join(a.name for a in augmentations) or "none"):
+                [{"name": a.name, "params": dict(a.params or {})} for a in augmentations]
+            },
+            "regimes": {_label(regime): {
+                "kind": regime, "freeze_first": freeze_first, "class_weighting": class_weighting,
+            }},
+        }  # fmt: skip
+        result = train_one_arm(parse_study(_without_none(table), OPTIONS_SOURCE), out, init_from)
+        summarise(result, Console(stderr=True))
+
+
+def _label(model: str) -> str:
+    """A study label for a model name (labels allow only letters, digits and '_')."""
+    return re.sub(r"\W", "_", model)
+
+
+def _without_none(table: dict[str, Any]) -> dict[str, Any]:
+    """Options left unset take the config's defaults."""
+    return {
+        key: _without_none(value) if isinstance(value, dict) else value
+        for key, value in table.items()
+        if value is not None
+    }
+
+
+def train_one_arm(config: StudyConfig, out: Path, init_from: Path | None) -> ArmResult:
+    """Plan the config's one arm, prepare its data as a study does, and train it into `out`."""
+    (arm,) = expand_arms(config, out.parent)
+    spec = replace(arm.spec, init_from=str(init_from)) if init_from else arm.spec
+    data = prepare_data(config, [arm.image_size])
+    console = Console(stderr=True)
+    with arm_display(console, study=False) as display:
+        return run_arm(
+            spec,
+            data.manifest,
+            data.caches[arm.image_size],
+            out,
+            arm_id=out.name,
+            name=arm.name,
+            device=config.study.device,
+            callbacks=display.callbacks,
         )
-        size = image_size or model_info(model).input_size
-        with console.status(f"caching {len(manifest)} images at {size} px"):
-            cache = load_or_build_cache(manifest, size, cache_dir or default_cache_dir())
-        name = f"{model}_{'+'.join(a.name for a in augmentations) or 'none'}_{regime}"
-        with training_progress(console) as progress:
-            result = run_arm(
-                spec,
-                manifest,
-                cache,
-                out,
-                arm_id=out.name,
-                name=name,
-                device=device,
-                progress=progress,
-            )
-        summarise(result, console)
 
 
-def summarise(result, console: Console) -> None:
+def summarise(result: ArmResult, console: Console) -> None:
     """One line per epoch and the accuracy per split."""
     if result.skipped:
         console.print(

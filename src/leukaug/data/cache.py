@@ -11,28 +11,47 @@ Resize policy: optional centre crop (keep the central `crop` fraction of each si
 pad a non-square image with black to a square (cells sit on black), then PIL bicubic
 resize to `size` (PIL filters over the full source footprint when shrinking, i.e.
 antialiased). C-NMC is 450 x 450, so this is a plain resize unless `crop` is given.
+
+Parallel build: every header is checked against the pixel limit first (nothing is
+decoded before), then chunks of rows are decoded and resized by a pool of processes
+(`workers`, default all cores) that write straight into the memory-mapped file. Each row
+depends only on its own image, so the bytes are identical to a one-process build.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
-from leukaug.data.images import open_rgb
-from leukaug.errors import DataError
+from leukaug.data.images import MAX_PIXELS, check_pixels, open_rgb
+from leukaug.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CACHE_FORMAT = 1  # bump when the resize policy changes, to invalidate old caches
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> digest, per process
+# With `workers=None`, smaller builds stay in one process: a forkserver pool takes ~1 s to
+# start (2-core box, loaded), about what one core needs for 256-350 450 px images (355/s,
+# benchmarks/data_throughput.py); a fork pool starts in ~0.04 s.
+PARALLEL_MIN_IMAGES = 256
+MAX_CHUNK = 64  # rows per task: small enough to balance the load and report progress
+
+ProgressCallback = Callable[[int, int], None]  # (images done, images in all)
 
 
 @dataclass
@@ -103,10 +122,31 @@ def prepare_image(image: np.ndarray, size: int, crop: float | None = None) -> np
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
 
 
+def default_workers() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def load_or_build_cache(
-    manifest: pd.DataFrame, size: int, cache_dir: str | Path, crop: float | None = None
+    manifest: pd.DataFrame,
+    size: int,
+    cache_dir: str | Path,
+    crop: float | None = None,
+    *,
+    workers: int | None = None,
+    max_pixels: int = MAX_PIXELS,
+    on_progress: ProgressCallback | None = None,
 ) -> ImageCache:
-    """The cache of `manifest`'s images at `size` (and `crop`), built once and reused."""
+    """The cache of `manifest`'s images at `size` (and `crop`), built once and reused.
+
+    A build uses `workers` processes (None: every core, or one for a small manifest) and
+    calls `on_progress(done, total)` as images are written; files declaring more than
+    `max_pixels` pixels are refused by name before anything is decoded.
+    """
+    if workers is not None and int(workers) < 1:
+        raise ConfigError(f"workers = {workers}: use at least 1, or None for every core.")
     if not 8 <= int(size) <= 4096:
         raise DataError(f"image size {size} is out of range. Fix: use 8 to 4096 pixels.")
     if crop is not None and not 0.0 < crop <= 1.0:
@@ -117,23 +157,32 @@ def load_or_build_cache(
     key = fingerprint(manifest, size, crop)
     folder = cache_dir / key
     if not (folder / "meta.json").is_file():
-        _build(manifest, size, crop, key, folder)
+        _build(manifest, size, crop, key, folder, workers, max_pixels, on_progress)
     return _open(folder, size, crop, key)
 
 
-def _build(manifest: pd.DataFrame, size: int, crop: float | None, key: str, folder: Path) -> None:
+def _build(
+    manifest: pd.DataFrame,
+    size: int,
+    crop: float | None,
+    key: str,
+    folder: Path,
+    workers: int | None,
+    max_pixels: int,
+    on_progress: ProgressCallback | None,
+) -> None:
     ordered = manifest.sort_values("image_id", kind="stable")
+    paths = [str(path) for path in ordered["path"]]
+    for path in paths:  # headers only: nothing is decoded before every file is checked
+        check_pixels(path, max_pixels)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=folder.parent))
     try:
         images = np.lib.format.open_memmap(
             tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(ordered), size, size, 3)
         )
-        for row, path in enumerate(ordered["path"]):
-            image, _ = open_rgb(path)
-            images[row] = prepare_image(image, size, crop)
-        images.flush()
-        del images
+        del images  # the file now exists with its header; rows are written below
+        _fill(tmp / "images.npy", paths, size, crop, max_pixels, workers, on_progress)
         (tmp / "image_ids.json").write_text(json.dumps(list(ordered["image_id"])))
         meta = {
             "format": CACHE_FORMAT,
@@ -154,6 +203,68 @@ def _build(manifest: pd.DataFrame, size: int, crop: float | None, key: str, fold
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fill(
+    file: Path,
+    paths: list[str],
+    size: int,
+    crop: float | None,
+    max_pixels: int,
+    workers: int | None,
+    on_progress: ProgressCallback | None,
+) -> None:
+    """Decode + resize every path into its row of `file`, in one process or a pool."""
+    total = len(paths)
+    if workers is None:
+        workers = default_workers() if total >= PARALLEL_MIN_IMAGES else 1
+    chunk = max(1, min(MAX_CHUNK, math.ceil(total / (4 * workers))))
+    starts = range(0, total, chunk)
+    processes = min(workers, len(starts))
+    done = 0
+    if processes <= 1:
+        for start in starts:
+            done += _fill_rows(file, start, paths[start : start + chunk], size, crop, max_pixels)
+            if on_progress is not None:
+                on_progress(done, total)
+        return
+    pool = ProcessPoolExecutor(processes, mp_context=_process_context())
+    try:
+        futures = [
+            pool.submit(
+                _fill_rows, file, start, paths[start : start + chunk], size, crop, max_pixels
+            )
+            for start in starts
+        ]
+        for future in as_completed(futures):
+            done += future.result()
+            if on_progress is not None:
+                on_progress(done, total)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """fork when this process runs one thread (fast: no interpreter start, no re-import of
+    the caller's script); forkserver otherwise, since forking a threaded process can copy
+    a lock that another thread holds (the caller's script then needs the usual
+    `if __name__ == "__main__":` guard)."""
+    methods = multiprocessing.get_all_start_methods()
+    if threading.active_count() == 1 and "fork" in methods:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _fill_rows(
+    file: Path, start: int, paths: list[str], size: int, crop: float | None, max_pixels: int
+) -> int:
+    """Write rows `start ...` of the cache file (in a worker process or in this one)."""
+    images = np.load(file, mmap_mode="r+")
+    for offset, path in enumerate(paths):
+        image, _ = open_rgb(path, max_pixels)
+        images[start + offset] = prepare_image(image, size, crop)
+    images.flush()
+    return len(paths)
 
 
 def _open(folder: Path, size: int, crop: float | None, key: str) -> ImageCache:

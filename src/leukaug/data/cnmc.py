@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from leukaug import LABEL_ALL, LABEL_HEM
-from leukaug.data.folders import (
+from leukaug.data.cnmc_names import CLASS_FOLDERS, parse_cnmc_name
+from leukaug.data.files import (
     Row,
     list_images,
     make_row,
@@ -28,32 +28,6 @@ TCIA = "cnmc_tcia"
 TEST_FOLDER = "C-NMC_test_prelim_phase_data"
 TEST_LABELS = "C-NMC_test_prelim_phase_data_labels.csv"
 FINAL_TEST_FOLDER = "C-NMC_test_final_phase_data"
-
-CNMC_NAME = re.compile(r"^UID_(H?\d+)_(\d+)_(\d+)_(all|hem)\.bmp$", re.IGNORECASE)
-CLASS_FOLDERS = {"all": LABEL_ALL, "hem": LABEL_HEM}
-
-
-def try_parse_cnmc_name(name: str) -> tuple[str, int] | None:
-    """`UID_H49_35_1_hem.bmp` -> ('H49', 0); None if the name is not C-NMC style."""
-    match = CNMC_NAME.match(name)
-    if match is None:
-        return None
-    subject, suffix = match.group(1).upper(), match.group(4).lower()
-    label = CLASS_FOLDERS[suffix]
-    if subject.startswith("H") != (label == LABEL_HEM):
-        return None  # healthy subjects carry H and the _hem suffix, leukemic neither
-    return subject, label
-
-
-def parse_cnmc_name(name: str, where: Path | str) -> tuple[str, int]:
-    parsed = try_parse_cnmc_name(name)
-    if parsed is None:
-        raise DataError(
-            f"{where}: cannot parse the C-NMC file name {name!r}. Expected "
-            "UID_<subject>_<image>_<cell>_all.bmp or UID_H<subject>_<image>_<cell>_hem.bmp. "
-            "Fix: restore the original name, or move the file out of the C-NMC folders."
-        )
-    return parsed
 
 
 def detect(root: Path) -> tuple[Path, str] | None:
@@ -142,7 +116,7 @@ def read_training_folds(training: Path, root: Path, ignored: list[Path]) -> list
                     f"{class_dir}: folder missing. Every fold needs an 'all' and a 'hem' folder. "
                     "Fix: restore it from the original download."
                 )
-            images = list_images(class_dir, ignored)
+            images = list_images(class_dir, ignored, root=root)
             if not images:
                 raise DataError(
                     f"{class_dir}: empty class folder (no images). "
@@ -178,7 +152,7 @@ def read_test_set(folder: Path, labels_csv: Path, root: Path, ignored: list[Path
             "cannot be labelled. Fix: restore the CSV from the original download."
         )
     table = read_csv_table(labels_csv, ["Patient_ID", "new_names", "labels"])
-    files = {p.name: p for p in list_images(folder, ignored)}
+    files = {p.name: p for p in list_images(folder, ignored, root=root)}
     if not files:
         raise DataError(f"{folder}: no test images. Fix: restore them from the original download.")
     rows: list[Row] = []

@@ -1,84 +1,21 @@
-"""Generic layouts: one folder per class, or a CSV of `path,label[,subject][,split]`.
-
-Also the small helpers every reader shares: listing a folder's images (non-image files
-are collected, not fatal) and keeping CSV names inside the data root.
-"""
+"""Generic layouts: one folder per class, or a CSV of `path,label[,subject][,split]`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from leukaug import LABEL_ALL, LABEL_HEM
+from leukaug.data.cnmc_names import try_parse_cnmc_name
+from leukaug.data.files import (
+    Row,
+    list_images,
+    make_row,
+    parse_label,
+    read_csv_table,
+    resolve_inside,
+)
 from leukaug.data.images import is_image_file
 from leukaug.errors import DataError, unknown_name_message
-
-Row = dict[str, object]
-
-
-def list_images(folder: Path, ignored: list[Path], recursive: bool = False) -> list[Path]:
-    """Image files in `folder`, sorted; everything else that is a file goes to `ignored`."""
-    entries = folder.rglob("*") if recursive else folder.iterdir()
-    images = []
-    for entry in sorted(entries):
-        if not entry.is_file():
-            continue
-        if is_image_file(entry):
-            images.append(entry)
-        else:
-            ignored.append(entry)
-    return images
-
-
-def resolve_inside(root: Path, name: str, where: str) -> Path:
-    """`root / name`, refusing absolute names and names that escape `root` (`../`)."""
-    candidate = Path(name)
-    if candidate.is_absolute() or name.startswith(("/", "\\")):
-        raise DataError(
-            f"{where}: {name!r} is an absolute path. "
-            f"Fix: write paths relative to the data root {root}."
-        )
-    resolved = (root / candidate).resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        raise DataError(
-            f"{where}: {name!r} points outside the data root {root}. "
-            "Fix: keep every image inside the data root and write its path relative to it."
-        )
-    return resolved
-
-
-def parse_label(value: object, where: str) -> int:
-    """A label cell as 0 or 1 (ALL = 1); anything else raises."""
-    text = str(value).strip()
-    if text not in ("0", "1"):
-        raise DataError(
-            f"{where}: label {text!r} is not 0 or 1. "
-            "Fix: use 1 for ALL (leukemic, positive) and 0 for HEM (healthy)."
-        )
-    return int(text)
-
-
-def read_csv_table(path: Path, required: list[str]) -> pd.DataFrame:
-    """A CSV with all cells as strings; raises if it is unreadable or lacks `required` columns."""
-    if not path.is_file():
-        raise DataError(f"{path}: the CSV file does not exist. Fix: check the path.")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError(
-            f"{path}: cannot parse the CSV ({error}). Fix: write it as plain comma-separated text."
-        ) from None
-    table.columns = [str(c).strip() for c in table.columns]
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(table.columns) or 'none'}. "
-            f"Fix: the header must include {', '.join(required)}."
-        )
-    if table.empty:
-        raise DataError(f"{path}: the CSV has a header but no rows. Fix: list at least one image.")
-    return table
 
 
 def subject_from_parts(relative: Path, class_folder_depth: int) -> str | None:
@@ -95,8 +32,6 @@ def read_class_folders(
     Subjects: a subfolder inside a class folder is a subject; otherwise a C-NMC file name
     gives it; otherwise each image is its own subject (and a note says so).
     """
-    from leukaug.data.cnmc import try_parse_cnmc_name
-
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     for entry in root.iterdir():
         if entry.is_file():
@@ -119,7 +54,7 @@ def read_class_folders(
     per_image_subjects = 0
     for class_dir in class_dirs:
         label = LABEL_ALL if class_dir.name == positive_class else LABEL_HEM
-        images = list_images(class_dir, ignored, recursive=True)
+        images = list_images(class_dir, ignored, recursive=True, root=root)
         if not images:
             raise DataError(
                 f"{class_dir}: class folder {class_dir.name!r} holds no images. "
@@ -184,14 +119,3 @@ def read_csv_list(root: Path, csv_path: Path) -> tuple[list[Row], list[str]]:
             "so a subject-level split cannot prevent leakage."
         )
     return rows, notes
-
-
-def make_row(root: Path, path: Path, label: int, subject: str, source_split: str, fold: int) -> Row:
-    return {
-        "image_id": path.relative_to(root).as_posix(),
-        "path": str(path.resolve()),
-        "label": label,
-        "subject": subject,
-        "source_split": source_split,
-        "fold": fold,
-    }

@@ -3,16 +3,29 @@
 C-NMC images are 24-bit RGB BMPs. Other data sets may hold grayscale (L, LA), RGBA,
 palette (P) or 16-bit (I;16) files; each is converted by a stated rule and the caller
 counts the conversions so the report can say what happened.
+
+Size limit: a file whose header declares more than `MAX_PIXELS` pixels (or the caller's
+`max_pixels`) is refused by name before it is decoded (`check_pixels` reads the header
+only), so a tiny file declaring a huge image (a decompression bomb) costs nothing. This
+limit replaces PIL's own `Image.MAX_IMAGE_PIXELS` guard, which is lifted while leukaug
+opens a file so that PIL's warnings and errors never reach the user instead.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from leukaug.errors import DataError
+
+# 50 megapixels: over 200 times a C-NMC image (450 x 450), about 150 MB once decoded as RGB.
+MAX_PIXELS = 50_000_000
+_PIL_GUARD = threading.Lock()  # serialises the brief lifting of PIL's global limit
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 
@@ -72,15 +85,70 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     raise ValueError(f"unsupported image mode {mode!r}")
 
 
-def open_rgb(path: str | Path) -> tuple[np.ndarray, str]:
-    """Fully decode `path`; return (uint8 H x W x 3 RGB, the file's original mode).
+def _too_large(path: Path, width: int, height: int, max_pixels: int) -> DataError:
+    return DataError(
+        f"{path}: the image is {width} x {height} = {width * height:,} pixels, over the limit "
+        f"of {max_pixels:,}. It may be a decompression bomb (a small file declaring a huge "
+        "image). Fix: remove or shrink the file, or raise the limit (max_pixels) if it is genuine."
+    )
 
-    Raises `DataError` naming the file when it is unreadable, truncated or of an
-    unsupported mode.
+
+@contextmanager
+def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """`Image.open` (header only) with leukaug's pixel limit in place of PIL's."""
+    with _PIL_GUARD:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # checked below against max_pixels, before any decoding
+        try:
+            image = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise _too_large(path, width, height, max_pixels)
+        yield image
+
+
+def check_pixels(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the header of `path`, without decoding the pixels.
+
+    Raises `DataError` naming the file when it declares more than `max_pixels` pixels
+    or cannot be opened.
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with _opened(path, max_pixels) as image:
+            return image.size
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise _unreadable(path, error) from None
+
+
+def _too_large_frame(path: Path, error: Exception) -> DataError:
+    return DataError(
+        f"{path}: a frame of this image is too large to decode ({error}). "
+        "Fix: remove or shrink the file."
+    )
+
+
+def _unreadable(path: Path, error: Exception) -> DataError:
+    return DataError(
+        f"{path}: cannot read this image ({error}). It is unreadable or truncated. "
+        "Fix: re-download or re-extract the file, or remove it from the data set."
+    )
+
+
+def open_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """Fully decode `path`; return (uint8 H x W x 3 RGB, the file's original mode).
+
+    Raises `DataError` naming the file when it declares more than `max_pixels` pixels
+    (checked before decoding), is unreadable or truncated, or has an unsupported mode.
+    """
+    path = Path(path)
+    try:
+        with _opened(path, max_pixels) as image:
             image.load()  # full decode: a truncated file fails here, not later in training
             mode = image.mode
             if mode not in CONVERSION_RULES:
@@ -91,8 +159,7 @@ def open_rgb(path: str | Path) -> tuple[np.ndarray, str]:
             return _to_rgb(image), mode
     except DataError:
         raise
+    except Image.DecompressionBombError as error:  # a frame past PIL's limit, seen while decoding
+        raise _too_large_frame(path, error) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise DataError(
-            f"{path}: cannot read this image ({error}). It is unreadable or truncated. "
-            "Fix: re-download or re-extract the file, or remove it from the data set."
-        ) from None
+        raise _unreadable(path, error) from None

@@ -2,8 +2,10 @@
 
 Layouts: `cnmc_kaggle`, `cnmc_tcia` (auto-detected), `folders` (one folder per class,
 needs `positive_class`), `csv` (`path,label[,subject][,split]`, needs `labels_csv`).
-Every image is fully decoded once here, so a truncated file fails now with its path,
-not in the middle of a study; its size and mode are recorded for the report.
+Every image's header is read first, so a file declaring more than `max_pixels` pixels
+(a decompression bomb) is refused by name before any image is decoded. Then every image
+is fully decoded once, so a truncated file fails now with its path, not in the middle of
+a study; its size and mode are recorded for the report.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from leukaug.data import cnmc, folders
-from leukaug.data.images import CONVERSION_RULES, open_rgb
+from leukaug.data.images import CONVERSION_RULES, MAX_PIXELS, check_pixels, open_rgb
 from leukaug.data.synth import MARKER_FILE
 from leukaug.errors import DataError
 
@@ -63,8 +65,13 @@ def read_dataset(
     positive_class: str | None = None,
     labels_csv: str | Path | None = None,
     check_images: bool = True,
+    max_pixels: int = MAX_PIXELS,
 ) -> Dataset:
-    """Read and validate a data set. `check_images=False` skips decoding (faster, less safe)."""
+    """Read and validate a data set.
+
+    Every image's header is checked against `max_pixels` before anything is decoded;
+    `check_images=False` then skips the full decode (faster, less safe).
+    """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{root}: folder not found. Fix: check the path to the data set.")
@@ -108,8 +115,10 @@ def read_dataset(
         dataset.notes.append(
             f"{len(ignored)} non-image file(s) ignored: {', '.join(dataset.ignored[:5])}"
         )
+    for path in manifest["path"]:  # headers only: nothing is decoded before all are checked
+        check_pixels(path, max_pixels)
     if check_images:
-        _decode_all(dataset)
+        _decode_all(dataset, max_pixels)
     return dataset
 
 
@@ -140,11 +149,11 @@ def check_manifest(manifest: pd.DataFrame) -> None:
         )
 
 
-def _decode_all(dataset: Dataset) -> None:
+def _decode_all(dataset: Dataset, max_pixels: int) -> None:
     modes: Counter[str] = Counter()
     sizes: Counter[str] = Counter()
     for path in dataset.manifest["path"]:
-        image, mode = open_rgb(path)
+        image, mode = open_rgb(path, max_pixels)
         modes[mode] += 1
         sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
     dataset.modes = dict(sorted(modes.items()))

@@ -34,11 +34,14 @@ the cost of the first block. The layer list and indices stay the seed's.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from leukaug.errors import ConfigError
+from leukaug.errors import ConfigError, WeightsError
+from leukaug.models.registry import MODELS, ModelEntry, ModelInfo
+from leukaug.models.weights import load_state_dict
 
 # (kind, argument) per Keras layer, in the seed's order.
 SEED_LAYERS: tuple[tuple[str, float], ...] = (
@@ -96,12 +99,14 @@ def lecun_uniform_(layer: nn.Conv2d | nn.Linear) -> None:
 class CustomCNN(nn.Module):
     """The seed's 25-layer SELU network for square RGB inputs; returns one logit (ALL)."""
 
+    name = "custom_cnn"
+
     def __init__(self, image_size: int = DEFAULT_INPUT_SIZE) -> None:
         super().__init__()
         side = feature_map_size(image_size)
         if side < 1:
             raise ConfigError(
-                f"custom_cnn needs images of at least {min_input_size()} px (its four 'valid' "
+                f"{self.name} needs images of at least {min_input_size()} px (its four 'valid' "
                 f"convolutions and three pools leave nothing of {image_size} px); "
                 f"use image_size >= {min_input_size()}."
             )
@@ -110,7 +115,7 @@ class CustomCNN(nn.Module):
         channels, features = 3, 0
         for kind, arg in SEED_LAYERS:
             if kind == "conv":
-                layers.append(nn.Conv2d(channels, int(arg), kernel_size=3))
+                layers.append(self.make_conv(channels, int(arg)))
                 channels = int(arg)
             elif kind == "selu":
                 layers.append(nn.SELU(inplace=True))
@@ -128,9 +133,18 @@ class CustomCNN(nn.Module):
                 layers.append(nn.Identity())
         self.layers = nn.Sequential(*layers)
         self._execution_order = _pool_before_selu_order()
-        for layer in self.layers:
-            if isinstance(layer, nn.Conv2d | nn.Linear):
-                lecun_uniform_(layer)
+        for module in self.layers.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                lecun_uniform_(module)
+
+    def make_conv(self, in_channels: int, out_channels: int) -> nn.Module:
+        """One of the seed's 3x3 'valid' convolutions (subclasses add a skip connection)."""
+        return nn.Conv2d(in_channels, out_channels, kernel_size=3)
+
+    @property
+    def freeze_units(self) -> list[nn.Module]:
+        """What `freeze_first` counts: the seed's 25 Keras layers."""
+        return list(self.layers)
 
     @property
     def head(self) -> nn.Linear:
@@ -140,11 +154,49 @@ class CustomCNN(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             raise ConfigError(
-                f"custom_cnn was built for {self.image_size} px inputs but got "
-                f"{tuple(images.shape[-2:])}; build it with get_model('custom_cnn', "
+                f"{self.name} was built for {self.image_size} px inputs but got "
+                f"{tuple(images.shape[-2:])}; build it with get_model('{self.name}', "
                 f"image_size={images.shape[-1]})."
             )
         out = images
         for index in self._execution_order:
             out = self.layers[index](out)
         return out.squeeze(-1)
+
+
+def build_seed_cnn(
+    model_class: type[CustomCNN], image_size: int, weights_file: Path | None
+) -> CustomCNN:
+    """A seed-style network, with its own state dict (`weights_path`) loaded strictly."""
+    model = model_class(image_size)
+    if weights_file is not None:
+        try:
+            model.load_state_dict(load_state_dict(weights_file), strict=True)
+        except RuntimeError as error:
+            raise WeightsError(
+                f"Weights from {weights_file} do not fit {model_class.name} at {image_size} px: "
+                f"{error}"
+            ) from error
+    return model
+
+
+SEED_FREEZE_UNITS = "Keras layers 0-23 (the seed froze 19: Dense128 onward trains)"
+
+MODELS.add(
+    "custom_cnn",
+    ModelEntry(
+        ModelInfo(
+            name="custom_cnn",
+            input_size=DEFAULT_INPUT_SIZE,
+            # The seed only rescales by 1/255: [0, 1] input, no further normalisation.
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            min_input_size=min_input_size(),
+            description="the seed paper's 25-layer SELU CNN (16.4 M parameters at 256 px)",
+            imagenet_weights=None,
+            heads=("linear",),
+            freeze_first_units=SEED_FREEZE_UNITS,
+        ),
+        lambda image_size, head, weights_file: build_seed_cnn(CustomCNN, image_size, weights_file),
+    ),
+)

@@ -1,40 +1,78 @@
 """Training regimes: which parameters train.
 
 - `full`: everything trains.
-- `freeze_first` K (custom_cnn only): the seed's transfer learning; Keras layers 0..K-1
-  are frozen (K = 19 trains Dense128 onward, see `custom_cnn`).
-- `freeze_backbone`: everything but `model.head` is frozen. BatchNorm layers of a frozen
-  backbone become `FrozenBatchNorm2d` (running statistics, as Keras runs a frozen base in
-  inference mode); otherwise the "frozen" features would still drift with each batch.
+- `freeze_first` K: the first K of the model's `freeze_units` are frozen. For custom_cnn
+  and custom_resnet these are the seed's 25 Keras layers (K = 19 trains Dense128 onward,
+  the seed's transfer learning); for timm models its top-level stages (stem first).
+- `freeze_backbone`: everything but `model.head` is frozen.
+
+BatchNorm layers of whatever is frozen become frozen BatchNorms (running statistics, as
+Keras runs a frozen base in inference mode); otherwise the "frozen" features would still
+drift with each batch. timm's BatchNormAct2d (norm + activation in one module) becomes
+timm's FrozenBatchNormAct2d, so its activation stays.
 """
 
 from __future__ import annotations
 
+from timm.layers import BatchNormAct2d, freeze_batch_norm_2d
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from leukaug.errors import ConfigError
-from leukaug.models.custom_cnn import N_SEED_LAYERS, CustomCNN
 
 REGIMES = ("full", "freeze_first", "freeze_backbone")
 
 
-def _freeze_batchnorm(module: nn.Module) -> None:
-    """Replace every BatchNorm2d under `module` by a FrozenBatchNorm2d with its statistics."""
+def _frozen_copy(norm: nn.BatchNorm2d) -> nn.Module:
+    if isinstance(norm, BatchNormAct2d):
+        return freeze_batch_norm_2d(norm)
+    frozen = FrozenBatchNorm2d(norm.num_features, eps=norm.eps)
+    frozen.weight.copy_(norm.weight.detach())
+    frozen.bias.copy_(norm.bias.detach())
+    frozen.running_mean.copy_(norm.running_mean)
+    frozen.running_var.copy_(norm.running_var)
+    return frozen.to(norm.weight.device)
+
+
+def _freeze_batchnorm(module: nn.Module, only: set[int] | None = None) -> None:
+    """Replace BatchNorm2d children under `module` (those whose id is in `only`, if given)."""
     for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            frozen.weight.copy_(child.weight.detach())
-            frozen.bias.copy_(child.bias.detach())
-            frozen.running_mean.copy_(child.running_mean)
-            frozen.running_var.copy_(child.running_var)
-            setattr(module, name, frozen.to(child.weight.device))
+        if isinstance(child, nn.BatchNorm2d) and (only is None or id(child) in only):
+            setattr(module, name, _frozen_copy(child))
         else:
-            _freeze_batchnorm(child)
+            _freeze_batchnorm(child, only)
 
 
-def _last_trainable_index(model: CustomCNN) -> int:
-    return max(i for i, layer in enumerate(model.layers) if any(True for _ in layer.parameters()))
+def _max_freeze_first(model: nn.Module, units: list[nn.Module]) -> int:
+    """The largest K that leaves the head trainable: the index of the unit holding it, if any."""
+    head_ids = {id(p) for p in model.head.parameters()}
+    for index, unit in enumerate(units):
+        if any(id(p) in head_ids for p in unit.parameters()):
+            return index
+    return len(units)
+
+
+def _freeze_first(model: nn.Module, freeze_first: int) -> None:
+    units = getattr(model, "freeze_units", None)
+    if units is None:
+        raise ConfigError(
+            "regime 'freeze_first' counts layers or stages, which "
+            f"{type(model).__name__} does not define; it applies to custom_cnn, custom_resnet "
+            "and timm:NAME models (e.g. timm:resnet18). Use 'freeze_backbone'."
+        )
+    last = _max_freeze_first(model, units)
+    if not 1 <= freeze_first <= last:
+        raise ConfigError(
+            f"freeze_first must be between 1 and {last} for {type(model).__name__} "
+            f"({len(units)} units; custom_cnn: the seed used 19, Dense128 onward trains), "
+            f"got {freeze_first}."
+        )
+    frozen_norms: set[int] = set()
+    for unit in units[:freeze_first]:
+        unit.requires_grad_(False)
+        frozen_norms |= {id(m) for m in unit.modules() if isinstance(m, nn.BatchNorm2d)}
+    if frozen_norms:
+        _freeze_batchnorm(model, frozen_norms)
 
 
 def apply_regime(model: nn.Module, regime: str, freeze_first: int = 0) -> list[nn.Parameter]:
@@ -52,19 +90,7 @@ def apply_regime(model: nn.Module, regime: str, freeze_first: int = 0) -> list[n
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     if regime == "freeze_first":
-        if not isinstance(model, CustomCNN):
-            raise ConfigError(
-                "regime 'freeze_first' addresses the seed's Keras layer indices and applies to "
-                f"custom_cnn only (got {type(model).__name__}); use 'freeze_backbone'."
-            )
-        last = _last_trainable_index(model)
-        if not 1 <= freeze_first <= last:
-            raise ConfigError(
-                f"freeze_first must be between 1 and {last} for custom_cnn's {N_SEED_LAYERS} "
-                f"layers (the seed used 19: Dense128 onward trains), got {freeze_first}."
-            )
-        for layer in model.layers[:freeze_first]:
-            layer.requires_grad_(False)
+        _freeze_first(model, freeze_first)
     elif regime == "freeze_backbone":
         if not isinstance(getattr(model, "head", None), nn.Module):
             raise ConfigError(f"{type(model).__name__} has no .head; cannot freeze its backbone.")

@@ -1,4 +1,4 @@
-"""torchvision backbones (ResNet18, ResNet50, InceptionV3) with a one-logit head.
+"""torchvision backbones (ResNet18, ResNet50, InceptionV3) with a one-logit head: entries.
 
 `head="linear"` (default): global average pooling, then one linear layer to the logit.
 `head="seed"`: the seed's Keras head on the un-pooled feature map: Flatten > Dense1024 ReLU
@@ -9,14 +9,30 @@ the input size (ResNet50 at 224 px: 7 * 7 * 2048 inputs to Dense1024).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import inception_v3, resnet18, resnet50
+from torchvision.models import (
+    Inception_V3_Weights,
+    ResNet18_Weights,
+    ResNet50_Weights,
+    WeightsEnum,
+    inception_v3,
+    resnet18,
+    resnet50,
+)
 
 from leukaug.errors import ConfigError, WeightsError
-
-HEADS = ("linear", "seed")
+from leukaug.models.registry import (
+    HEADS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MODELS,
+    ModelEntry,
+    ModelInfo,
+)
+from leukaug.models.weights import TorchvisionWeights, load_state_dict
 
 
 class TorchvisionClassifier(nn.Module):
@@ -103,3 +119,44 @@ def build_torchvision_model(
     if hasattr(net, "dropout"):  # InceptionV3's dropout before fc belongs to its own head
         net.dropout = nn.Identity()
     return TorchvisionClassifier(net, seed_head(_feature_shape(name, image_size)[-1]))
+
+
+def _entry(
+    name: str, input_size: int, min_size: int, weights: WeightsEnum, description: str
+) -> ModelEntry:
+    def build(image_size: int, head: str, weights_file: Path | None) -> nn.Module:
+        state = None if weights_file is None else load_state_dict(weights_file)
+        return build_torchvision_model(name, image_size, head, state, str(weights_file))
+
+    info = ModelInfo(
+        name=name,
+        input_size=input_size,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        min_input_size=min_size,
+        description=description,
+        imagenet_weights=str(weights),
+        heads=HEADS,
+    )
+    return ModelEntry(info, build, TorchvisionWeights(name, weights))
+
+
+# Minimum sizes: torchvision's weight metadata (min_size), 32 px for ResNets (five stride-2
+# stages leave a 1x1 map). Weights pinned, not DEFAULT: an upgrade cannot change a study.
+MODELS.add(
+    "resnet18",
+    _entry("resnet18", 224, 32, ResNet18_Weights.IMAGENET1K_V1, "torchvision ResNet18 (quick)"),
+)
+MODELS.add(
+    "resnet50", _entry("resnet50", 224, 32, ResNet50_Weights.IMAGENET1K_V2, "torchvision ResNet50")
+)
+MODELS.add(
+    "inception_v3",
+    _entry(
+        "inception_v3",
+        299,
+        75,
+        Inception_V3_Weights.IMAGENET1K_V1,
+        "torchvision InceptionV3 (aux logits off)",
+    ),
+)

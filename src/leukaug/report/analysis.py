@@ -1,4 +1,5 @@
-"""The numbers behind the report: metrics per arm and split, seed summaries, comparisons."""
+"""The numbers behind the report: metrics per arm and split, seed summaries, the secondary
+(image-level) comparisons with each arm's matched reference, and the figures' data."""
 
 from __future__ import annotations
 
@@ -10,12 +11,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from leukaug.errors import ConfigError, DataError
-from leukaug.metrics import DEFAULT_THRESHOLD, SPLIT_ORDER, split_metrics, youden_threshold
+from leukaug import inference
+from leukaug.errors import DataError
+from leukaug.metrics import (
+    DEFAULT_THRESHOLD,
+    SPLIT_ORDER,
+    accuracy_ci,
+    expected_calibration_error,
+    predicted_all,
+    split_metrics,
+    subject_table,
+    threshold_sweep,
+    youden_threshold,
+)
 from leukaug.report.load import Study
+from leukaug.report.references import ReferencePlan
 from leukaug.stats import (
     BOOTSTRAP_METRICS,
     DegenerateDataWarning,
+    delong_ci,
     delong_test,
     holm,
     mcnemar_exact,
@@ -23,27 +37,6 @@ from leukaug.stats import (
 )
 
 COMPARISON_SPLIT = "test"
-SIGNIFICANCE = 0.05
-
-
-def resolve_baseline(study: Study, baseline: str | None) -> str:
-    """The baseline arm name: as given, else the study's configured one, else the first unaugmented arm."""
-    names = study.names()
-    if not names:
-        raise DataError(f"{study.directory} holds no completed arm (no arms/*/predictions.csv).")
-    if baseline is None:
-        configured = study.config.get("baseline") or study.config.get("study", {}).get("baseline")
-        if isinstance(configured, str) and configured in names:
-            baseline = configured
-        else:
-            baseline = next((a.name for a in study.arms if not a.augmentations), None)
-    if baseline is None:
-        raise ConfigError(
-            f"No baseline: no arm is unaugmented. Pass --baseline with one of: {', '.join(names)}."
-        )
-    if baseline not in names:
-        raise ConfigError(f"Unknown baseline arm {baseline!r}. Completed arms: {', '.join(names)}.")
-    return baseline
 
 
 def _splits(frame: pd.DataFrame) -> list[str]:
@@ -59,29 +52,59 @@ def operating_threshold(predictions: pd.DataFrame) -> float | None:
     return youden_threshold(val["label"].to_numpy(), val["prob"].to_numpy())
 
 
-def metrics_rows(predictions: pd.DataFrame, ci_method: str = "wilson") -> list[dict[str, Any]]:
-    """One metrics row per split of one prediction table."""
+SUBJECT_CI_METRICS = ("accuracy", "auc")
+
+
+def subject_intervals(
+    frame: pd.DataFrame, *, n_resamples: int = 2000, rng_seed: int = 0
+) -> dict[str, float]:
+    """Subject-level (cluster bootstrap) 95% CIs of one split's accuracy and AUC.
+
+    Image-level intervals (Wilson, DeLong) treat cells as independent; cells of one patient
+    are not, so these are the intervals for a population of patients.
+    """
+    out: dict[str, float] = {}
+    for metric in SUBJECT_CI_METRICS:
+        try:
+            low, high = inference.subject_bootstrap_ci(
+                frame, metric, n_resamples=n_resamples, rng_seed=rng_seed
+            )
+        except DataError:  # one class, or one subject: no interval
+            low, high = math.nan, math.nan
+        out[f"{metric}_subject_ci_low"], out[f"{metric}_subject_ci_high"] = low, high
+    return out
+
+
+def metrics_rows(
+    predictions: pd.DataFrame,
+    ci_method: str = "wilson",
+    *,
+    n_resamples: int = 2000,
+    rng_seed: int = 0,
+) -> list[dict[str, Any]]:
+    """One metrics row per split of one prediction table; the test split also gets
+    subject-level CIs of accuracy and AUC."""
     operating = operating_threshold(predictions)
     rows = []
     for split in _splits(predictions):
-        row = {"split": split}
-        row.update(
-            split_metrics(
-                predictions[predictions["split"] == split],
-                DEFAULT_THRESHOLD,
-                operating,
-                ci_method=ci_method,
-            )
-        )
+        frame = predictions[predictions["split"] == split]
+        row: dict[str, Any] = {"split": split}
+        row.update(split_metrics(frame, DEFAULT_THRESHOLD, operating, ci_method=ci_method))
+        if split == COMPARISON_SPLIT:
+            row.update(subject_intervals(frame, n_resamples=n_resamples, rng_seed=rng_seed))
         rows.append(row)
     return rows
 
 
-def metrics_table(study: Study, ci_method: str = "wilson") -> pd.DataFrame:
+def metrics_table(
+    study: Study, ci_method: str = "wilson", *, n_resamples: int = 2000, rng_seed: int = 0
+) -> pd.DataFrame:
     """One row per arm and split, every metric (metrics.csv)."""
     rows = []
     for arm in study.arms:
-        for row in metrics_rows(arm.predictions, ci_method):
+        for row in metrics_rows(
+            arm.predictions, ci_method, n_resamples=n_resamples, rng_seed=rng_seed
+        ):
             rows.append({"arm_id": arm.arm_id, "name": arm.name, "seed": arm.seed, **row})
     return pd.DataFrame(rows)
 
@@ -157,12 +180,13 @@ def compare(
     n_resamples: int = 2000,
     split: str = COMPARISON_SPLIT,
 ) -> list[dict[str, Any]]:
-    """McNemar, DeLong and subject-bootstrap rows for arm a against baseline b on one split."""
+    """McNemar, DeLong and subject-bootstrap rows for arm a against reference b on one split
+    (secondary: conditional on these trained models and these cells)."""
     joined = paired(a, b, split)
     y = joined["label"].to_numpy()
     prob_a, prob_b = joined["prob_a"].to_numpy(), joined["prob_b"].to_numpy()
-    correct_a = (prob_a >= DEFAULT_THRESHOLD) == (y == 1)
-    correct_b = (prob_b >= DEFAULT_THRESHOLD) == (y == 1)
+    correct_a = predicted_all(prob_a) == (y == 1)
+    correct_b = predicted_all(prob_b) == (y == 1)
     common = {"split": split, "n_images": len(joined), "n_subjects": joined["subject"].nunique()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateDataWarning)
@@ -181,7 +205,7 @@ def compare(
             "ci_low": boot["accuracy"].low,
             "ci_high": boot["accuracy"].high,
             "ci_method": "subject bootstrap",
-            "detail": f"only arm right: {mc.only_a}; only baseline right: {mc.only_b}",
+            "detail": f"only arm right: {mc.only_a}; only reference right: {mc.only_b}",
         },
         {
             "test": "delong",
@@ -217,8 +241,8 @@ COMPARISON_COLUMNS = [
     "level",
     "arm",
     "arm_id",
-    "baseline",
-    "baseline_id",
+    "reference",
+    "reference_id",
     "split",
     "test",
     "metric",
@@ -236,57 +260,54 @@ COMPARISON_COLUMNS = [
 
 
 def comparisons_table(
-    study: Study, baseline: str, *, seed: int = 0, n_resamples: int = 2000
+    study: Study, plan: ReferencePlan, *, seed: int = 0, n_resamples: int = 2000
 ) -> pd.DataFrame:
-    """Every arm against the baseline on test: on seed-averaged probabilities (when some arm has
-    several seeds) and per seed ("arm").
+    """Secondary comparisons (comparisons.csv): McNemar, DeLong and a subject bootstrap of every
+    tested arm against its matched reference on test, per seed ("arm") and, with several seeds,
+    on seed-averaged probabilities ("seed_mean").
 
-    Holm's correction runs within each level and test/metric across all arms of the study.
-    Arms without test predictions are left out (the report says so).
+    They are conditional on these trained models and these cells, and McNemar and DeLong
+    treat cells as independent; they decide nothing (the verdicts come from verdicts.csv).
+    A seed the reference lacks gets no per-seed row (never another seed's reference), and
+    seed averages are compared only when both arms have the same seeds.
+    Holm's correction runs within each level and test/metric across the arms listed.
     """
     rows: list[dict[str, Any]] = []
-    if not has_split(seed_averaged(study, baseline)):
-        return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-    baseline_arms = {arm.seed: arm for arm in study.arms_named(baseline)}
-    first_baseline = study.arms_named(baseline)[0]
-    if any(len(study.arms_named(name)) > 1 for name in study.names()):
-        reference_predictions = seed_averaged(study, baseline)
-        for name in study.names():
-            if name == baseline or not has_split(seed_averaged(study, name)):
-                continue
+    multi_seed = any(len(study.arms_named(name)) > 1 for name in study.names())
+    for pair in plan.pairs:
+        if not has_split(seed_averaged(study, pair.arm)) or not has_split(
+            seed_averaged(study, pair.reference)
+        ):
+            continue
+        names = {"arm": pair.arm, "reference": pair.reference}
+        references = {arm.seed: arm for arm in study.arms_named(pair.reference)}
+        same_seeds = {arm.seed for arm in study.arms_named(pair.arm)} == set(references)
+        if multi_seed and same_seeds:
             for row in compare(
-                seed_averaged(study, name),
-                reference_predictions,
+                seed_averaged(study, pair.arm),
+                seed_averaged(study, pair.reference),
                 seed=seed,
                 n_resamples=n_resamples,
             ):
                 rows.append(
+                    {"level": "seed_mean", **names, "arm_id": "", "reference_id": "", **row}
+                )
+        for arm in study.arms_named(pair.arm):
+            reference = references.get(arm.seed)
+            if reference is None:
+                continue
+            for row in compare(
+                arm.predictions, reference.predictions, seed=seed, n_resamples=n_resamples
+            ):
+                rows.append(
                     {
-                        "level": "seed_mean",
-                        "arm": name,
-                        "arm_id": "",
-                        "baseline": baseline,
-                        "baseline_id": "",
+                        "level": "arm",
+                        **names,
+                        "arm_id": arm.arm_id,
+                        "reference_id": reference.arm_id,
                         **row,
                     }
                 )
-    for arm in study.arms:
-        if arm.name == baseline or not has_split(arm.predictions):
-            continue
-        reference = baseline_arms.get(arm.seed, first_baseline)
-        for row in compare(
-            arm.predictions, reference.predictions, seed=seed, n_resamples=n_resamples
-        ):
-            rows.append(
-                {
-                    "level": "arm",
-                    "arm": arm.name,
-                    "arm_id": arm.arm_id,
-                    "baseline": baseline,
-                    "baseline_id": reference.arm_id,
-                    **row,
-                }
-            )
     table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
     if table.empty:
         return table
@@ -296,54 +317,103 @@ def comparisons_table(
     return table
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The headline for one arm name against the baseline."""
+@dataclass
+class FigureData:
+    """The numbers every report figure draws, computed once (test split, seed-averaged
+    probabilities for arms with several seeds)."""
 
-    arm: str
-    verdict: str  # "better" | "worse" | "no clear difference"
-    accuracy_difference: float
-    accuracy_ci: tuple[float, float]
-    mcnemar_p_adjusted: float
-    auc_difference: float
-    auc_ci: tuple[float, float]
-    delong_p_adjusted: float
-    balanced_accuracy_difference: float
-    balanced_accuracy_ci: tuple[float, float]
+    names: list[str]  # arm names, references first
+    reference: str  # how the figures name the reference ("matched reference" or an arm)
+    multi_seed: bool
+    histories: dict[str, list[pd.DataFrame]]
+    units: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (labels, P(ALL)) on test
+    accuracy: pd.DataFrame  # name, accuracy, accuracy_ci_low, accuracy_ci_high
+    aucs: dict[str, tuple[float, float, float]]  # name -> (AUC, DeLong low, high)
+    sweeps: dict[str, pd.DataFrame]
+    operating: dict[str, float | None]
+    eces: dict[str, float]
+    subjects: dict[str, pd.DataFrame]
+    forest: pd.DataFrame  # secondary comparisons at the level the figures use
 
 
-def verdicts(comparisons: pd.DataFrame) -> list[Verdict]:
-    """Which arms beat the baseline: accuracy higher with Holm-adjusted McNemar p < 0.05 AND a
-    subject-bootstrap CI of the difference that excludes 0 (both must agree)."""
-    if comparisons.empty:
-        return []
-    level = "seed_mean" if (comparisons["level"] == "seed_mean").any() else "arm"
-    table = comparisons[comparisons["level"] == level]
-    result = []
-    for arm, group in table.groupby("arm", sort=False):
-        pick = {(r.test, r.metric): r for r in group.itertuples()}
-        mc = pick[("mcnemar_exact", "accuracy")]
-        dl = pick[("delong", "auc")]
-        ba = pick[("subject_bootstrap", "balanced_accuracy")]
-        significant = mc.p_adjusted < SIGNIFICANCE
-        if significant and mc.effect > 0 and mc.ci_low > 0:
-            verdict = "better"
-        elif significant and mc.effect < 0 and mc.ci_high < 0:
-            verdict = "worse"
-        else:
-            verdict = "no clear difference"
-        result.append(
-            Verdict(
-                str(arm),
-                verdict,
-                mc.effect,
-                (mc.ci_low, mc.ci_high),
-                mc.p_adjusted,
-                dl.effect,
-                (dl.ci_low, dl.ci_high),
-                dl.p_adjusted,
-                ba.effect,
-                (ba.ci_low, ba.ci_high),
-            )
+def figure_data(
+    study: Study, plan: ReferencePlan, comparisons: pd.DataFrame, ci_method: str
+) -> FigureData:
+    """Every figure's numbers (see `FigureData`)."""
+    names = [*plan.references, *[n for n in study.names() if n not in plan.references]]
+    predictions = {name: seed_averaged(study, name) for name in names}
+    test = {name: frame[frame["split"] == COMPARISON_SPLIT] for name, frame in predictions.items()}
+    test = {name: frame for name, frame in test.items() if not frame.empty}
+    units = {
+        name: (frame["label"].to_numpy(), frame["prob"].to_numpy()) for name, frame in test.items()
+    }
+    multi_seed = any(len(study.arms_named(n)) > 1 for n in names)
+    histories = {
+        name: [a.history for a in study.arms_named(name) if a.history is not None] for name in names
+    }
+    accuracy_rows = []
+    for name, (y, prob) in units.items():
+        correct = int((predicted_all(prob) == (y == 1)).sum())
+        low, high = accuracy_ci(correct, len(y), method=ci_method)
+        accuracy = correct / len(y)
+        accuracy_rows.append(
+            {
+                "name": name,
+                "accuracy": accuracy,
+                # Wilson's bound at 0 or 1 correct can miss the estimate by a rounding error
+                "accuracy_ci_low": min(low, accuracy),
+                "accuracy_ci_high": max(high, accuracy),
+            }
         )
-    return result
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        aucs = {
+            name: (ci.auc, ci.low, ci.high)
+            for name, (y, prob) in units.items()
+            for ci in [delong_ci(y, prob)]
+        }
+    forest = (
+        comparisons[comparisons["level"] == ("seed_mean" if multi_seed else "arm")]
+        if not comparisons.empty
+        else comparisons
+    )
+    return FigureData(
+        names=names,
+        reference=plan.used_references[0]
+        if len(plan.used_references) == 1
+        else "matched reference",
+        multi_seed=multi_seed,
+        histories={name: h for name, h in histories.items() if h},
+        units=units,
+        accuracy=pd.DataFrame(
+            accuracy_rows, columns=["name", "accuracy", "accuracy_ci_low", "accuracy_ci_high"]
+        ),
+        aucs=aucs,
+        sweeps={name: threshold_sweep(y, prob) for name, (y, prob) in units.items()},
+        operating={name: operating_threshold(predictions[name]) for name in units},
+        eces={name: expected_calibration_error(y, prob) for name, (y, prob) in units.items()},
+        subjects={name: subject_table(frame) for name, frame in test.items()},
+        forest=forest,
+    )
+
+
+def training_table(study: Study) -> pd.DataFrame:
+    """Per arm: epochs run and the epoch whose validation loss was lowest (its checkpoint)."""
+    rows = []
+    for arm in study.arms:
+        history = arm.history
+        if history is None or history.empty or "val_loss" not in history:
+            continue
+        val = pd.to_numeric(history["val_loss"], errors="coerce")
+        best = int(val.idxmin()) if val.notna().any() else None
+        rows.append(
+            {
+                "name": arm.name,
+                "seed": arm.seed,
+                "epochs_run": len(history),
+                "epochs_planned": arm.spec.get("epochs"),
+                "best_epoch": None if best is None else int(history.loc[best, "epoch"]),
+                "best_val_loss": None if best is None else float(val[best]),
+            }
+        )
+    return pd.DataFrame(rows)

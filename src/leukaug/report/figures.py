@@ -17,13 +17,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import offset_copy
 from sklearn.metrics import confusion_matrix, roc_curve
 
 from leukaug import CLASS_NAMES, LABEL_ALL, LABEL_HEM
 from leukaug.atomic import save_figure
-from leukaug.metrics import reliability_table
+from leukaug.metrics import predicted_all, reliability_table
 
 STYLE = {
     "font.size": 9,
@@ -40,6 +42,8 @@ STYLE = {
 LINESTYLES = ["-", "--", "-.", ":"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 WIDTH = 7.0  # inches: one text column of a printed page
+LEGEND_DROP_PT = 34  # tick labels (8 pt) + axis label (9 pt) + their pads
+LEGEND_ROW_PT = 13  # one legend row at 8 pt
 
 
 def _style(k: int) -> dict[str, object]:
@@ -48,6 +52,23 @@ def _style(k: int) -> dict[str, object]:
         "linestyle": LINESTYLES[k % len(LINESTYLES)],
         "marker": MARKERS[k % len(MARKERS)],
     }
+
+
+def legend_below(ax: Axes, ncols: int = 1) -> None:
+    """The legend under the axes, where it cannot cover a curve; the figure grows to hold it,
+    so the axes keep their size."""
+    rows = math.ceil(len(ax.get_legend_handles_labels()[1]) / ncols)
+    figure = ax.get_figure()
+    figure.set_figheight(figure.get_figheight() + (LEGEND_DROP_PT + LEGEND_ROW_PT * rows) / 72)
+    below_xlabel = offset_copy(ax.transAxes, fig=figure, y=-LEGEND_DROP_PT, units="points")
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0),
+        bbox_transform=below_xlabel,
+        frameon=False,
+        ncols=ncols,
+        borderaxespad=0,
+    )
 
 
 def save(figure: Figure, directory: Path, stem: str) -> dict[str, Path]:
@@ -115,7 +136,7 @@ def confusion_matrices(
         figure, axes = _grid(len(units), 4, (WIDTH / 4 + 0.15, 2.1))
         labels = [LABEL_HEM, LABEL_ALL]
         for ax, (name, (y, prob)) in zip(axes.flat, units.items(), strict=False):
-            matrix = confusion_matrix(y, (prob >= threshold).astype(int), labels=labels)
+            matrix = confusion_matrix(y, predicted_all(prob, threshold).astype(int), labels=labels)
             totals = matrix.sum(axis=1, keepdims=True).clip(min=1)
             ax.imshow(matrix / totals, cmap="Greys", vmin=0, vmax=1.6)
             for i in range(2):
@@ -189,7 +210,7 @@ def roc_curves(
         ax.set_xlabel("1 - specificity (false positive rate)")
         ax.set_ylabel("sensitivity (true positive rate)")
         ax.set_aspect("equal")
-        ax.legend(loc="lower right", frameon=False)
+        legend_below(ax)
         figure.tight_layout()
     return figure
 
@@ -219,7 +240,7 @@ def accuracy_vs_threshold(
         ax.set_xlabel("threshold on P(ALL)")
         ax.set_ylabel("test accuracy")
         ax.set_xlim(0, 1)
-        ax.legend(frameon=False, ncols=2)
+        legend_below(ax, ncols=min(3, len(sweeps)))
         figure.tight_layout()
     return figure
 
@@ -246,7 +267,7 @@ def reliability_diagram(
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
-        ax.legend(loc="upper left", frameon=False)
+        legend_below(ax)
         figure.tight_layout()
     return figure
 
@@ -264,6 +285,10 @@ def _p_label(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
+FOREST_WIDTH = WIDTH * 1.25  # three panels side by side need room for their tick labels
+FOREST_TICKS = 4  # at most this many intervals per panel, so the labels never touch
+
+
 def forest_plot(comparisons: pd.DataFrame, baseline: str) -> Figure:
     """Each arm's difference from the baseline with its 95% CI and Holm-adjusted p."""
     with plt.rc_context(STYLE):
@@ -271,7 +296,7 @@ def forest_plot(comparisons: pd.DataFrame, baseline: str) -> Figure:
         figure, axes = plt.subplots(
             1,
             len(FOREST_METRICS),
-            figsize=(WIDTH, 0.55 * len(arms) + 1.5),
+            figsize=(FOREST_WIDTH, 0.55 * len(arms) + 1.6),
             sharey=True,
             squeeze=False,
         )
@@ -305,10 +330,12 @@ def forest_plot(comparisons: pd.DataFrame, baseline: str) -> Figure:
                 )
             ax.axvline(0, color="0.5", linewidth=0.8)
             ax.set_title(title, fontsize=8)
-            ax.set_xlabel(f"difference vs {baseline}")
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=FOREST_TICKS, steps=[1, 2, 2.5, 5, 10]))
+            ax.ticklabel_format(axis="x", useOffset=False)
             ax.grid(axis="x", color="0.9")
         axes[0, 0].set_yticks(positions, arms)
         axes[0, 0].set_ylim(-0.6, len(arms) - 0.2)
+        figure.supxlabel(f"difference: arm minus {baseline}", fontsize=9)
         figure.tight_layout()
     return figure
 

@@ -1,17 +1,23 @@
-"""One self-contained HTML page: inline CSS, figures as base64 PNG, no external reference.
-
-Every string that comes from data (arm names, errors, config) goes through `html.escape`.
+"""One self-contained HTML page from Jinja2 templates: inline CSS, figures as base64 PNG, no
+external reference. Autoescaping is on, so every string from data (arm names, errors, config)
+is escaped by the template engine.
 """
 
 from __future__ import annotations
 
 import base64
-import json
+import dataclasses
+import functools
 from dataclasses import dataclass, field
-from html import escape
 from typing import Any
 
+import jinja2
+
+from leukaug.report import numbering
+from leukaug.report.describe import arm_settings, counts_table, dataset_lines, plain
 from leukaug.report.tables import Table
+
+TEMPLATE = "report.html.j2"
 
 
 @dataclass
@@ -30,7 +36,8 @@ class FigureEntry:
 
 @dataclass
 class ReportContent:
-    """Everything the page shows, already computed."""
+    """Everything the page shows, already computed. Table and figure numbers in captions are
+    reassigned in page order when rendered (see `numbered`)."""
 
     title: str
     generated: str
@@ -49,47 +56,49 @@ class ReportContent:
     methods: list[str] = field(default_factory=list)
 
 
-CSS = """
-body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; max-width: 1200px; margin: 1.5em auto;
-       padding: 0 1em; color: #111; line-height: 1.45; font-size: 15px; }
-h1 { font-size: 1.7em; margin-bottom: 0.1em; } h2 { border-bottom: 2px solid #333; padding-bottom: 0.15em; margin-top: 1.8em; }
-.meta { color: #555; margin-top: 0; }
-.synthetic { border: 3px solid #b00020; background: #fdecee; color: #6b0010; padding: 0.8em 1em; font-size: 1.1em; margin: 1em 0; }
-.answer { background: #eef4fb; border-left: 6px solid #1f5fa8; padding: 0.6em 1em; margin: 1em 0; }
-.answer p { margin: 0.4em 0; font-size: 1.08em; }
-.notes { background: #fff8e1; border-left: 6px solid #c98a00; padding: 0.5em 1em; }
-table { border-collapse: collapse; margin: 0.6em 0 0.3em; font-size: 0.9em; }
-.caption { font-weight: bold; margin: 1.2em 0 0; }
-th, td { border-bottom: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
-th.l, td.l { text-align: left; }
-thead th { border-bottom: 2px solid #333; }
-.tablenote { font-size: 0.85em; color: #444; margin: 0.2em 0 1.2em; max-width: 1100px; }
-figure { margin: 1.2em 0 2em; } figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
-figcaption { font-size: 0.9em; color: #333; max-width: 1100px; }
-.missing { color: #777; font-style: italic; border: 1px dashed #aaa; padding: 1em; }
-pre { background: #f5f5f5; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
-.better { color: #0a6b2b; font-weight: bold; } .worse { color: #b00020; font-weight: bold; }
-@media print { body { max-width: none; font-size: 11pt; } figure { break-inside: avoid; } h2 { break-after: avoid; } }
-"""
+def numbered(content: ReportContent) -> ReportContent:
+    """A copy with tables and figures numbered 1, 2, ... in page order and the text's
+    references to them following, so a dropped table or figure leaves no gap."""
+    moved = {
+        **numbering.renames([t.caption for t in content.tables], "Table"),
+        **numbering.renames([f.title for f in content.figures], "Figure"),
+    }
 
+    def follow(lines: list[str]) -> list[str]:
+        return [numbering.follow(line, moved) for line in lines]
 
-def render_table(table: Table) -> str:
-    """A <table> with its caption and notes; every cell escaped."""
+    def table(t: Table, label: str | None = None) -> Table:
+        caption = numbering.numbered(t.caption, label, moved) if label else t.caption
+        return dataclasses.replace(t, caption=caption, notes=follow(t.notes))
 
-    def cell(tag: str, k: int, text: str) -> str:
-        align = ' class="l"' if k < table.text_columns else ""
-        return f"<{tag}{align}>{escape(text)}</{tag}>"
-
-    head = "".join(cell("th", k, h) for k, h in enumerate(table.header))
-    body = "".join(
-        "<tr>" + "".join(cell("td", k, c) for k, c in enumerate(row)) + "</tr>"
-        for row in table.rows
+    return dataclasses.replace(
+        content,
+        headline=follow(content.headline),
+        notes=follow(content.notes),
+        methods=follow(content.methods),
+        verdict_table=None if content.verdict_table is None else table(content.verdict_table),
+        tables=[table(t, f"Table {k}") for k, t in enumerate(content.tables, start=1)],
+        figures=[
+            dataclasses.replace(
+                f,
+                title=numbering.numbered(f.title, f"Figure {k}", moved),
+                caption=numbering.follow(f.caption, moved),
+            )
+            for k, f in enumerate(content.figures, start=1)
+        ],
     )
-    notes = "".join(f'<p class="tablenote">{escape(n)}</p>' for n in table.notes)
-    return (
-        f'<p class="caption" id="caption-{escape(table.key)}">{escape(table.caption)}</p>'
-        f'<table id="{escape(table.key)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}'
-    )
+
+
+@dataclass(frozen=True)
+class FigureView:
+    """What the template needs of one figure."""
+
+    key: str
+    title: str
+    caption: str
+    missing: str
+    data: str | None  # base64 PNG
+    width: int
 
 
 def _display_width(png: bytes, scale: float) -> int:
@@ -98,68 +107,19 @@ def _display_width(png: bytes, scale: float) -> int:
     return max(1, round(pixels * scale))
 
 
-def render_figure(entry: FigureEntry) -> str:
-    """A <figure> with an embedded PNG, or a visible 'not available' box."""
+def figure_view(entry: FigureEntry) -> FigureView:
+    """The figure as the page shows it: base64 PNG at its display width, or the reason it is missing."""
     if entry.png is None:
-        body = f'<div class="missing">{escape(entry.title)}: {escape(entry.missing)}.</div>'
-    else:
-        data = base64.b64encode(entry.png).decode("ascii")
-        width = _display_width(entry.png, entry.display_scale)
-        body = (
-            f'<img alt="{escape(entry.title)}" width="{width}" src="data:image/png;base64,{data}">'
-        )
-    return (
-        f'<figure id="fig-{escape(entry.key)}">{body}'
-        f"<figcaption><b>{escape(entry.title)}.</b> {escape(entry.caption)}</figcaption></figure>"
-    )
+        return FigureView(entry.key, entry.title, entry.caption, entry.missing, None, 0)
+    data = base64.b64encode(entry.png).decode("ascii")
+    width = _display_width(entry.png, entry.display_scale)
+    return FigureView(entry.key, entry.title, entry.caption, entry.missing, data, width)
 
 
-def _counts_rows(counts: Any) -> list[list[str]] | None:
-    """Rows (split, class, images, subjects) from dataset.json's counts[split][class] = {...}."""
-    if not isinstance(counts, dict):
-        return None
-    rows = []
-    for split, classes in counts.items():
-        if not isinstance(classes, dict):
-            return None
-        for name, numbers in classes.items():
-            if not isinstance(numbers, dict):
-                return None
-            rows.append(
-                [
-                    str(split),
-                    str(name),
-                    str(numbers.get("images", "")),
-                    str(numbers.get("subjects", "")),
-                ]
-            )
-    return rows
-
-
-def _dataset_section(dataset: dict[str, Any] | None) -> str:
-    if not dataset:
-        return "<p>No dataset.json in the study folder: the data set is not described.</p>"
-    fields = {k: v for k, v in dataset.items() if k != "counts"}
-    items = "".join(
-        f"<li><b>{escape(str(k))}</b>: "
-        f"{escape(json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else str(v))}</li>"
-        for k, v in sorted(fields.items())
-    )
-    html = f"<ul>{items}</ul>"
-    counts = dataset.get("counts")
-    rows = _counts_rows(counts)
-    if rows:
-        header = ["Split", "Class", "Images", "Subjects"]
-        caption = "Images and subjects per split and class."
-        html += render_table(Table("dataset", caption, header, rows, text_columns=2))
-    elif counts is not None:
-        html += f"<pre>{escape(json.dumps(counts, indent=2, default=str))}</pre>"
-    return html
-
-
-def _failed_section(failed: list[dict[str, Any]], incomplete: list[str]) -> str:
+def failed_table(failed: list[dict[str, Any]], incomplete: list[str]) -> Table | None:
+    """Arms that failed (error.json) or have no predictions yet; None when there are none."""
     if not failed and not incomplete:
-        return ""
+        return None
     rows = [
         [
             str(f.get("arm_id", "")),
@@ -170,64 +130,43 @@ def _failed_section(failed: list[dict[str, Any]], incomplete: list[str]) -> str:
         for f in failed
     ]
     rows += [
-        [arm_id, "", "incomplete", "no predictions.csv (still running or interrupted)"]
+        [arm_id, "", "incomplete", "not finished (still running or interrupted)"]
         for arm_id in incomplete
     ]
-    table = Table(
+    return Table(
         "failed",
         "Arms that failed or did not finish (excluded from every table and figure).",
         ["Arm id", "Name", "Error", "Message"],
         rows,
         text_columns=4,
     )
-    return "<h2>Failed arms</h2>" + render_table(table)
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The package's templates, autoescaped; an undefined name is an error, not blank text."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("leukaug", "report/templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def render_html(content: ReportContent) -> str:
     """The whole page as one string."""
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{escape(content.title)}</title>",
-        f"<style>{CSS}</style></head><body>",
-        f"<h1>{escape(content.title)}</h1>",
-        f'<p class="meta">Generated {escape(content.generated)} by leukaug.</p>',
-    ]
-    if content.synthetic:
-        parts.append(
-            '<div class="synthetic" id="synthetic-warning"><b>SYNTHETIC DATA.</b> These results come from '
-            "computer-generated cell images, not from patients. They test the pipeline only and say "
-            "nothing about real leukaemia or about how these augmentations behave on real cells.</div>"
-        )
-    parts.append('<h2 id="answer">The answer</h2><div class="answer">')
-    parts.extend(f"<p>{escape(line)}</p>" for line in content.headline)
-    parts.append("</div>")
-    if content.verdict_table is not None:
-        parts.append(render_table(content.verdict_table))
-    if content.notes:
-        parts.append('<div class="notes" id="notes"><b>Notes</b><ul>')
-        parts.extend(f"<li>{escape(note)}</li>" for note in content.notes)
-        parts.append("</ul></div>")
-    parts.append(_failed_section(content.failed, content.incomplete))
-    parts.append('<h2 id="tables">Tables</h2>')
-    parts.extend(render_table(table) for table in content.tables)
-    parts.append('<h2 id="figures">Figures</h2>')
-    parts.extend(render_figure(entry) for entry in content.figures)
-    parts.append('<h2 id="methods">Methods</h2><ul>')
-    parts.extend(f"<li>{escape(line)}</li>" for line in content.methods)
-    parts.append("</ul>")
-    parts.append('<h2 id="dataset">Data set</h2>')
-    parts.append(_dataset_section(content.dataset))
-    parts.append('<h2 id="configuration">Configuration</h2>')
-    if content.study_toml is not None:
-        parts.append(f"<h3>study.toml</h3><pre>{escape(content.study_toml)}</pre>")
-    else:
-        parts.append("<p>No study.toml in the study folder.</p>")
-    for arm_id, spec in content.specs.items():
-        parts.append(
-            f"<h3>Arm {escape(arm_id)}</h3><pre>{escape(json.dumps(spec, indent=2, sort_keys=True, default=str))}</pre>"
-        )
-    parts.append('<h2 id="versions">Software versions</h2><ul>')
-    parts.extend(f"<li>{escape(k)}: {escape(v)}</li>" for k, v in content.versions.items())
-    parts.append("</ul></body></html>")
-    return "\n".join(p for p in parts if p)
+    content = numbered(content)
+    dataset = content.dataset or {}
+    counts = counts_table(dataset.get("counts"))
+    odd_counts = counts is None and dataset.get("counts") is not None
+    page = environment().get_template(TEMPLATE)
+    return page.render(
+        c=content,
+        failed=failed_table(content.failed, content.incomplete),
+        figures=[figure_view(entry) for entry in content.figures],
+        dataset_lines=dataset_lines(dataset) if content.dataset else None,
+        counts=counts,
+        counts_text=plain(dataset["counts"]) if odd_counts else None,
+        settings=arm_settings(content.specs),
+    )

@@ -11,11 +11,12 @@ from typing import Any
 import pandas as pd
 
 from leukaug.errors import DataError
+from leukaug.layout import ArmFolder, StudyFolder
 from leukaug.metrics import validate_predictions
 
 
 @dataclass
-class Arm:
+class ArmResults:
     """One completed arm: its identity, resolved spec and outputs."""
 
     arm_id: str
@@ -39,7 +40,7 @@ class Study:
     """Everything the report needs from a study folder."""
 
     directory: Path
-    arms: list[Arm]
+    arms: list[ArmResults]
     failed: list[dict[str, Any]] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)
     dataset: dict[str, Any] | None = None
@@ -50,7 +51,7 @@ class Study:
         """Arm names in order of first appearance (arms sorted by id)."""
         return list(dict.fromkeys(arm.name for arm in self.arms))
 
-    def arms_named(self, name: str) -> list[Arm]:
+    def arms_named(self, name: str) -> list[ArmResults]:
         return sorted((a for a in self.arms if a.name == name), key=lambda a: (a.seed, a.arm_id))
 
     @property
@@ -67,20 +68,20 @@ def _read_json(path: Path) -> dict[str, Any]:
         ) from error
 
 
-def _read_arm(folder: Path) -> Arm | None:
-    predictions_path = folder / "predictions.csv"
-    if not predictions_path.is_file():
+def _read_arm(arm_folder: ArmFolder) -> ArmResults | None:
+    """The arm's results, or None when it is not complete (`ArmFolder.is_complete`)."""
+    if not arm_folder.is_complete():
         return None
-    info = _read_json(folder / "arm.json") if (folder / "arm.json").is_file() else {}
+    folder, predictions_path = arm_folder.path, arm_folder.predictions
+    info = _read_json(arm_folder.arm_json)
     try:
         predictions = validate_predictions(
             pd.read_csv(predictions_path, dtype={"image_id": str, "subject": str})
         )
     except (DataError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise DataError(f"{predictions_path}: {error}") from error
-    history_path = folder / "history.csv"
-    history = pd.read_csv(history_path) if history_path.is_file() else None
-    return Arm(
+    history = pd.read_csv(arm_folder.history) if arm_folder.history.is_file() else None
+    return ArmResults(
         arm_id=str(info.get("arm_id", folder.name)),
         name=str(info.get("name", folder.name)),
         seed=int(info.get("seed", 0) or 0),
@@ -90,26 +91,26 @@ def _read_arm(folder: Path) -> Arm | None:
     )
 
 
-def load_study(study_dir: str | Path) -> Study:
+def load_study_results(study_dir: str | Path) -> Study:
     """Read `study_dir/arms/*/` and the optional study.toml and dataset.json."""
     directory = Path(study_dir)
-    arms_dir = directory / "arms"
-    if not arms_dir.is_dir():
+    study_folder = StudyFolder(directory)
+    if not study_folder.arms_dir.is_dir():
         raise DataError(f"{directory} has no arms/ folder; point the report at a study folder.")
     arms, failed, incomplete = [], [], []
-    for folder in sorted(p for p in arms_dir.iterdir() if p.is_dir()):
-        if (folder / "error.json").is_file():
-            error = _read_json(folder / "error.json")
-            error.setdefault("arm_id", folder.name)
+    for folder in study_folder.arm_folders():
+        if folder.error.is_file():
+            error = _read_json(folder.error)
+            error.setdefault("arm_id", folder.arm_id)
             failed.append(error)
             continue
         arm = _read_arm(folder)
         if arm is None:
-            incomplete.append(folder.name)
+            incomplete.append(folder.arm_id)
         else:
             arms.append(arm)
-    dataset_path = directory / "dataset.json"
-    toml_path = directory / "study.toml"
+    dataset_path = study_folder.dataset_json
+    toml_path = study_folder.study_toml
     study_toml = toml_path.read_text(encoding="utf-8") if toml_path.is_file() else None
     config: dict[str, Any] = {}
     if study_toml is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from leukaug.report.html import ReportContent
+from leukaug.report.html import ReportContent, numbered
 from leukaug.report.tables import Table
 
 ANSWER_HEADING = "## The answer"
@@ -24,7 +24,10 @@ def markdown_table(table: Table) -> str:
 
 
 def render_markdown(content: ReportContent, summary_tables: list[Table]) -> str:
-    """The Markdown summary (a subset of the HTML report)."""
+    """The Markdown summary (a subset of the HTML report, numbered as the page is)."""
+    content = numbered(content)
+    by_key = {table.key: table for table in content.tables}
+    summary_tables = [by_key.get(table.key, table) for table in summary_tables]
     parts = [
         f"# {content.title}",
         "",
@@ -48,7 +51,7 @@ def render_markdown(content: ReportContent, summary_tables: list[Table]) -> str:
             f"- `{f.get('arm_id', '')}` ({f.get('name', '')}): {f.get('error_type', '')}: {f.get('message', '')}"
             for f in content.failed
         ]
-        parts += [f"- `{arm_id}`: incomplete (no predictions.csv)" for arm_id in content.incomplete]
+        parts += [f"- `{arm_id}`: incomplete (not finished)" for arm_id in content.incomplete]
         parts.append("")
     parts += ["## Tables", ""]
     for table in summary_tables:

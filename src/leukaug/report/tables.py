@@ -6,6 +6,7 @@ Undefined values (NaN, None) print as an en dash, as the seed paper printed unde
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,13 @@ def interval(value: Any, low: Any, high: Any, digits: int = 4, sign: bool = Fals
     return f"{show(value, digits)} [{show(low, digits)}, {show(high, digits)}]"
 
 
+def _bracket(low: Any, high: Any, digits: int = 3) -> str:
+    """'[0.631, 0.674]' or a dash."""
+    if number(low) == DASH or number(high) == DASH:
+        return DASH
+    return f"[{number(low, digits)}, {number(high, digits)}]"
+
+
 def p_value(value: Any) -> str:
     if number(value) == DASH:
         return DASH
@@ -57,7 +65,7 @@ def _arm_label(row: Any, multi_seed: bool) -> str:
     return f"{row['name']} (seed {row['seed']})" if multi_seed else str(row["name"])
 
 
-def paper_table(metrics: pd.DataFrame, split: str, baseline: str) -> Table:
+def paper_table(metrics: pd.DataFrame, split: str, references: Sequence[str] = ()) -> Table:
     """Table 1/2 of the seed paper: loss, accuracy with 95% CI, precision; one row per arm."""
     rows_frame = metrics[metrics["split"] == split]
     multi_seed = rows_frame.duplicated("name").any()
@@ -67,8 +75,8 @@ def paper_table(metrics: pd.DataFrame, split: str, baseline: str) -> Table:
         if row["precision_undefined"]:
             precision += "*"
         label = _arm_label(row, multi_seed)
-        if row["name"] == baseline and str(row["name"]).lower() != "baseline":
-            label += " (baseline)"
+        if row["name"] in references:
+            label += " (reference)"
         rows.append(
             [
                 label,
@@ -83,11 +91,13 @@ def paper_table(metrics: pd.DataFrame, split: str, baseline: str) -> Table:
         )
     method = rows_frame["accuracy_ci_method"].iloc[0] if len(rows_frame) else "wilson"
     notes.append(
-        f"Accuracy at threshold 0.5 with its 95% {method.capitalize()} interval; loss = binary cross-entropy."
+        f"Accuracy at threshold 0.5 with its 95% {method.capitalize()} interval, which treats cells as "
+        "independent; the subject-level interval is in Table 2. Loss = binary cross-entropy. "
+        "A reproduction of the paper's format, not a test: the verdicts are in the primary analysis."
     )
     return Table(
         "table1",
-        f"Table 1. {split.capitalize()} loss, accuracy and precision per arm (the seed paper's format).",
+        f"Table 1. {split.capitalize()} loss, accuracy and precision per arm (reproduction of the seed paper's Table 1 format).",
         ["Arm", "Loss", "Accuracy [95% CI]", "Precision"],
         rows,
         notes,
@@ -114,15 +124,28 @@ def extended_table(metrics: pd.DataFrame, split: str) -> Table:
     rows = []
     for _, row in rows_frame.iterrows():
         auc = interval(row["auc"], row["auc_ci_low"], row["auc_ci_high"], 3)
+        subject_cis = [
+            _bracket(row.get(f"{metric}_subject_ci_low"), row.get(f"{metric}_subject_ci_high"))
+            for metric in ("accuracy", "auc")
+        ]
         cells = [number(row[key], 3) for _, key in EXTENDED_COLUMNS]
         confusion = f"{row['tn']}/{row['fp']}/{row['fn']}/{row['tp']}"
-        rows.append([_arm_label(row, multi_seed), auc, *cells, confusion])
+        rows.append([_arm_label(row, multi_seed), auc, *subject_cis, *cells, confusion])
     notes = [
-        "AUC with DeLong 95% CI. Weighted F1 is the C-NMC 2019 challenge metric. Subject diag. acc.: "
-        "a subject is called ALL when the mean P(ALL) of its cells is at least 0.5. "
-        "TN/FP/FN/TP: the confusion counts (ALL = positive). A dash marks an undefined value."
+        "AUC with DeLong 95% CI (cells treated as independent). Subject CIs: 95% cluster-bootstrap "
+        "intervals over test subjects (within class), the intervals for new patients. Weighted F1 is "
+        "the C-NMC 2019 challenge metric. Subject diag. acc.: a subject is called ALL when the mean "
+        "P(ALL) of its cells is at least 0.5. TN/FP/FN/TP: the confusion counts (ALL = positive). "
+        "A dash marks an undefined value."
     ]
-    header = ["Arm", "AUC [95% CI]", *[title for title, _ in EXTENDED_COLUMNS], "TN/FP/FN/TP"]
+    header = [
+        "Arm",
+        "AUC [DeLong 95% CI]",
+        "Accuracy subject CI",
+        "AUC subject CI",
+        *[title for title, _ in EXTENDED_COLUMNS],
+        "TN/FP/FN/TP",
+    ]
     return Table(
         "table2",
         f"Table 2. {split.capitalize()} metrics beyond the paper's, threshold 0.5.",
@@ -230,10 +253,14 @@ TEST_NAMES = {
     "delong": "DeLong",
     "subject_bootstrap": "Subject bootstrap",
 }
+SECONDARY_CAVEAT = (
+    "Secondary analyses, conditional on these trained models and these cells; McNemar and DeLong "
+    "treat cells as independent. They decide no verdict (see the primary analysis)."
+)
 
 
-def comparisons_table(comparisons: pd.DataFrame) -> Table:
-    """Every comparison with the baseline: effect, CI, p and Holm-adjusted p."""
+def comparisons_display_table(comparisons: pd.DataFrame) -> Table:
+    """Every secondary comparison with the matched reference: effect, CI, p and Holm-adjusted p."""
     rows = []
     for _, row in comparisons.iterrows():
         level = "seed-averaged" if row["level"] == "seed_mean" else (row["arm_id"] or row["arm"])
@@ -241,7 +268,7 @@ def comparisons_table(comparisons: pd.DataFrame) -> Table:
             [
                 str(row["arm"]),
                 str(level),
-                str(row["baseline_id"] or row["baseline"]),
+                str(row["reference_id"] or row["reference"]),
                 TEST_NAMES.get(row["test"], str(row["test"])),
                 str(row["metric"]),
                 interval(row["effect"], row["ci_low"], row["ci_high"], 4, sign=True),
@@ -252,11 +279,13 @@ def comparisons_table(comparisons: pd.DataFrame) -> Table:
         )
     return Table(
         "table6",
-        "Table 6. Paired comparisons with the baseline on the test split (as comparisons.csv).",
+        "Table 6. Secondary paired comparisons with the matched reference on the test split "
+        "(as comparisons.csv): conditional on these trained models and these cells; McNemar and "
+        "DeLong treat cells as independent.",
         [
             "Arm",
             "Arm id / level",
-            "Baseline",
+            "Reference",
             "Test",
             "Metric",
             "Difference [95% CI]",
@@ -266,10 +295,37 @@ def comparisons_table(comparisons: pd.DataFrame) -> Table:
         ],
         rows,
         [
-            "Difference = arm minus baseline on the same test images, joined by image_id. McNemar: exact binomial test on "
+            SECONDARY_CAVEAT,
+            "Difference = arm minus reference on the same test images, joined by image_id. McNemar: exact binomial test on "
             "per-image correctness at threshold 0.5 (statistic = the smaller discordant count); its CI is the subject bootstrap's. "
-            "DeLong: test of correlated AUCs (statistic z). Subject bootstrap: subjects resampled with replacement within class. "
-            "Holm's correction is applied within each test and metric across all arms of the study."
+            "DeLong: test of correlated AUCs (statistic z). Subject bootstrap: subjects resampled with replacement within class, "
+            "one training run (or the seed-averaged probabilities) only. Holm's correction here runs within each level, test "
+            "and metric across the arms listed.",
         ],
         text_columns=5,
+    )
+
+
+def training_table(training: pd.DataFrame) -> Table:
+    """Per arm and seed: the epoch whose checkpoint was used (lowest validation loss)."""
+    rows = [
+        [
+            f"{row['name']} (seed {row['seed']})",
+            str(row["epochs_planned"]),
+            str(row["epochs_run"]),
+            DASH if pd.isna(row["best_epoch"]) else str(int(row["best_epoch"])),
+            number(row["best_val_loss"]),
+        ]
+        for _, row in training.iterrows()
+    ]
+    return Table(
+        "table7",
+        "Table 7. Training: the checkpoint each arm uses is the epoch with the lowest validation loss.",
+        ["Arm", "Epochs (N)", "Epochs run", "Best-validation epoch", "Validation loss"],
+        rows,
+        [
+            '"Epochs" = N means the best-validation-loss checkpoint within N epochs; the validation loss is the '
+            "class-weighted loss training optimises. Choose an epoch count on validation (this table), never "
+            "on test results."
+        ],
     )

@@ -1,0 +1,167 @@
+"""Calibration of the verdict rule by simulation (issue 8, item 6).
+
+    python benchmarks/calibration.py                 # >= 500 null families per level, 2 workers
+    python benchmarks/calibration.py --quick         # smoke test, under a minute
+
+Each family is one simulated study: a reference and 9 arms, 3 seeds, 16-28 test subjects
+(half ALL, half HEM, drawn per family), 15-45 images per subject, predictions from the
+generative model in `leukaug.inference.simulate` (subject effects, subject-by-augmentation
+heterogeneity SD 0 / 0.3 / 0.6 on the logit scale, shared and arm-specific training-run
+effects, cell noise). Every family goes through the code path that writes verdicts.csv
+(`compare_arm` for each arm, then `decide_verdicts`, Holm over the 9 arms).
+
+Reported per heterogeneity level:
+- null (all 10 arms exchangeable): the family-wise false-verdict rate, i.e. the share of
+  families with at least one "helps" or "hurts"; and, for contrast, the old rule's (seed 0,
+  image-level DeLong with Holm);
+- power (arm 1 truly better by `effect` on the logit separation, 8 null arms): the share of
+  families in which arm 1 is called "helps", with the false-verdict rate among the 8 nulls.
+The population AUC gain of each effect is computed once from 200,000 simulated subjects.
+
+Results go to benchmarks/results/calibration_<time>.json (calibration_quick.json with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import beta
+
+from leukaug.atomic import write_json
+from leukaug.inference.simulate import SimulationModel, run_family, simulate_logits
+from leukaug.stats import fast_auc
+
+RESULTS = Path(__file__).parent / "results"
+HETEROGENEITY = (0.0, 0.3, 0.6)
+N_ARMS, N_SEEDS = 9, 3
+SUBJECTS = (16, 28)
+NO_DIFFERENCE = "no detectable difference"
+
+
+def _families(task: tuple[float, float, int, list[int], str]) -> dict[str, int]:
+    """Run `n` families at one (heterogeneity, effect) cell; counts of the outcomes."""
+    heterogeneity, effect, n, seed, metric = task
+    rng = np.random.default_rng(seed)
+    effects = np.zeros(N_ARMS + 1)
+    effects[1] = effect
+    counts = {"families": 0, "any_false": 0, "old_any_false": 0, "helps": 0, "wrong_sign": 0}
+    first_null = 0 if effect == 0 else 1  # index among the 9 arms; arm 1 carries the effect
+    for _ in range(n):
+        n_subjects = int(rng.integers(SUBJECTS[0], SUBJECTS[1] + 1))
+        model = SimulationModel(n_subjects=n_subjects, heterogeneity_sd=heterogeneity)
+        outcome = run_family(model, effects, N_SEEDS, rng, metric)
+        verdicts = outcome.verdicts
+        counts["families"] += 1
+        counts["any_false"] += int((verdicts[first_null:] != NO_DIFFERENCE).any())
+        counts["old_any_false"] += int(outcome.old_rejected[first_null:].any())
+        if effect != 0:
+            counts["helps"] += int(verdicts[0] == "helps")
+            counts["wrong_sign"] += int(verdicts[0] == "hurts")
+    return counts
+
+
+def population_auc_gain(effect: float, heterogeneity: float, n_subjects: int = 200_000) -> float:
+    """AUC(arm with `effect`) - AUC(reference) over a large population of subjects, one image each."""
+    model = SimulationModel(
+        n_subjects=n_subjects, min_images=1, max_images=1, heterogeneity_sd=heterogeneity
+    )
+    logits, y, _ = simulate_logits(model, np.array([0.0, effect]), 8, np.random.default_rng(1))
+    gains = [fast_auc(y, logits[1, s]) - fast_auc(y, logits[0, s]) for s in range(8)]
+    return float(np.mean(gains))
+
+
+def upper_bound(successes: int, n: int, level: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper bound of a rate."""
+    return 1.0 if successes == n else float(beta.ppf(level, successes + 1, n - successes))
+
+
+def run(n_null: int, n_power: int, effects: list[float], workers: int, metric: str) -> dict:
+    chunk = 25
+    tasks, keys = [], []
+    for heterogeneity in HETEROGENEITY:
+        for effect, n in [(0.0, n_null)] + [(e, n_power) for e in effects]:
+            for start in range(0, n, chunk):
+                seed = [int(10 * heterogeneity), int(100 * effect), start]
+                tasks.append((heterogeneity, effect, min(chunk, n - start), seed, metric))
+                keys.append((heterogeneity, effect))
+    totals: dict[tuple[float, float], dict[str, int]] = {}
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for key, counts in zip(keys, pool.map(_families, tasks), strict=True):
+            cell = totals.setdefault(key, dict.fromkeys(counts, 0))
+            for name, value in counts.items():
+                cell[name] += value
+    rows = []
+    for (heterogeneity, effect), counts in totals.items():
+        n = counts["families"]
+        row = {
+            "heterogeneity_sd": heterogeneity,
+            "effect_logit": effect,
+            "families": n,
+            "false_verdict_rate": counts["any_false"] / n,
+            "false_verdict_rate_upper95": upper_bound(counts["any_false"], n),
+            "old_rule_false_verdict_rate": counts["old_any_false"] / n,
+        }
+        if effect != 0:
+            row["auc_gain"] = population_auc_gain(effect, heterogeneity)
+            row["power"] = counts["helps"] / n
+            row["wrong_sign_rate"] = counts["wrong_sign"] / n
+        rows.append(row)
+    return {"metric": metric, "rows": rows}
+
+
+def print_table(result: dict) -> None:
+    print(f"primary metric: {result['metric']}; {N_ARMS} arms + reference, {N_SEEDS} seeds")
+    header = "hetero SD  effect  AUC gain  families  false-verdict (95% upper)  old rule  power"
+    print(header)
+    for row in result["rows"]:
+        gain = f"{row['auc_gain']:+.3f}" if "auc_gain" in row else "     -"
+        power = f"{row['power']:.3f}" if "power" in row else "  -"
+        print(
+            f"{row['heterogeneity_sd']:9.1f}  {row['effect_logit']:6.2f}  {gain:>8}  "
+            f"{row['families']:8d}  {row['false_verdict_rate']:.3f} ({row['false_verdict_rate_upper95']:.3f})"
+            f"            {row['old_rule_false_verdict_rate']:.3f}     {power}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="50 null / 25 power families per cell")
+    parser.add_argument("--families", type=int, default=500, help="null families per level")
+    parser.add_argument("--power-families", type=int, default=200, help="families per effect")
+    parser.add_argument("--effects", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--metric", default="auc")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    n_null, n_power = (50, 25) if args.quick else (args.families, args.power_families)
+    start = time.perf_counter()
+    result = run(n_null, n_power, args.effects, args.workers, args.metric)
+    result.update(
+        {
+            "seconds": time.perf_counter() - start,
+            "workers": args.workers,
+            "quick": args.quick,
+            "model": SimulationModel().to_dict(),
+            "subjects_per_family": list(SUBJECTS),
+            "load_average": os.getloadavg(),
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        }
+    )
+    print_table(result)
+    print(f"{result['seconds']:.0f} s with {args.workers} workers")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    name = "calibration_quick.json" if args.quick else f"calibration_{args.metric}_{stamp}.json"
+    write_json(RESULTS / name, json.loads(json.dumps(result)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""`leukaug predict` and `leukaug export`: use a trained arm on new images, or ship it."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+
+# leukaug.export's EXPORTERS and INPUT_DTYPES, spelled here so `--help` does not import torch;
+# tests/test_export.py checks that they agree.
+class ExportFormat(StrEnum):
+    torchscript = "torchscript"
+    onnx = "onnx"
+
+
+class InputDtype(StrEnum):
+    uint8 = "uint8"
+    float32 = "float32"
+
+
+def predict(
+    arm_dir: Path = typer.Argument(
+        ..., help="A trained arm's folder (arms/<arm_id>/ or a train --out)."
+    ),
+    inputs: list[Path] = typer.Argument(
+        ...,
+        help="Image files, folders (searched recursively) or CSVs with a 'path' column.",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV to write: path, prob, predicted."),
+    tta: bool | None = typer.Option(
+        None,
+        "--tta/--no-tta",
+        help="Average over the 8 dihedral views. Default: as the arm was evaluated.",
+        show_default=False,
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+) -> None:
+    """P(ALL) for new images; predicted = 1 (ALL) when P(ALL) >= the arm's operating threshold."""
+    from leukaug import atomic
+    from leukaug.predict import collect_inputs, load_trained_arm, predict_images
+
+    console = Console(stderr=True)
+    arm = load_trained_arm(arm_dir)
+    card = arm.card
+    paths, ignored = collect_inputs(inputs)
+    for path in ignored:
+        console.print(f"ignored (not an image): {path}", highlight=False)
+    console.print(
+        f"arm {card.get('arm_id') or arm_dir.name}: {card['model']} at {card['image_size']} px "
+        f"(card from {arm.card_source}); operating threshold {arm.threshold:.4f} "
+        f"[{card['threshold_source']}]",
+        highlight=False,
+    )
+    table = predict_images(arm, paths, batch_size=batch_size, device=device, tta=tta)
+    atomic.write_csv(out, table)
+    n_all = int(table["predicted"].sum())
+    console.print(
+        f"{len(table)} images: {n_all} predicted ALL, {len(table) - n_all} HEM -> {out}",
+        highlight=False,
+    )
+
+
+def export(
+    arm_dir: Path = typer.Argument(..., help="A trained arm's folder."),
+    fmt: ExportFormat = typer.Option(
+        ...,
+        "--format",
+        help="ONNX needs the extra: pip install 'leukaug\\[onnx]'.",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="The model file to write."),
+    input_dtype: InputDtype = typer.Option(
+        InputDtype.uint8,
+        "--input-dtype",
+        help="uint8 in 0..255 or float32 in \\[0, 1] (TorchScript takes both).",
+    ),
+) -> None:
+    """A model taking (N, H, W, 3) RGB images and returning P(ALL), normalisation inside."""
+    from leukaug.export import export_arm
+
+    result = export_arm(arm_dir, out, fmt=fmt.value, input_dtype=input_dtype.value)
+    typer.echo(
+        f"{result.format}: {result.path} takes (N, {result.image_size}, {result.image_size}, 3) "
+        f"{result.input_dtype} RGB images, returns P(ALL); max |difference| from PyTorch "
+        f"{result.max_abs_difference:.1e}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `predict` and `export` to the main app."""
+    app.command(name="predict")(predict)
+    app.command(name="export")(export)

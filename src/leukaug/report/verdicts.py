@@ -1,0 +1,256 @@
+"""The primary analysis: one metric, one verdict rule, one family (verdicts.csv and its words).
+
+Each tested arm is compared with its matched reference on the study's primary metric by
+`leukaug.inference.compare_arm` (paired by seed, joined by image_id, inference over seeds
+and test subjects); `decide_verdicts` applies Holm's correction to exactly these
+comparisons and decides "helps", "hurts" or "no detectable difference". The report's
+headline and verdict table are written from that table alone, so no verdict can sit beside
+a number that contradicts it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from leukaug import inference
+from leukaug.errors import DataError
+from leukaug.report.analysis import COMPARISON_SPLIT
+from leukaug.report.load import Study
+from leukaug.report.references import ReferencePlan
+from leukaug.report.tables import Table, interval, p_value
+
+ALPHA = 0.05
+RECOMMENDED_SEEDS = 3
+VERDICT_COLUMNS = [
+    "arm",
+    "reference",
+    "metric",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "verdict",
+    "n_seeds",
+    "n_subjects",
+    "method",
+]
+METRIC_LABELS = {
+    "auc": "AUC",
+    "accuracy": "accuracy (threshold 0.5)",
+    "balanced_accuracy": "balanced accuracy (threshold 0.5)",
+    "f1_weighted": "weighted F1 (threshold 0.5)",
+    "log_loss": "log loss (lower is better)",
+}
+
+
+def primary_metric(study: Study) -> str:
+    """The study's declared primary metric (default AUC); an unknown one is a DataError naming the file."""
+    metric = (study.config.get("study") or {}).get("primary_metric", "auc")
+    if metric not in inference.PRIMARY_METRICS:
+        raise DataError(
+            f"{study.directory / 'study.toml'}: study.primary_metric = {metric!r} is not one of "
+            f"{', '.join(inference.PRIMARY_METRICS)}."
+        )
+    return str(metric)
+
+
+def _test_by_seed(study: Study, name: str) -> dict[int, pd.DataFrame]:
+    return {
+        arm.seed: arm.predictions[arm.predictions["split"] == COMPARISON_SPLIT]
+        for arm in study.arms_named(name)
+    }
+
+
+def primary_verdicts(
+    study: Study, plan: ReferencePlan, metric: str, *, alpha: float = ALPHA, rng_seed: int = 0
+) -> pd.DataFrame:
+    """verdicts.csv: every pair of the plan that can be compared; the others join `plan.untested`.
+
+    A seed that one arm of a pair has and the other lacks is an error for that pair (it is not
+    tested, and the report says why), never a silent fallback to another seed.
+    """
+    rows: list[tuple[str, str, inference.Comparison]] = []
+    for pair in plan.pairs:
+        arm, reference = _test_by_seed(study, pair.arm), _test_by_seed(study, pair.reference)
+        if any(frame.empty for frame in (*arm.values(), *reference.values())):
+            plan.untested[pair.arm] = (
+                f"it or its reference {pair.reference!r} lacks test predictions"
+            )
+            continue
+        try:
+            comparison = inference.compare_arm(
+                arm, reference, metric, alpha=alpha, rng_seed=rng_seed
+            )
+        except DataError as error:
+            plan.untested[pair.arm] = f"against {pair.reference!r}: {error}"
+            continue
+        rows.append((pair.arm, pair.reference, comparison))
+    if not rows:
+        return pd.DataFrame(columns=VERDICT_COLUMNS)
+    return inference.decide_verdicts(rows, metric, alpha)
+
+
+def _effect_text(row: pd.Series, metric: str) -> str:
+    effect = interval(row["effect"], row["ci_low"], row["ci_high"], 3, sign=True)
+    return f"Δ {METRIC_LABELS.get(metric, metric)} {effect} (95% CI)"
+
+
+def _p_phrase(value: float) -> str:
+    text = p_value(value)
+    return f"p {text[0]} {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
+def _detectable(row: pd.Series) -> str:
+    half = row.get("ci_half_width", math.nan)
+    if half is None or not math.isfinite(float(half)):
+        half = (float(row["ci_high"]) - float(row["ci_low"])) / 2
+    return f"±{float(half):.3f}"
+
+
+def _unadjusted_excludes_zero(row: pd.Series) -> bool:
+    return row["verdict"] == "no detectable difference" and (
+        row["ci_low"] > 0 or row["ci_high"] < 0
+    )
+
+
+def seeds_sentence(verdicts: pd.DataFrame) -> str | None:
+    """What the number of training runs allows one to claim (None with enough seeds)."""
+    if verdicts.empty:
+        return None
+    fewest = int(verdicts["n_seeds"].min())
+    if fewest == 1:
+        return (
+            "One seed per arm: every result here is conditional on one training run per arm and "
+            "cannot generalise over training runs (another run of the same arm can differ as much "
+            f"as the arms do). Run at least {RECOMMENDED_SEEDS} seeds (`seeds = [0, 1, 2]` in [study])."
+        )
+    if fewest < RECOMMENDED_SEEDS:
+        return (
+            f"Only {fewest} seeds per arm: the between-run variance rests on {fewest} runs; "
+            f"at least {RECOMMENDED_SEEDS} seeds are recommended."
+        )
+    return None
+
+
+def rule_sentence(verdicts: pd.DataFrame, metric: str, alpha: float = ALPHA) -> str:
+    """The verdict rule and its family, stated once."""
+    label = METRIC_LABELS.get(metric, metric)
+    methods = ", ".join(sorted(set(verdicts["method"].astype(str)))) if len(verdicts) else ""
+    return (
+        f"Rule: the primary metric is test {label}. An arm helps (hurts) when its difference from its "
+        f"matched reference is better (worse) on that metric with a Holm-adjusted p < {alpha}; otherwise "
+        f"there is no detectable difference. The family is the {len(verdicts)} comparison(s) listed here "
+        f"(verdicts.csv); Holm's correction applies to exactly these p-values. Differences are arm minus "
+        f"reference, paired by seed and joined by image_id; the inference is over training runs (seeds) "
+        f"and test subjects ({methods}). The matched reference has the same model, regime, image size, "
+        "epochs, initialisation and class weighting, and differs only in its augmentations."
+    )
+
+
+def headline(verdicts: pd.DataFrame, plan: ReferencePlan, metric: str) -> list[str]:
+    """The report's opening sentences, written from verdicts.csv alone."""
+    lines: list[str] = []
+    if verdicts.empty and not plan.untested and not plan.pairs:
+        lines.append(
+            f"Every arm has the reference augmentation {plan.baseline!r}: there is nothing to test, and "
+            "this report only describes the arms."
+        )
+    elif verdicts.empty:
+        lines.append(
+            "No arm could be tested against a matched reference, so there are no verdicts."
+        )
+    for verdict, phrase in (
+        ("helps", "helps"),
+        ("hurts", "hurts"),
+    ):
+        for _, row in verdicts[verdicts["verdict"] == verdict].iterrows():
+            lines.append(
+                f"{row['arm']} {phrase} compared with {row['reference']}: {_effect_text(row, metric)}, "
+                f"Holm-adjusted {_p_phrase(row['p_adjusted'])}, {row['n_seeds']} seed(s) x "
+                f"{row['n_subjects']} test subjects."
+            )
+    if not verdicts.empty and not (verdicts["verdict"] == "helps").any():
+        lines.append("No augmentation was shown to help.")
+    for _, row in verdicts[verdicts["verdict"] == "no detectable difference"].iterrows():
+        lines.append(
+            f"{row['arm']}: no detectable difference from {row['reference']} "
+            f"({_effect_text(row, metric)}, Holm-adjusted {_p_phrase(row['p_adjusted'])}); this study "
+            f"could only have detected differences of about {_detectable(row)}."
+        )
+    if not verdicts.empty:
+        lines.append(rule_sentence(verdicts, metric))
+    if (sentence := seeds_sentence(verdicts)) is not None:
+        lines.append(sentence)
+    if plan.untested:
+        described = "; ".join(f"{arm} ({why})" for arm, why in plan.untested.items())
+        lines.append(f"Described, not tested: {described}.")
+    return lines
+
+
+def verdict_table(verdicts: pd.DataFrame, metric: str) -> Table | None:
+    """The headline as a table: one row per tested arm, every number from verdicts.csv."""
+    if verdicts.empty:
+        return None
+    rows, notes = [], []
+    for _, row in verdicts.iterrows():
+        mark = "†" if _unadjusted_excludes_zero(row) else ""
+        rows.append(
+            [
+                str(row["arm"]),
+                str(row["reference"]),
+                str(row["verdict"]) + mark,
+                interval(row["effect"], row["ci_low"], row["ci_high"], 4, sign=True),
+                p_value(row["p_adjusted"]),
+                _detectable(row),
+                f"{row['n_seeds']} x {row['n_subjects']}",
+                str(row["method"]),
+            ]
+        )
+    if any(_unadjusted_excludes_zero(row) for _, row in verdicts.iterrows()):
+        notes.append(
+            "† The unadjusted 95% CI excludes 0, but the Holm-adjusted p, which decides the verdict for "
+            "the whole family, is not below 0.05."
+        )
+    header = [
+        "Arm",
+        "Reference",
+        "Verdict",
+        f"Δ {METRIC_LABELS.get(metric, metric)} [95% CI]",
+        "Holm-adjusted p",
+        "Detectable (CI half-width)",
+        "Seeds x subjects",
+        "Method",
+    ]
+    return Table(
+        "verdicts",
+        "Primary analysis: each arm against its matched reference (test split, verdicts.csv).",
+        header,
+        rows,
+        notes,
+        text_columns=3,
+    )
+
+
+def family_notes(plan: ReferencePlan) -> list[str]:
+    """Notes about the comparisons: how the baseline was read, explicit pairs, the references."""
+    notes = list(plan.notes)
+    explicit = [p for p in plan.pairs if p.source == "pair"]
+    if explicit:
+        notes.append(
+            "Explicit pairs from [[study.pairs]]: "
+            + ", ".join(f"{p.arm} vs {p.reference}" for p in explicit)
+            + "."
+        )
+    if plan.used_references:
+        notes.append(
+            f"Reference augmentation {plan.baseline!r}; reference arms: {', '.join(plan.used_references)}."
+        )
+    if plan.pairs and plan.unpaired_references:
+        notes.append(
+            f"Arms with the reference augmentation that no other arm matches (described, not tested): "
+            f"{', '.join(plan.unpaired_references)}."
+        )
+    return notes

@@ -1,0 +1,188 @@
+"""The package's import graph, read with `ast` (module-level, function-level and
+TYPE_CHECKING imports alike): no cycles, the UI only in `cli/`, local imports only for
+optional dependencies."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "leukaug"
+
+# Optional or heavy-at-import dependencies that library code may import inside a function.
+OPTIONAL = {
+    "ray",
+    "matplotlib",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "mlflow",
+    "tensorboard",
+    "timm",
+    "huggingface_hub",  # timm's weight downloads
+    "torch.utils.tensorboard",
+    "pytorch_grad_cam",
+    "skimage",
+}
+# Modules that only the command line may import.
+UI_ONLY = {"rich", "typer", "leukaug.cli"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+CLI = ("leukaug.cli", "leukaug.__main__")
+LIBRARY = sorted(n for n in MODULES if not n.startswith(CLI))
+
+
+def imports(path: Path) -> Iterator[tuple[str, ast.stmt, bool]]:
+    """(imported module, statement, inside a function) for every import in the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    package = (
+        module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    )
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    local = {id(n) for f in functions for n in ast.walk(f)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node, id(node) in local
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                yield (candidate if candidate in MODULES else base), node, id(node) in local
+
+
+def import_graph() -> dict[str, set[str]]:
+    """leukaug module -> the leukaug modules it imports (`from pkg import sub` and
+    `import pkg.sub` are edges to the submodule; `from pkg import name` to the package)."""
+    graph: dict[str, set[str]] = {name: set() for name in MODULES}
+    for name, path in MODULES.items():
+        for target, _, _ in imports(path):
+            while target and target not in MODULES:
+                target = target.rpartition(".")[0]
+            if target.startswith("leukaug") and target != name:
+                graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_graph_sees_the_known_arrows() -> None:
+    graph = import_graph()
+    assert "leukaug.jobs" in graph["leukaug.executors"]
+    assert "leukaug.executors" in graph["leukaug.study"]
+    assert "leukaug.layout" in graph["leukaug.arm"]
+
+
+def test_cycle_detection_finds_a_planted_cycle() -> None:
+    planted = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(planted) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles_in_the_package() -> None:
+    assert cycles(import_graph()) == []
+
+
+@pytest.mark.parametrize("name", LIBRARY)
+def test_library_modules_do_not_import_the_ui(name: str) -> None:
+    bad = [
+        target
+        for target, _, _ in imports(MODULES[name])
+        if any(target == ui or target.startswith(ui + ".") for ui in UI_ONLY)
+    ]
+    assert bad == [], f"{name} imports {bad}; keep rich/typer and leukaug.cli in cli/"
+
+
+@pytest.mark.parametrize("name", LIBRARY)
+def test_function_level_imports_only_for_optional_dependencies(name: str) -> None:
+    local = [
+        f"{target} (line {node.lineno})"
+        for target, node, inside in imports(MODULES[name])
+        if inside and not any(target == o or target.startswith(o + ".") for o in OPTIONAL)
+    ]
+    assert local == [], f"{name}: move these imports to the top of the module: {local}"
+
+
+# Layers, top to bottom: no module imports one of a higher rank (modules not listed, such
+# as predict or export, sit beside the study and are checked by the cycle test only).
+RANKS = {
+    "leukaug.cli": 9,
+    "leukaug.__main__": 9,
+    "leukaug.study": 8,
+    "leukaug.executors": 7,
+    "leukaug.study_data": 7,
+    "leukaug.plan": 6,
+    "leukaug.report": 5,
+    "leukaug.jobs": 5,
+    "leukaug.config": 4,
+    "leukaug.arm": 3,
+    "leukaug.train": 2,
+    "leukaug.batches": 1,
+    "leukaug.metrics": 1,
+    "leukaug.layout": 1,
+    "leukaug.data": 0,
+    "leukaug.models": 0,
+    "leukaug.augment": 0,
+    "leukaug.stats": 0,
+    "leukaug.registry": 0,
+    "leukaug.atomic": 0,
+    "leukaug.errors": 0,
+}
+
+
+def rank(module: str) -> int | None:
+    for prefix, value in RANKS.items():
+        if module == prefix or module.startswith(prefix + "."):
+            return value
+    return None
+
+
+def test_imports_point_down_the_layers() -> None:
+    upward = [
+        f"{name} -> {target}"
+        for name, targets in import_graph().items()
+        for target in targets
+        if rank(name) is not None and rank(target) is not None and rank(name) < rank(target)
+    ]
+    assert upward == []

@@ -1,0 +1,231 @@
+"""The inference engine: metric definitions against scikit-learn, the clustered variance
+against Obuchowski's formula, seed pairing, verdicts with Holm, and a quick calibration."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    log_loss,
+    roc_auc_score,
+)
+from statsmodels.stats.multitest import multipletests
+
+from leukaug.errors import ConfigError, DataError
+from leukaug.inference import (
+    PRIMARY_METRICS,
+    compare_arm,
+    decide_verdicts,
+    get_metric,
+    subject_bootstrap_ci,
+)
+from leukaug.inference.compare import METHOD_ONE_SEED, METHOD_SEEDS
+from leukaug.inference.simulate import SimulationModel, run_family, simulate_study
+from leukaug.metrics import predicted_all
+from leukaug.stats import obuchowski_components
+
+
+def _sklearn(name: str, y: np.ndarray, prob: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """Each primary metric computed independently by scikit-learn (predicted ALL: prob >= 0.5)."""
+    predicted = predicted_all(prob).astype(int)
+    if name == "auc":
+        return roc_auc_score(y, prob, sample_weight=weight)
+    if name == "accuracy":
+        return accuracy_score(y, predicted, sample_weight=weight)
+    if name == "balanced_accuracy":
+        return balanced_accuracy_score(y, predicted, sample_weight=weight)
+    if name == "f1_weighted":
+        return f1_score(y, predicted, average="weighted", sample_weight=weight)
+    return log_loss(y, prob, sample_weight=weight, labels=[0, 1])
+
+
+def _cells(seed: int, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    prob = np.round(1 / (1 + np.exp(-(1.2 * (2 * y - 1) + rng.normal(0, 1.2, n)))), 2)
+    prob[:3] = [0.5, 0.5, 0.0]  # the threshold itself, ties and a zero probability
+    return y, prob
+
+
+def _study(seed: int = 0, n_seeds: int = 3, effect: float = 0.0, **model: float) -> list:
+    effects = np.array([0.0, effect])
+    return simulate_study(SimulationModel(**model), effects, n_seeds, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("name", sorted(PRIMARY_METRICS))
+def test_metric_values_match_sklearn(name: str) -> None:
+    for seed in range(3):
+        y, prob = _cells(seed)
+        assert get_metric(name).value(y, prob) == pytest.approx(_sklearn(name, y, prob), abs=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(PRIMARY_METRICS))
+def test_weighted_values_match_sklearn_sample_weight(name: str) -> None:
+    y, prob = _cells(5)
+    weights = np.random.default_rng(1).integers(0, 3, (4, len(y))).astype(float)
+    got = get_metric(name).weighted(y, prob, weights)
+    expected = [_sklearn(name, y, prob, w) for w in weights]
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(PRIMARY_METRICS))
+def test_influence_is_the_derivative_of_the_weighted_metric(name: str) -> None:
+    """Influence_i = d metric / d weight_i, checked by central differences of scikit-learn."""
+    y, prob = _cells(7)
+    value, influence = get_metric(name).influence(y, prob)
+    assert value == pytest.approx(_sklearn(name, y, prob), abs=1e-12)
+    assert influence.sum() == pytest.approx(0.0, abs=1e-12)
+    step = 1e-6
+    for i in (0, 3, 10, 41):
+        up, down = np.ones(len(y)), np.ones(len(y))
+        up[i], down[i] = 1 + step, 1 - step
+        numeric = (_sklearn(name, y, prob, up) - _sklearn(name, y, prob, down)) / (2 * step)
+        assert influence[i] == pytest.approx(numeric, abs=1e-6)
+
+
+def test_unknown_metric_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'auc'"):
+        get_metric("aucc")
+
+
+def test_one_seed_subject_variance_is_obuchowskis_clustered_delong() -> None:
+    """With single-class subjects the stratified subject variance is Obuchowski's (1997)."""
+    study = _study(seed=3, n_seeds=1, heterogeneity_sd=0.6)
+    comparison = compare_arm(study[1], study[0])
+    arm, reference = study[1][0], study[0][0]
+    aucs, cov = obuchowski_components(
+        arm["label"].to_numpy(),
+        np.vstack([arm["prob"], reference["prob"]]),
+        arm["subject"].to_numpy(),
+    )
+    assert comparison.effect == pytest.approx(aucs[0] - aucs[1], abs=1e-12)
+    assert comparison.var_subjects == pytest.approx(
+        cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], rel=1e-10
+    )
+    assert comparison.var_seeds == 0 and comparison.n_seeds == 1
+    assert comparison.method == METHOD_ONE_SEED
+    assert "one training run" in comparison.note and ">= 3 seeds" in comparison.note
+
+
+def test_seeds_combine_between_seed_and_subject_variance() -> None:
+    study = _study(seed=4)
+    comparison = compare_arm(study[1], study[0])
+    per_seed = [compare_arm({s: study[1][s]}, {s: study[0][s]}).effect for s in range(3)]
+    assert comparison.seed_effects == pytest.approx(per_seed, abs=1e-12)
+    assert comparison.effect == pytest.approx(np.mean(per_seed), abs=1e-12)
+    assert comparison.var_seeds == pytest.approx(np.var(per_seed, ddof=1) / 3, abs=1e-15)
+    assert comparison.se == pytest.approx(
+        math.sqrt(comparison.var_seeds + comparison.var_subjects), abs=1e-15
+    )
+    assert 2 <= comparison.df <= comparison.n_subjects - 2
+    assert comparison.method == METHOD_SEEDS and comparison.note == ""
+    assert comparison.ci_low < comparison.effect < comparison.ci_high
+
+
+def test_seeds_are_paired_and_images_joined_by_image_id() -> None:
+    study = _study(seed=5)
+    shuffled = {s: frame.sample(frac=1.0, random_state=s) for s, frame in study[1].items()}
+    assert compare_arm(shuffled, study[0]) == compare_arm(study[1], study[0])
+    swapped = {0: study[1][1], 1: study[1][0], 2: study[1][2]}  # seeds matter, not dict order
+    paired = compare_arm(study[1], study[0]).seed_effects
+    assert compare_arm(swapped, study[0]).seed_effects != pytest.approx(paired)
+
+
+def test_missing_seed_and_unmatched_images_are_data_errors() -> None:
+    study = _study(seed=6)
+    with pytest.raises(DataError, match=r"seed\(s\) \[2\] have no reference"):
+        compare_arm(study[1], {0: study[0][0], 1: study[0][1]})
+    dropped = {**study[1], 1: study[1][1].iloc[1:]}
+    with pytest.raises(DataError, match=r"seed 1: .* same test images"):
+        compare_arm(dropped, study[0])
+    relabelled = {**study[1], 0: study[1][0].assign(subject="someone")}
+    with pytest.raises(DataError, match="different subject"):
+        compare_arm(relabelled, study[0])
+    with pytest.raises(DataError, match="lack column"):
+        compare_arm({0: study[1][0].drop(columns="prob")}, {0: study[0][0]})
+
+
+def test_log_loss_direction_lower_is_better() -> None:
+    study = _study(seed=7, effect=2.0)  # arm 1 separates the classes far better
+    loss = compare_arm(study[1], study[0], "log_loss")
+    auc = compare_arm(study[1], study[0], "auc")
+    assert loss.effect < 0 < auc.effect and not loss.higher_is_better
+    verdicts = decide_verdicts([("better", "reference", loss)], "log_loss")
+    assert verdicts["verdict"].tolist() == ["helps"]
+    worse = decide_verdicts(
+        [("worse", "reference", compare_arm(study[0], study[1], "log_loss"))], "log_loss"
+    )
+    assert worse["verdict"].tolist() == ["hurts"]
+
+
+def test_verdicts_apply_holm_to_exactly_their_family() -> None:
+    rng = np.random.default_rng(8)
+    model = SimulationModel(separation=1.0, subject_sd=0.3, heterogeneity_sd=0.3, n_subjects=24)
+    study = simulate_study(model, np.array([0.0, 1.5, -1.5, 0.0, 0.2]), 3, rng)
+    rows = [(f"arm{a}", "reference", compare_arm(study[a], study[0])) for a in range(1, 5)]
+    table = decide_verdicts(rows, "auc")
+    assert list(table.columns[:12]) == [
+        "arm", "reference", "metric", "effect", "ci_low", "ci_high", "p_value",
+        "p_adjusted", "verdict", "n_seeds", "n_subjects", "method",
+    ]  # fmt: skip
+    p_values = [c.p_value for _, _, c in rows]
+    np.testing.assert_allclose(table["p_adjusted"], multipletests(p_values, method="holm")[1])
+    assert table["family_size"].eq(4).all()
+    assert table["verdict"].tolist()[:2] == ["helps", "hurts"]
+    for row in table.itertuples():
+        decided = row.verdict != "no detectable difference"
+        assert decided == (row.p_adjusted <= 0.05)
+        assert decided == (row.ci_low > 0 or row.ci_high < 0)  # the CI printed agrees
+        assert row.ci_high - row.ci_low >= row.ci_high_unadjusted - row.ci_low_unadjusted
+        if not decided:
+            assert "could have detected" in row.note and row.mde > 0
+    smaller = decide_verdicts(rows[:1], "auc")  # a family of one: no adjustment
+    assert smaller["p_adjusted"].iloc[0] == pytest.approx(rows[0][2].p_value)
+    with pytest.raises(DataError, match="primary metric"):
+        decide_verdicts(rows, "accuracy")
+
+
+def test_identical_arms_have_no_detectable_difference() -> None:
+    study = _study(seed=9)
+    comparison = compare_arm(study[0], study[0])
+    assert (comparison.effect, comparison.p_value, comparison.se) == (0.0, 1.0, 0.0)
+    assert decide_verdicts([("same", "same", comparison)], "auc")["verdict"].iloc[0] == (
+        "no detectable difference"
+    )
+
+
+def test_subject_bootstrap_ci_resamples_subjects() -> None:
+    study = _study(seed=10, n_seeds=1, subject_sd=1.5, n_subjects=16)
+    frame = study[0][0]
+    y, prob = frame["label"].to_numpy(), frame["prob"].to_numpy()
+    for name in sorted(PRIMARY_METRICS):
+        low, high = subject_bootstrap_ci(frame, name, n_resamples=500, rng_seed=1)
+        assert low < get_metric(name).value(y, prob) < high
+        assert (low, high) == subject_bootstrap_ci(frame, name, n_resamples=500, rng_seed=1)
+    # Subjects, not images, are resampled: the interval is wider than an image bootstrap's.
+    low, high = subject_bootstrap_ci(frame, "accuracy", n_resamples=500)
+    rng = np.random.default_rng(0)
+    images = rng.multinomial(len(y), np.full(len(y), 1 / len(y)), size=500).astype(float)
+    image_draws = get_metric("accuracy").weighted(y, prob, images)
+    assert high - low > 1.5 * np.subtract(*np.quantile(image_draws, [0.975, 0.025]))
+
+
+@pytest.mark.slow
+def test_quick_calibration_new_rule_holds_old_rule_fails() -> None:
+    """150 null families (9 arms, 3 seeds, 16-28 subjects, heterogeneity SD 0.6): the rule in
+    use makes a false verdict in <= 10% of families (nominal 5%; P(> 15 of 150) < 0.005 for a
+    calibrated rule) while the old image-level rule does in >= 50% (it measured ~99%)."""
+    rng = np.random.default_rng(2026)
+    false_new = false_old = 0
+    for _ in range(150):
+        model = SimulationModel(n_subjects=int(rng.integers(16, 29)), heterogeneity_sd=0.6)
+        outcome = run_family(model, np.zeros(10), 3, rng)
+        false_new += int((outcome.verdicts != "no detectable difference").any())
+        false_old += int(outcome.old_rejected.any())
+    assert false_new <= 15
+    assert false_old >= 75
