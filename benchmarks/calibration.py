@@ -1,9 +1,9 @@
 """Calibration of the verdict rule by simulation (issue 8, item 6).
 
     python benchmarks/calibration.py                 # >= 500 null families per level, 2 workers
-    python benchmarks/calibration.py --quick         # smoke test, under a minute
+    python benchmarks/calibration.py --quick         # smoke test, about 2 minutes
 
-Each family is one simulated study: a reference and 9 arms, 3 seeds, 16-28 test subjects
+Each family is one simulated study: a reference and 9 arms, 3 seeds (`--seeds`), 16-28 test subjects
 (half ALL, half HEM, drawn per family), 15-45 images per subject, predictions from the
 generative model in `leukaug.inference.simulate` (subject effects, subject-by-augmentation
 heterogeneity SD 0 / 0.3 / 0.6 on the logit scale, shared and arm-specific training-run
@@ -16,7 +16,7 @@ Reported per heterogeneity level:
   image-level DeLong with Holm);
 - power (arm 1 truly better by `effect` on the logit separation, 8 null arms): the share of
   families in which arm 1 is called "helps", with the false-verdict rate among the 8 nulls.
-The population AUC gain of each effect is computed once from 200,000 simulated subjects.
+The population AUCs (reference, and its gain) are computed once from 200,000 simulated subjects.
 
 Results go to benchmarks/results/calibration_<time>.json (calibration_quick.json with --quick).
 """
@@ -41,14 +41,14 @@ from leukaug.stats import fast_auc
 
 RESULTS = Path(__file__).parent / "results"
 HETEROGENEITY = (0.0, 0.3, 0.6)
-N_ARMS, N_SEEDS = 9, 3
+N_ARMS = 9
 SUBJECTS = (16, 28)
 NO_DIFFERENCE = "no detectable difference"
 
 
-def _families(task: tuple[float, float, int, list[int], str]) -> dict[str, int]:
+def _families(task: tuple[float, float, int, list[int], str, int, float]) -> dict[str, int]:
     """Run `n` families at one (heterogeneity, effect) cell; counts of the outcomes."""
-    heterogeneity, effect, n, seed, metric = task
+    heterogeneity, effect, n, seed, metric, n_seeds, separation = task
     rng = np.random.default_rng(seed)
     effects = np.zeros(N_ARMS + 1)
     effects[1] = effect
@@ -56,8 +56,10 @@ def _families(task: tuple[float, float, int, list[int], str]) -> dict[str, int]:
     first_null = 0 if effect == 0 else 1  # index among the 9 arms; arm 1 carries the effect
     for _ in range(n):
         n_subjects = int(rng.integers(SUBJECTS[0], SUBJECTS[1] + 1))
-        model = SimulationModel(n_subjects=n_subjects, heterogeneity_sd=heterogeneity)
-        outcome = run_family(model, effects, N_SEEDS, rng, metric)
+        model = SimulationModel(
+            n_subjects=n_subjects, heterogeneity_sd=heterogeneity, separation=separation
+        )
+        outcome = run_family(model, effects, n_seeds, rng, metric)
         verdicts = outcome.verdicts
         counts["families"] += 1
         counts["any_false"] += int((verdicts[first_null:] != NO_DIFFERENCE).any())
@@ -68,14 +70,20 @@ def _families(task: tuple[float, float, int, list[int], str]) -> dict[str, int]:
     return counts
 
 
-def population_auc_gain(effect: float, heterogeneity: float, n_subjects: int = 200_000) -> float:
-    """AUC(arm with `effect`) - AUC(reference) over a large population of subjects, one image each."""
+def population_auc(
+    effect: float, heterogeneity: float, separation: float, n_subjects: int = 200_000
+) -> tuple[float, float]:
+    """Population AUC of the reference and of an arm with `effect` (one image per subject)."""
     model = SimulationModel(
-        n_subjects=n_subjects, min_images=1, max_images=1, heterogeneity_sd=heterogeneity
+        n_subjects=n_subjects,
+        min_images=1,
+        max_images=1,
+        heterogeneity_sd=heterogeneity,
+        separation=separation,
     )
     logits, y, _ = simulate_logits(model, np.array([0.0, effect]), 8, np.random.default_rng(1))
-    gains = [fast_auc(y, logits[1, s]) - fast_auc(y, logits[0, s]) for s in range(8)]
-    return float(np.mean(gains))
+    aucs = np.array([[fast_auc(y, logits[a, s]) for s in range(8)] for a in range(2)])
+    return float(aucs[0].mean()), float(aucs[1].mean())
 
 
 def upper_bound(successes: int, n: int, level: float = 0.95) -> float:
@@ -83,14 +91,25 @@ def upper_bound(successes: int, n: int, level: float = 0.95) -> float:
     return 1.0 if successes == n else float(beta.ppf(level, successes + 1, n - successes))
 
 
-def run(n_null: int, n_power: int, effects: list[float], workers: int, metric: str) -> dict:
+def run(
+    n_null: int,
+    n_power: int,
+    effects: list[float],
+    levels: list[float],
+    *,
+    n_seeds: int,
+    separation: float,
+    workers: int,
+    metric: str,
+) -> dict:
     chunk = 25
     tasks, keys = [], []
-    for heterogeneity in HETEROGENEITY:
+    for heterogeneity in levels:
         for effect, n in [(0.0, n_null)] + [(e, n_power) for e in effects]:
             for start in range(0, n, chunk):
                 seed = [int(10 * heterogeneity), int(100 * effect), start]
-                tasks.append((heterogeneity, effect, min(chunk, n - start), seed, metric))
+                size = min(chunk, n - start)
+                tasks.append((heterogeneity, effect, size, seed, metric, n_seeds, separation))
                 keys.append((heterogeneity, effect))
     totals: dict[tuple[float, float], dict[str, int]] = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -110,24 +129,32 @@ def run(n_null: int, n_power: int, effects: list[float], workers: int, metric: s
             "old_rule_false_verdict_rate": counts["old_any_false"] / n,
         }
         if effect != 0:
-            row["auc_gain"] = population_auc_gain(effect, heterogeneity)
+            reference_auc, arm_auc = population_auc(effect, heterogeneity, separation)
+            row["reference_auc"] = reference_auc
+            row["auc_gain"] = arm_auc - reference_auc
             row["power"] = counts["helps"] / n
             row["wrong_sign_rate"] = counts["wrong_sign"] / n
         rows.append(row)
-    return {"metric": metric, "rows": rows}
+    return {"metric": metric, "n_seeds": n_seeds, "separation": separation, "rows": rows}
 
 
 def print_table(result: dict) -> None:
-    print(f"primary metric: {result['metric']}; {N_ARMS} arms + reference, {N_SEEDS} seeds")
-    header = "hetero SD  effect  AUC gain  families  false-verdict (95% upper)  old rule  power"
-    print(header)
+    print(
+        f"primary metric: {result['metric']}; {N_ARMS} arms + reference, "
+        f"{result['n_seeds']} seeds, separation {result['separation']:g}"
+    )
+    print(
+        "hetero SD  effect  ref AUC  AUC gain  families  false-verdict (95% upper)  old rule  power"
+    )
     for row in result["rows"]:
+        reference = f"{row['reference_auc']:.3f}" if "reference_auc" in row else "    -"
         gain = f"{row['auc_gain']:+.3f}" if "auc_gain" in row else "     -"
         power = f"{row['power']:.3f}" if "power" in row else "  -"
         print(
-            f"{row['heterogeneity_sd']:9.1f}  {row['effect_logit']:6.2f}  {gain:>8}  "
-            f"{row['families']:8d}  {row['false_verdict_rate']:.3f} ({row['false_verdict_rate_upper95']:.3f})"
-            f"            {row['old_rule_false_verdict_rate']:.3f}     {power}"
+            f"{row['heterogeneity_sd']:9.1f}  {row['effect_logit']:6.2f}  {reference:>7}  {gain:>8}  "
+            f"{row['families']:8d}  {row['false_verdict_rate']:.3f} "
+            f"({row['false_verdict_rate_upper95']:.3f})            "
+            f"{row['old_rule_false_verdict_rate']:.3f}     {power}"
         )
 
 
@@ -139,18 +166,30 @@ def main() -> None:
     parser.add_argument("--families", type=int, default=500, help="null families per level")
     parser.add_argument("--power-families", type=int, default=200, help="families per effect")
     parser.add_argument("--effects", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--heterogeneity", type=float, nargs="+", default=list(HETEROGENEITY))
+    parser.add_argument("--seeds", type=int, default=3, help="training runs per arm")
+    parser.add_argument("--separation", type=float, default=SimulationModel.separation)
     parser.add_argument("--metric", default="auc")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     n_null, n_power = (50, 25) if args.quick else (args.families, args.power_families)
     start = time.perf_counter()
-    result = run(n_null, n_power, args.effects, args.workers, args.metric)
+    result = run(
+        n_null,
+        n_power,
+        args.effects,
+        args.heterogeneity,
+        n_seeds=args.seeds,
+        separation=args.separation,
+        workers=args.workers,
+        metric=args.metric,
+    )
     result.update(
         {
             "seconds": time.perf_counter() - start,
             "workers": args.workers,
             "quick": args.quick,
-            "model": SimulationModel().to_dict(),
+            "model": SimulationModel(separation=args.separation).to_dict(),
             "subjects_per_family": list(SUBJECTS),
             "load_average": os.getloadavg(),
             "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
@@ -159,7 +198,8 @@ def main() -> None:
     print_table(result)
     print(f"{result['seconds']:.0f} s with {args.workers} workers")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    name = "calibration_quick.json" if args.quick else f"calibration_{args.metric}_{stamp}.json"
+    tag = f"{args.metric}_{args.seeds}seeds_separation{args.separation:g}"
+    name = "calibration_quick.json" if args.quick else f"calibration_{tag}_{stamp}.json"
     write_json(RESULTS / name, json.loads(json.dumps(result)))
 
 

@@ -21,6 +21,7 @@ import argparse
 import base64
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,7 @@ NO_NETWORK = [
     "--disable-quic",
 ]
 LOCAL_SCHEMES = ("data:", "file:", "about:")
+REPLY_TIMEOUT_S = 120
 
 
 def demo_study(directory: Path, seeds: int) -> Path:
@@ -71,6 +73,8 @@ class DevTools:
 
     def _read_message(self) -> dict[str, Any]:
         while b"\0" not in self.buffer:
+            if not select.select([self.from_browser], [], [], REPLY_TIMEOUT_S)[0]:
+                raise SystemExit(f"chromium sent nothing for {REPLY_TIMEOUT_S} s")
             chunk = os.read(self.from_browser, 1 << 20)
             if not chunk:
                 raise SystemExit("chromium closed the DevTools pipe")
@@ -84,7 +88,10 @@ class DevTools:
         message = {"id": self.next_id, "method": method, "params": params}
         if session:
             message["sessionId"] = session
-        os.write(self.to_browser, json.dumps(message).encode() + b"\0")
+        try:
+            os.write(self.to_browser, json.dumps(message).encode() + b"\0")
+        except BrokenPipeError:
+            raise SystemExit(f"chromium exited before {method}") from None
         while True:
             reply = self._read_message()
             if reply.get("id") == self.next_id:
@@ -92,6 +99,16 @@ class DevTools:
                     raise SystemExit(f"chromium: {method} failed: {reply['error']}")
                 return reply.get("result", {})
             self.events.append(reply)
+
+    def stop(self) -> None:
+        """Close the pipes (chromium exits when its command pipe closes); kill it if it lingers."""
+        os.close(self.to_browser)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.from_browser)
 
     def wait_for(self, method: str) -> dict[str, Any]:
         for k, event in enumerate(self.events):
@@ -123,10 +140,11 @@ def start_browser(profile: str) -> DevTools:
         "about:blank",
     ]
 
-    # chromium reads commands on fd 3 and writes replies on fd 4; the shell puts the pipes there
+    # chromium reads commands on fd 3 and writes replies on fd 4; bash (unlike dash, which
+    # knows fds 0-9 only) moves the pipes there. to_child < from_child, so neither is clobbered.
     redirect = f'exec "$@" 3<&{to_child} 4>&{from_child}'
     process = subprocess.Popen(
-        ["sh", "-c", redirect, "sh", *command],
+        ["bash", "-c", redirect, "bash", *command],
         pass_fds=(to_child, from_child),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -192,9 +210,7 @@ def capture(report: Path, width: int) -> Capture:
             ]
             tools.call("Browser.close")
         finally:
-            tools.process.wait(timeout=30) if tools.process.poll() is None else None
-            os.close(tools.to_browser)
-            os.close(tools.from_browser)
+            tools.stop()
     return Capture(
         base64.b64decode(shot["data"]),
         page_width,

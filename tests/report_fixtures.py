@@ -22,6 +22,7 @@ AUGMENTATIONS = {
     "noise": [{"name": "noise", "params": {"std": 0.316}}],
     "stain": [{"name": "stain", "params": {"strength": "strong"}}],
 }
+OTHER_AUGMENTATION = [{"name": "zoom", "params": {"range": 0.2}}]  # any other arm name
 # One-class predictors are another model: no arm matches them, so they are described, not tested.
 OTHER_MODEL = ("always_all", "always_hem")
 
@@ -31,7 +32,7 @@ def spec_for(name: str, kind: float | str, seed: int) -> dict:
     return {
         "model": "resnet18" if kind in OTHER_MODEL else "custom_cnn",
         "image_size": 72,
-        "augmentations": AUGMENTATIONS.get(name, []),
+        "augmentations": AUGMENTATIONS.get(name, OTHER_AUGMENTATION),
         "aug_p": 0.33,
         "aug_mode": "together",
         "regime": "full",

@@ -78,6 +78,16 @@ def test_predicting_an_arms_test_images_reproduces_its_predictions(trained, tmp_
     assert (table["predicted"] == (table["prob"] >= arm.threshold)).all()
 
 
+def test_tta_follows_the_card_unless_asked(trained, tmp_path):
+    arm = load_trained_arm(arm_copy(trained, tmp_path, with_card=True))
+    paths = own_images(tmp_path / "arms" / "tiny-arm", trained[1], "test")[0][:6]
+    plain = predict_images(arm, paths)["prob"].to_numpy()
+    views = predict_images(arm, paths, tta=True)["prob"].to_numpy()
+    assert np.abs(plain - views).max() > 1e-6  # the 8 dihedral views change P(ALL)
+    arm.card["tta"] = True  # an arm evaluated with TTA predicts with TTA by default
+    np.testing.assert_array_equal(predict_images(arm, paths)["prob"].to_numpy(), views)
+
+
 def test_the_card_is_the_reports_operating_threshold_and_the_arms_settings(trained, tmp_path):
     arm_dir = arm_copy(trained, tmp_path, with_card=True)
     card = torch.load(arm_dir / "checkpoint.pt", weights_only=True)[MODEL_CARD_KEY]

@@ -518,6 +518,7 @@ def test_fit_hands_each_epoch_to_on_epoch_as_its_history_row(tmp_path):
                   seed=0, batch_size=4, weights=torch.ones(2), callbacks=callbacks, label="arm-1")  # fmt: skip
     assert [(r.label, r.epoch, r.epochs) for r in records] == [("arm-1", 1, 2), ("arm-1", 2, 2)]
     assert [r.val_loss for r in records] == list(history["val_loss"])
+    assert [r.history_row() for r in records] == history.to_dict("records")
     assert records[0].eta_seconds == pytest.approx(records[0].seconds)
     assert records[-1].eta_seconds == 0 and records[-1].images_per_second > 0
 

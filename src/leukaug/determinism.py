@@ -19,16 +19,14 @@ its first call). It costs speed; an operation without a deterministic kernel rai
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from leukaug import atomic
 from leukaug.errors import ConfigError
-
-if TYPE_CHECKING:
-    from leukaug.config import StudyConfig
 
 # cuBLAS's documented setting for reproducible results (8 workspaces of 4096 KiB):
 # https://docs.nvidia.com/cuda/cublas/index.html#results-reproducibility
@@ -60,13 +58,23 @@ def configure_deterministic(enabled: bool) -> None:
     torch.use_deterministic_algorithms(enabled)
 
 
-def with_threads(config: StudyConfig) -> StudyConfig:
-    """`config` with `executor.threads` filled in (None -> this process's current count),
-    so the resolved study file records the count every arm runs with."""
-    if config.executor.threads is not None:
-        return config
-    executor = config.executor.model_copy(update={"threads": torch.get_num_threads()})
-    return config.model_copy(update={"executor": executor})
+def resolve_threads(threads: int | None, study_toml: Path | None = None) -> int:
+    """A study's thread count, for its resolved study file: the study file's own, else the
+    count recorded in the study folder's resolved `study_toml` (a resumed study keeps its
+    count), else this process's count."""
+    if threads is not None:
+        return threads
+    return _folder_threads(study_toml) or torch.get_num_threads()
+
+
+def _folder_threads(study_toml: Path | None) -> int | None:
+    try:
+        resolved = tomllib.loads(Path(study_toml).read_text(encoding="utf-8")) if study_toml else {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None  # no readable resolved file: a new study (the study checks the folder)
+    executor = resolved.get("executor")
+    threads = executor.get("threads") if isinstance(executor, dict) else None
+    return threads if isinstance(threads, int) and threads >= 1 else None
 
 
 def recorded_threads(arm_dir: Path) -> int | None:

@@ -109,6 +109,7 @@ def grad_cams(
         raise ConfigError(f"Grad-CAM target must be one of {', '.join(TARGETS)}, got {target!r}.")
     model = model.eval()
     _no_inplace(model)
+    inputs = inputs.to(next(model.parameters()).device)
     with torch.no_grad():
         prob_all = torch.sigmoid(model(inputs).float()).cpu().numpy()
     if target == "predicted":

@@ -236,9 +236,7 @@ def check_data_unchanged(out_dir: Path, info: dict[str, Any], *, force: bool) ->
     """True when existing arms were trained on another split (allowed only with `force`)."""
     folder = StudyFolder(out_dir)
     previous = atomic.read_json(folder.dataset_json)
-    arms_dir = folder.arms_dir
-    has_arms = arms_dir.is_dir() and any(arms_dir.iterdir())
-    if previous is None or not has_arms:
+    if previous is None or not folder.has_arms():
         return False
     if previous.get("split_fingerprint") == info["split_fingerprint"]:
         return False

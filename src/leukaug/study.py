@@ -18,7 +18,7 @@ from typing import Any
 
 from leukaug import __version__, atomic, executors
 from leukaug.config import StudyConfig, dump_toml, parse_study
-from leukaug.determinism import with_threads
+from leukaug.determinism import resolve_threads
 from leukaug.jobs import ArmJob, ArmOutcome, StudyArm
 from leukaug.layout import StudyFolder
 from leukaug.plan import check_data_unchanged, check_resume, expand_arms, reset_arms
@@ -97,7 +97,11 @@ def run_study(
     folder = StudyFolder(out_dir)
     executor = executor or config.executor.kind
     executors.require(executor)
-    config = with_threads(with_device(config, device))
+    config = with_device(config, device)
+    threads = resolve_threads(config.executor.threads, folder.study_toml)  # recorded below
+    config = config.model_copy(
+        update={"executor": config.executor.model_copy(update={"threads": threads})}
+    )
     arms = expand_arms(config, folder.arms_dir)
     restart = check_resume(arms, out_dir, force=force)
 

@@ -118,6 +118,7 @@ class TensorBoardTracker:
     def __init__(self, log_dir: str | Path) -> None:
         self.log_dir = Path(log_dir)
         self._writer: Any = None
+        self._last_epoch: int | None = None
 
     def _open(self) -> Any:
         if self._writer is None:
@@ -128,7 +129,7 @@ class TensorBoardTracker:
 
     def on_epoch(self, record: Mapping[str, float]) -> None:
         writer = self._open()
-        step = int(record["epoch"])
+        step = self._last_epoch = int(record["epoch"])
         for key, tag in EPOCH_TAGS.items():
             value = record.get(key)
             if value is not None and math.isfinite(float(value)):
@@ -137,9 +138,10 @@ class TensorBoardTracker:
 
     def on_end(self, arm_dir: Path, predictions: pd.DataFrame, spec: ArmSpec) -> None:
         writer = self._open()
+        step = self._last_epoch or spec.epochs  # early stopping may end before spec.epochs
         for split, labels, prob in _curve_splits(predictions):
-            writer.add_pr_curve(f"pr_curve/{split}", labels, prob, global_step=spec.epochs)
-        writer.add_figure("curves/roc_pr", curves_figure(predictions), global_step=spec.epochs)
+            writer.add_pr_curve(f"pr_curve/{split}", labels, prob, global_step=step)
+        writer.add_figure("curves/roc_pr", curves_figure(predictions), global_step=step)
         # run_name ".": the hparams summary lands in the arm folder itself, not a subfolder.
         writer.add_hparams(flat_params(spec), final_metrics(predictions), run_name=".")
         self.close()
@@ -176,6 +178,7 @@ class MLflowTracker:
         self.experiment = experiment
         self._client = MlflowClient(tracking_uri=tracking_uri)
         self.run_id: str | None = None
+        self._last_epoch: int | None = None
 
     def _run(self) -> str:
         """The run id, created on first use (an arm that is already complete logs nothing)."""
@@ -201,7 +204,8 @@ class MLflowTracker:
             for key in EPOCH_TAGS
             if record.get(key) is not None and math.isfinite(float(record[key]))
         }
-        self._log_metrics(values, int(record["epoch"]))
+        self._last_epoch = int(record["epoch"])
+        self._log_metrics(values, self._last_epoch)
 
     def on_end(self, arm_dir: Path, predictions: pd.DataFrame, spec: ArmSpec) -> None:
         from mlflow.entities import Param
@@ -209,7 +213,7 @@ class MLflowTracker:
         run_id = self._run()
         params = [Param(key, str(value)) for key, value in flat_params(spec).items()]
         self._client.log_batch(run_id, params=params)
-        self._log_metrics(final_metrics(predictions), spec.epochs)
+        self._log_metrics(final_metrics(predictions), self._last_epoch or spec.epochs)
         for name in ARM_ARTEFACTS:
             if (Path(arm_dir) / name).is_file():
                 self._client.log_artifact(run_id, str(Path(arm_dir) / name))

@@ -101,6 +101,10 @@ class EpochRecord:
         """Time left for the remaining planned epochs at this epoch's pace."""
         return max(self.epochs - self.epoch, 0) * self.seconds
 
+    def history_row(self) -> dict[str, float]:
+        """The `history.csv` row of this epoch (HISTORY_COLUMNS), e.g. for metric trackers."""
+        return {key: getattr(self, key) for key in HISTORY_COLUMNS}
+
     @classmethod
     def from_history_row(
         cls, row: Mapping[str, Any], label: str, epochs: int, n_train: int

@@ -166,7 +166,9 @@ def arm_display(console: Console, *, study: bool) -> Iterator[ProgressBars | Log
     the same console meanwhile. `study`: also show the arms-done bar with the study's ETA."""
     with _library_logging(console):
         if not console.is_terminal:
-            yield LogLines(lambda text: console.print(text, markup=False, highlight=False))
+            yield LogLines(
+                lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)
+            )
             return
         training = training_progress(console)
         arms = _arms_progress(console) if study else None

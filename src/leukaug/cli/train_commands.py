@@ -165,9 +165,9 @@ def train_one_arm(config: StudyConfig, out: Path, init_from: Path | None) -> Arm
     """Plan the config's one arm, prepare its data as a study does, and train it into `out`."""
     (arm,) = expand_arms(config, out.parent)
     spec = replace(arm.spec, init_from=str(init_from)) if init_from else arm.spec
-    data = prepare_data(config, [arm.image_size])
     console = Console(stderr=True)
     with arm_display(console, study=False) as display:
+        data = prepare_data(config, [arm.image_size])
         return run_arm(
             spec,
             data.manifest,

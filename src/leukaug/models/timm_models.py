@@ -40,6 +40,7 @@ from leukaug.models.registry import (
 from leukaug.models.torchvision_models import seed_head
 
 PREFIX = "timm"
+DEFAULT_INPUT_SIZE = 224
 DEFAULT_REDUCTION = 32  # total stride of most CNN backbones, when timm's feature_info is silent
 
 
@@ -215,26 +216,26 @@ def _build(
 def timm_entry(name: str) -> ModelEntry:
     """The entry of `timm:NAME` (settings from timm's pretrained config); ConfigError if unknown."""
     cfg = _pretrained_cfg(name)
+    settings = cfg or {}  # an architecture without pretrained weights: ImageNet defaults
+    input_size = int(settings.get("input_size", (3, DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE))[-1])
     with torch.device("meta"):  # structure only: stages and minimum size, no memory
-        backbone = _create(name, cfg, int((cfg or {}).get("input_size", (3, 224, 224))[-1]))
+        backbone = _create(name, cfg, input_size)
     stages = _stage_names(backbone)
-    labels = _stage_labels(stages)
     full_name = f"{PREFIX}:{name}"
-    hub_id = (cfg or {}).get("hf_hub_id")
     weights = None
-    if hub_id:
-        weights = TimmWeights(full_name, hub_id, cfg.get("hf_hub_filename") or "model.safetensors")
-    input_size = int((cfg or {}).get("input_size", (3, 224, 224))[-1])
+    if settings.get("hf_hub_id"):
+        filename = settings.get("hf_hub_filename") or "model.safetensors"
+        weights = TimmWeights(full_name, settings["hf_hub_id"], filename)
     info = ModelInfo(
         name=full_name,
         input_size=input_size,
-        mean=tuple(float(v) for v in (cfg or {}).get("mean", IMAGENET_MEAN)),
-        std=tuple(float(v) for v in (cfg or {}).get("std", IMAGENET_STD)),
+        mean=tuple(float(v) for v in settings.get("mean", IMAGENET_MEAN)),
+        std=tuple(float(v) for v in settings.get("std", IMAGENET_STD)),
         min_input_size=_min_input_size(cfg, backbone),
         description=f"timm {backbone.__class__.__name__} {name}",
         imagenet_weights=None if weights is None else str(weights),
         heads=HEADS,
-        freeze_first_units=f"{len(stages)} timm stages: {', '.join(labels)}",
+        freeze_first_units=f"{len(stages)} timm stages: {', '.join(_stage_labels(stages))}",
     )
     return ModelEntry(
         info,

@@ -340,7 +340,8 @@ def figure_data(
     study: Study, plan: ReferencePlan, comparisons: pd.DataFrame, ci_method: str
 ) -> FigureData:
     """Every figure's numbers (see `FigureData`)."""
-    names = [*plan.references, *[n for n in study.names() if n not in plan.references]]
+    first = plan.used_references or plan.references
+    names = [*first, *[n for n in study.names() if n not in first]]
     predictions = {name: seed_averaged(study, name) for name in names}
     test = {name: frame[frame["split"] == COMPARISON_SPLIT] for name, frame in predictions.items()}
     test = {name: frame for name, frame in test.items() if not frame.empty}

@@ -26,8 +26,8 @@ from leukaug.report.html import ReportContent, render_html
 from leukaug.report.load import Study, load_study_results
 from leukaug.report.markdown import render_markdown
 from leukaug.report.references import ReferencePlan, plan_references
-from leukaug.report.tables import comparisons_display_table
 from leukaug.report.tables import (
+    comparisons_display_table,
     extended_table,
     operating_table,
     paper_table,
@@ -156,9 +156,8 @@ def build_report(
     plan = plan_references(study, baseline)
     metric = primary_metric(study)
     order = {name: k for k, name in enumerate(study.names())}
-    study.arms.sort(
-        key=lambda arm: (arm.name not in plan.references, order[arm.name], arm.seed, arm.arm_id)
-    )
+    first = plan.used_references or plan.references
+    study.arms.sort(key=lambda arm: (arm.name not in first, order[arm.name], arm.seed, arm.arm_id))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateDataWarning)  # surfaced as notes instead
         metrics = metrics_table(study, ci_method, n_resamples=n_resamples, rng_seed=seed)

@@ -58,8 +58,9 @@ def primary_metric(study: Study) -> str:
 
 
 def _test_by_seed(study: Study, name: str) -> dict[int, pd.DataFrame]:
+    columns = ["image_id", "subject", "label", "prob"]
     return {
-        arm.seed: arm.predictions[arm.predictions["split"] == COMPARISON_SPLIT]
+        arm.seed: arm.predictions.loc[arm.predictions["split"] == COMPARISON_SPLIT, columns]
         for arm in study.arms_named(name)
     }
 
