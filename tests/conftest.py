@@ -9,10 +9,18 @@ import pytest
 
 from leukaug.data.read import read_dataset
 from leukaug.data.synth import SynthConfig, generate
+from leukaug.user_cache import CACHE_DIR_ENV
 
 TINY_SYNTH = SynthConfig(
     size=40, subjects_per_class=3, test_subjects_per_class=2, cells_per_subject=4, seed=0
 )
+
+
+@pytest.fixture(autouse=True)
+def _user_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Generated data and image caches go under pytest's temporary folder, never the user's
+    cache (one folder per session, so tests share what they generate)."""
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path_factory.getbasetemp() / "leukaug-cache"))
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,16 @@ section build the attack material and are meant to be reused by new tests.
 
 from __future__ import annotations
 
+import collections
+import json
+import os
 import shutil
+import socket
 import struct
+import subprocess
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -271,3 +276,420 @@ def test_symlinks_inside_the_root_are_followed(class_folders: Path) -> None:
     row = manifest.set_index("image_id").loc[f"all/P1/{image.name}"]
     assert row["subject"] == "P1" and row["path"] == str(class_folders / ".images" / image.name)
     assert (manifest["image_id"].str.startswith("hem/")).sum() == 3
+
+
+# ============================================================ config and environment
+
+ATTACK_SYNTH = {"size": 72, "subjects_per_class": 3, "test_subjects_per_class": 2,
+                "cells_per_subject": 2}  # fmt: skip
+
+
+def attack_study(
+    folder: Path,
+    data_dir: Path,
+    *,
+    cache_dir: Path | None = None,
+    device: str = "cpu",
+    description: str = "",
+    extra: str = "",
+    name: str = "attack.toml",
+) -> Path:
+    """A one-arm study (custom CNN, 72 px, 1 epoch) on the embedded data in `data_dir`."""
+    import tomli_w
+
+    table = {
+        "study": {"name": "attack", "description": description, "device": device},
+        "data": {"dir": str(data_dir), "cache_dir": str(cache_dir or folder / "cache"),
+                 "synth": ATTACK_SYNTH},
+        "training": {"image_size": 72, "epochs": 1, "batch_size": 16},
+        "models": {"custom_cnn": {}},
+        "executor": {"threads": 1},
+    }  # fmt: skip
+    path = folder / name
+    path.write_text(tomli_w.dumps(table) + extra, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def attack_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded data of `attack_study`, generated once (a study reuses it)."""
+    from leukaug.data.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("attack_data") / "embedded"
+    generate(root, SynthConfig(**ATTACK_SYNTH))
+    return root
+
+
+def output(capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
+    """(stdout, stderr) with the console's line wrapping undone (all whitespace removed)."""
+    captured = capsys.readouterr()
+    return "".join(captured.out.split()), "".join(captured.err.split())
+
+
+def squeeze(text: str | Path) -> str:
+    return "".join(str(text).split())
+
+
+def test_markup_in_a_study_key_is_printed_as_it_is(
+    tmp_path: Path, attack_data: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    study = attack_study(tmp_path, attack_data)
+    study.write_text(study.read_text().replace("[training]", '[training]\n"[/x]" = 1'))
+    assert run_cli(monkeypatch, "run", str(study), "--out", str(tmp_path / "out")) == 2
+    _, err = output(capsys)
+    assert "Unknownkey'[/x]'" in err and "Traceback" not in err
+
+
+def test_markup_in_a_data_label_is_printed_as_it_is(
+    class_folders: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    image = next((class_folders / "all").iterdir()).relative_to(class_folders).as_posix()
+    (class_folders / "labels.csv").write_text(f"path,label\n{image},[/x]\n")
+    status = run_cli(
+        monkeypatch, "data", "inspect", str(class_folders), "--labels-csv", "labels.csv"
+    )
+    _, err = output(capsys)
+    assert status == 2 and "label'[/x]'isnot0or1" in err
+
+
+def test_brackets_in_a_folder_name_survive_in_output_and_errors(
+    tiny_cnmc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    root = tmp_path / "cnmc [copy]"
+    shutil.copytree(tiny_cnmc, root)
+    assert run_cli(monkeypatch, "data", "inspect", str(root), "--out", str(tmp_path / "sheet")) == 0
+    out, _ = output(capsys)
+    assert squeeze(root) in out
+    assert run_cli(monkeypatch, "data", "inspect", str(root / "[red]nope")) == 2
+    _, err = output(capsys)
+    assert squeeze(root / "[red]nope") in err
+
+
+def test_train_into_a_folder_with_brackets(
+    tiny_cnmc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out = tmp_path / "arm [copy] [/x]"
+    status = run_cli(monkeypatch, "train", "--data", str(tiny_cnmc), "--model", "resnet18",
+                     "--image-size", "32", "--epochs", "1", "--out", str(out),
+                     "--cache-dir", str(tmp_path / "cache"), "--device", "cpu")  # fmt: skip
+    stdout, err = output(capsys)
+    assert status == 0, err
+    assert f"resultsin{squeeze(out)}" in stdout + err
+
+
+def test_out_is_a_file(
+    tmp_path: Path, attack_data: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    study = attack_study(tmp_path, attack_data)
+    out = tmp_path / "results.txt"
+    out.write_text("not a folder")
+    for target in (out, out / "study"):
+        assert run_cli(monkeypatch, "run", str(study), "--out", str(target)) == 2
+        _, err = output(capsys)
+        assert f"{squeeze(out)}isafile" in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists()  # checked before any cache was built
+
+
+@pytest.fixture
+def unwritable(tmp_path: Path) -> Path:
+    """A folder this process cannot create files in (for root, who writes anywhere else: /sys)."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+def test_out_is_not_writable(
+    tmp_path: Path, attack_data: Path, unwritable: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    study = attack_study(tmp_path, attack_data)
+    for target in (unwritable, unwritable / "leukaug-attack" / "out"):
+        assert run_cli(monkeypatch, "run", str(study), "--out", str(target)) == 2
+        _, err = output(capsys)
+        assert f"--out{squeeze(target)}isnotwritable" in err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_study_file_not_in_utf8(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    study = tmp_path / "latin1.toml"
+    study.write_bytes('[study]\ndescription = "Leucémie"\n[models.custom_cnn]\n'.encode("latin-1"))
+    assert run_cli(monkeypatch, "run", str(study), "--out", str(tmp_path / "out")) == 2
+    _, err = output(capsys)
+    assert squeeze(study) in err and "notUTF-8" in err and "line2" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_out_is_a_file(
+    tiny_cnmc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out = tmp_path / "arm.txt"
+    out.write_text("")
+    status = run_cli(monkeypatch, "train", "--data", str(tiny_cnmc), "--model", "resnet18",
+                     "--image-size", "32", "--out", str(out), "--cache-dir", str(tmp_path / "c"))  # fmt: skip
+    _, err = output(capsys)
+    assert status == 2 and f"{squeeze(out)}isafile" in err
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "mps"])
+def test_an_absent_accelerator_is_refused_before_running(
+    device: str, tmp_path: Path, attack_data: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    study = attack_study(tmp_path, attack_data, device=device)
+    out = tmp_path / "out"
+    assert run_cli(monkeypatch, "run", str(study), "--out", str(out)) == 2
+    _, err = output(capsys)
+    assert f"study.device='{device}',butthismachinehasno" in err.replace("CUDA", "no")
+    assert not (tmp_path / "cache").exists() and not (out / "arms").exists()
+    assert run_cli(monkeypatch, "run", str(attack_study(tmp_path, attack_data)), "--out", str(out),
+                   "--device", device) == 2  # fmt: skip
+    status = run_cli(monkeypatch, "train", "--data", str(attack_data), "--model", "custom_cnn",
+                     "--image-size", "72", "--device", device, "--out", str(tmp_path / "arm"),
+                     "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
+    assert status == 2 and not (tmp_path / "arm").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_no_report_path_is_printed_when_no_report_was_written(
+    tmp_path: Path, attack_data: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import leukaug.jobs
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the accelerator vanished")
+
+    monkeypatch.setattr(leukaug.jobs, "run_arm", broken)
+    out = tmp_path / "out"
+    assert (
+        run_cli(monkeypatch, "run", str(attack_study(tmp_path, attack_data)), "--out", str(out))
+        == 1
+    )
+    stdout, _ = output(capsys)
+    assert "Report:" not in stdout and "nostudyreport" in stdout.replace(
+        "noreport", "nostudyreport"
+    )
+    assert not (out / "report.html").exists()
+
+
+def train_args(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    """`leukaug train` of resnet18 at 32 px for one epoch (seconds on a CPU)."""
+    return ["train", "--data", str(data), "--model", "resnet18", "--image-size", "32",
+            "--epochs", "1", "--batch-size", "8", "--out", str(out), "--cache-dir", str(cache),
+            "--device", "cpu", *extra]  # fmt: skip
+
+
+def test_train_writes_nothing_until_valid_and_takes_force(
+    tiny_cnmc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out, cache = tmp_path / "arm", tmp_path / "cache"
+    bad = train_args(
+        tiny_cnmc, out, cache, "--pretrained", "--weights-path", str(tmp_path / "no.pt")
+    )
+    assert run_cli(monkeypatch, *bad) == 2
+    assert not out.exists()  # no arm.json saying "running" to block the corrected command
+    assert run_cli(monkeypatch, *train_args(tiny_cnmc, out, cache)) == 0
+    first = json.loads((out / "arm.json").read_text())
+    capsys.readouterr()
+    assert run_cli(monkeypatch, *train_args(tiny_cnmc, out, cache, "--lr", "0.001")) == 2
+    _, err = output(capsys)
+    assert "--force" in err
+    assert json.loads((out / "arm.json").read_text()) == first
+    assert run_cli(monkeypatch, *train_args(tiny_cnmc, out, cache, "--lr", "0.001", "--force")) == 0
+    second = json.loads((out / "arm.json").read_text())
+    assert second["status"] == "complete" and second["spec"]["lr"] == 0.001
+    assert second["config_hash"] != first["config_hash"]
+
+
+def test_train_takes_positive_class_and_labels_csv(
+    class_folders: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    split = ("--split", "image", "--val-fraction", "0.34")
+    out = tmp_path / "by_folder"
+    assert run_cli(monkeypatch, *train_args(class_folders, out, tmp_path / "cache", "--positive-class",
+                                            "all", *split)) == 0  # fmt: skip
+    labels = pd.read_csv(out / "predictions.csv")
+    assert set(labels["label"]) <= {0, 1} and len(labels) == 2
+    rows = [f"{p.relative_to(class_folders).as_posix()},{int(p.parent.name == 'all')}"
+            for p in sorted(class_folders.glob("*/*.bmp"))]  # fmt: skip
+    (tmp_path / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "by_csv"
+    assert run_cli(monkeypatch, *train_args(class_folders, out, tmp_path / "cache", "--labels-csv",
+                                            str(tmp_path / "labels.csv"), *split)) == 0  # fmt: skip
+    assert json.loads((out / "arm.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_a_description_with_control_characters_runs_resumes_and_reruns(
+    tmp_path: Path, attack_data: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import tomllib
+
+    description = "bell\a tab\t nul\x00 esc\x1b[31m del\x7f line\u2028end\nsecond line"
+    study = attack_study(tmp_path, attack_data, description=description)
+    out = tmp_path / "out"
+    assert run_cli(monkeypatch, "run", str(study), "--out", str(out)) == 0
+    resolved = tomllib.loads((out / "study.toml").read_text(encoding="utf-8"))
+    assert resolved["study"]["description"] == description
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "run", str(study), "--out", str(out)) == 0
+    assert run_cli(monkeypatch, "run", str(out / "study.toml"), "--out", str(out)) == 0
+    stdout, _ = output(capsys)
+    assert stdout.count("skipped(done)") == 2  # both reruns resumed the finished arm
+    assert not (out / ".lock").exists() and not (out / ".lock.json").exists()
+
+
+def test_a_raw_control_character_in_a_study_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    study = tmp_path / "raw.toml"
+    study.write_text('[study]\ndescription = "bell\a"\n[models.custom_cnn]\n', encoding="utf-8")
+    assert run_cli(monkeypatch, "run", str(study), "--out", str(tmp_path / "out")) == 2
+    _, err = output(capsys)
+    assert f"{squeeze(study)}:notvalidTOML" in err
+
+
+def test_a_non_empty_data_dir_for_embedded_data_says_set_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    data_dir = tmp_path / "mine"
+    data_dir.mkdir()
+    (data_dir / "notes.txt").write_text("my own files")
+    study, out = attack_study(tmp_path, data_dir), tmp_path / "out"
+    for _ in range(2):  # the failed run released its lock
+        assert run_cli(monkeypatch, "run", str(study), "--out", str(out)) == 2
+        _, err = output(capsys)
+        assert f"data.dir={squeeze(data_dir)}" in err and "setdata.dir" in err
+        assert "--out" not in err
+    assert sorted(p.name for p in data_dir.iterdir()) == ["notes.txt"]
+
+
+# ============================================================================= faults
+
+
+def not_weights(kind: str, path: Path) -> Path:
+    """A file given as weights that is none: text, a truncated checkpoint, a pickled object."""
+    import pickle
+
+    import torch
+
+    if kind == "text":
+        path.write_text("these are not weights\n")
+    elif kind == "truncated":
+        torch.save({"model": {"w": torch.zeros(64, 64)}}, path)
+        path.write_bytes(path.read_bytes()[:700])
+    else:  # an object the safe loader must refuse (the pickles of issue 13 run code)
+        path.write_bytes(pickle.dumps(collections.OrderedDict(w=Path("/etc/passwd"))))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated", "pickled_object"])
+def test_init_from_a_file_that_is_not_weights(
+    kind: str, tiny_cnmc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    bad = not_weights(kind, tmp_path / "weights [v2].pt")
+    out = tmp_path / "arm"
+    status = run_cli(
+        monkeypatch, *train_args(tiny_cnmc, out, tmp_path / "cache", "--init-from", str(bad))
+    )
+    _, err = output(capsys)
+    assert status == 2 and f"notaweightsfile:{squeeze(bad)}" in err
+    assert "weights_only" not in err and "Traceback" not in err
+    assert not (out / "arm.json").exists()
+
+
+def test_init_from_not_weights_in_a_study_arm_error_json(
+    tiny_manifest: pd.DataFrame, tmp_path: Path
+) -> None:
+    from leukaug.arm import ArmSpec
+    from leukaug.data.split import split_manifest
+    from leukaug.jobs import ArmJob, StudyArm
+
+    manifest = split_manifest(tiny_manifest, strategy="image")
+    bad = not_weights("pickled_object", tmp_path / "source.pt")
+    spec = ArmSpec(model="resnet18", image_size=32, epochs=1, init_from=str(bad))
+    job = ArmJob(tmp_path / "study", manifest, tmp_path / "cache", None, "cpu", threads=1)
+    outcome = job.run(StudyArm("a-s0", "a", spec, 32))
+    error = (tmp_path / "study" / "arms" / "a-s0" / "error.json").read_text()
+    assert outcome.failed and f"not a weights file: {bad}" in outcome.message
+    assert "weights_only" not in error and "not a weights file" in error
+
+
+# ======================================================================== concurrency
+
+HOLD_LOCKS = """
+import contextlib, sys
+from leukaug.lock import folder_lock
+
+with contextlib.ExitStack() as stack:
+    for folder in sys.argv[1:]:
+        stack.enter_context(folder_lock(folder))
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.fixture(scope="module")
+def held_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """(pid, root): another process holds the locks of root/study, root/arm, root/study/arms/a-s0."""
+    root = tmp_path_factory.mktemp("held")
+    folders = [root / "study", root / "arm", root / "study" / "arms" / "a-s0"]
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCKS, *map(str, folders)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    yield holder.pid, root
+    holder.communicate("", timeout=60)
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_locked_study_folder_is_refused(
+    held_folders: tuple[int, Path],
+    tmp_path: Path,
+    attack_data: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+) -> None:
+    pid, root = held_folders
+    study = attack_study(tmp_path, attack_data)
+    assert run_cli(monkeypatch, "run", str(study), "--out", str(root / "study")) == 2
+    _, err = output(capsys)
+    assert f"{squeeze(root / 'study')}isinuse" in err
+    assert f"pid{pid}onhost{socket.gethostname()}" in err and "command:" in err
+    assert not (tmp_path / "cache").exists() and not (root / "study" / "study.toml").exists()
+
+
+@pytest.mark.slow
+def test_train_into_a_locked_arm_folder_is_refused(
+    held_folders: tuple[int, Path],
+    tiny_cnmc: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+) -> None:
+    pid, root = held_folders
+    assert run_cli(monkeypatch, *train_args(tiny_cnmc, root / "arm", tmp_path / "cache")) == 2
+    _, err = output(capsys)
+    assert f"pid{pid}onhost" in err and not (root / "arm" / "arm.json").exists()
+
+
+@pytest.mark.slow
+def test_an_arm_worker_leaves_a_locked_arm_folder_alone(
+    held_folders: tuple[int, Path], tiny_manifest: pd.DataFrame, tmp_path: Path
+) -> None:
+    from leukaug.arm import ArmSpec
+    from leukaug.jobs import ArmJob, StudyArm
+
+    pid, root = held_folders
+    arm_dir = root / "study" / "arms" / "a-s0"
+    (arm_dir / ".arm.json.x.tmp").write_text("the holder's write in progress")
+    job = ArmJob(root / "study", tiny_manifest, tmp_path / "cache", None, "cpu", threads=1)
+    outcome = job.run(StudyArm("a-s0", "a", ArmSpec(model="resnet18", image_size=32), 32))
+    assert (
+        outcome.failed and outcome.error_type == "FolderLocked" and f"pid {pid}" in outcome.message
+    )
+    assert (arm_dir / ".arm.json.x.tmp").exists() and not (arm_dir / "error.json").exists()

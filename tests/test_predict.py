@@ -17,17 +17,15 @@ from leukaug.arm import ArmSpec, run_arm
 from leukaug.cli import app
 from leukaug.data import load_or_build_cache, read_dataset, split_manifest
 from leukaug.errors import DataError
+from leukaug.metrics import operating_threshold
+from leukaug.model_card import MODEL_CARD_KEY, embed_model_card, model_card
 from leukaug.predict import (
-    MODEL_CARD_KEY,
     OUTPUT_COLUMNS,
     collect_inputs,
-    embed_model_card,
     load_trained_arm,
-    model_card,
     predict_images,
     read_arm_predictions,
 )
-from leukaug.report.analysis import operating_threshold
 
 ARM_SIZE = 72  # custom_cnn's minimum
 

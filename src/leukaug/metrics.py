@@ -221,6 +221,14 @@ def youden_threshold(y: np.ndarray, prob: np.ndarray) -> float:
     return float(min(thresholds[best], 1.0))
 
 
+def operating_threshold(predictions: pd.DataFrame) -> float | None:
+    """Youden's J threshold chosen on the validation split (None without one)."""
+    val = predictions[predictions["split"] == "val"]
+    if val.empty:
+        return None
+    return youden_threshold(val["label"].to_numpy(), val["prob"].to_numpy())
+
+
 def subject_table(frame: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
     """Per subject: label, images, image accuracy, mean P(ALL) and the subject-level diagnosis."""
     correct = predicted_all(frame["prob"], threshold).astype(int) == frame["label"].to_numpy()

@@ -14,64 +14,26 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from leukaug import __version__, atomic
+from leukaug.arm import ArmSpec, build_model
 from leukaug.batches import SplitImages, make_pipeline, resolve_device
 from leukaug.data.cache import prepare_image
 from leukaug.data.files import list_images, read_csv_table
 from leukaug.data.images import is_image_file, open_rgb
 from leukaug.errors import DataError
 from leukaug.layout import ArmFolder, StudyFolder
-from leukaug.metrics import DEFAULT_THRESHOLD, predicted_all
-from leukaug.models import model_info
-from leukaug.report.analysis import operating_threshold
+from leukaug.metrics import predicted_all
+from leukaug.model_card import MODEL_CARD_KEY, load_checkpoint, model_card
 from leukaug.train import evaluate
 
-if TYPE_CHECKING:
-    from leukaug.arm import ArmSpec
-
-MODEL_CARD_KEY = "leukaug"  # the checkpoint entry holding the model card
-CARD_FORMAT = 1
 OUTPUT_COLUMNS = ("path", "prob", "predicted")
 CHUNK_IMAGES = 512  # images decoded per chunk: bounds memory on large folders
-
-
-def model_card(
-    spec: ArmSpec,
-    predictions: pd.DataFrame | None,
-    *,
-    crop: float | None = None,
-    arm_id: str | None = None,
-    name: str | None = None,
-) -> dict[str, Any]:
-    """Everything `predict` and `export` need besides the weights (JSON- and torch.load-safe).
-
-    The threshold is the report's operating threshold (Youden's J on the arm's validation
-    predictions); without validation predictions it is 0.5 and `threshold_source` says so.
-    """
-    chosen = operating_threshold(predictions) if predictions is not None else None
-    return {
-        "format": CARD_FORMAT,
-        "arm_id": arm_id,
-        "name": name,
-        "model": spec.model,
-        "head": spec.head,
-        "image_size": spec.resolved_image_size,
-        "crop": crop,
-        "mean": [float(v) for v in model_info(spec.model).mean],
-        "std": [float(v) for v in model_info(spec.model).std],
-        "threshold": float(chosen) if chosen is not None else DEFAULT_THRESHOLD,
-        "threshold_source": "val (Youden's J)" if chosen is not None else "default 0.5 (no val)",
-        "tta": bool(spec.tta),
-        "leukaug_version": __version__,
-        "spec": spec.to_dict(),
-    }
 
 
 def read_arm_predictions(arm_dir: str | Path) -> pd.DataFrame:
@@ -115,8 +77,6 @@ def card_from_arm_json(arm_dir: str | Path) -> dict[str, Any]:
 
 def _spec_from_dict(data: dict[str, Any], where: Path) -> ArmSpec:
     """The arm's spec, or a DataError naming `where` when this version cannot read it."""
-    from leukaug.arm import ArmSpec  # not at the top: leukaug.arm embeds cards (a cycle)
-
     try:
         return ArmSpec.from_dict(data)
     except (TypeError, KeyError) as error:
@@ -124,24 +84,6 @@ def _spec_from_dict(data: dict[str, Any], where: Path) -> ArmSpec:
             f"{where}: the arm's spec does not fit this leukaug version ({error}). "
             "Fix: predict with the leukaug version that trained the arm (see its card or arm.json)."
         ) from None
-
-
-def embed_model_card(arm_dir: str | Path, card: dict[str, Any]) -> None:
-    """Store `card` in the arm's `checkpoint.pt` (atomically), making it self-describing."""
-    path = ArmFolder(Path(arm_dir)).checkpoint
-    saved = _load_checkpoint(path)
-    atomic.torch_save(path, saved | {MODEL_CARD_KEY: card})
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError(
-            f"{path} does not exist. Fix: pass a finished arm folder (it holds checkpoint.pt)."
-        )
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
-        raise DataError(f"{path} is not a leukaug checkpoint (no 'model' state dict).")
-    return saved
 
 
 @dataclass
@@ -159,11 +101,9 @@ class TrainedArm:
 
 def load_trained_arm(arm_dir: str | Path) -> TrainedArm:
     """The arm's best checkpoint as a model, described by the checkpoint's card or `arm.json`."""
-    from leukaug.arm import build_model  # not at the top: see _spec_from_dict
-
     arm_dir = Path(arm_dir)
     checkpoint = ArmFolder(arm_dir).checkpoint
-    saved = _load_checkpoint(checkpoint)
+    saved = load_checkpoint(checkpoint)
     if isinstance(saved.get(MODEL_CARD_KEY), dict):
         card, source = saved[MODEL_CARD_KEY], "checkpoint"
     else:

@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -24,9 +24,6 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from leukaug.errors import ConfigError
 from leukaug.metrics import arm_metrics
-
-if TYPE_CHECKING:
-    from leukaug.arm import ArmSpec
 
 # history.csv column -> TensorBoard tag (grouped as loss/, accuracy/, optim/ panels).
 EPOCH_TAGS = {
@@ -41,6 +38,14 @@ EPOCH_TAGS = {
 FINAL_KEYS = ("accuracy", "balanced_accuracy", "auc", "f1", "mcc", "loss", "brier", "ece")
 CURVE_SPLITS = ("val", "test")
 ARM_ARTEFACTS = ("arm.json", "history.csv", "predictions.csv", "metrics.json")
+
+
+class ArmSpec(Protocol):
+    """What a tracker reads of an `arm.ArmSpec` (a protocol: `arm` builds the trackers)."""
+
+    epochs: int
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 class Tracker(Protocol):

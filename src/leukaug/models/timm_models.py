@@ -205,7 +205,9 @@ def _build(
         ) from error
     stages = _stage_names(backbone)
     if head == "linear":
-        return TimmClassifier(backbone, nn.Linear(backbone.num_features, 1), True, stages)
+        # pre_logits width: a hidden head layer (MobileNetV3's conv_head) makes it differ from num_features
+        width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+        return TimmClassifier(backbone, nn.Linear(width, 1), True, stages)
     with torch.device("meta"):  # the un-pooled map's shape, on a structure-only copy
         probe = _create(name, cfg, image_size)
         shape = probe.forward_features(torch.empty(1, 3, image_size, image_size)).shape

@@ -19,24 +19,10 @@ from leukaug.errors import DataError
 from leukaug.report.analysis import COMPARISON_SPLIT
 from leukaug.report.load import Study
 from leukaug.report.references import ReferencePlan
-from leukaug.report.tables import Table, interval, p_value
+from leukaug.report.tables import DASH, Table, interval, p_value
 
 ALPHA = 0.05
 RECOMMENDED_SEEDS = 3
-VERDICT_COLUMNS = [
-    "arm",
-    "reference",
-    "metric",
-    "effect",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "p_adjusted",
-    "verdict",
-    "n_seeds",
-    "n_subjects",
-    "method",
-]
 METRIC_LABELS = {
     "auc": "AUC",
     "accuracy": "accuracy (threshold 0.5)",
@@ -90,13 +76,21 @@ def primary_verdicts(
             continue
         rows.append((pair.arm, pair.reference, comparison))
     if not rows:
-        return pd.DataFrame(columns=VERDICT_COLUMNS)
+        return pd.DataFrame(columns=list(inference.VERDICT_COLUMNS))
     return inference.decide_verdicts(rows, metric, alpha)
+
+
+def _ci_name(row: pd.Series) -> str:
+    """The printed interval is Holm-adjusted: it excludes 0 exactly when there is a verdict."""
+    level = row.get("ci_level", math.nan)
+    if level is None or not math.isfinite(float(level)):
+        return "CI"
+    return f"{100 * float(level):.1f}% Holm-adjusted CI"
 
 
 def _effect_text(row: pd.Series, metric: str) -> str:
     effect = interval(row["effect"], row["ci_low"], row["ci_high"], 3, sign=True)
-    return f"Δ {METRIC_LABELS.get(metric, metric)} {effect} (95% CI)"
+    return f"Δ {METRIC_LABELS.get(metric, metric)} {effect} ({_ci_name(row)})"
 
 
 def _p_phrase(value: float) -> str:
@@ -105,16 +99,11 @@ def _p_phrase(value: float) -> str:
 
 
 def _detectable(row: pd.Series) -> str:
-    half = row.get("ci_half_width", math.nan)
-    if half is None or not math.isfinite(float(half)):
-        half = (float(row["ci_high"]) - float(row["ci_low"])) / 2
-    return f"±{float(half):.3f}"
-
-
-def _unadjusted_excludes_zero(row: pd.Series) -> bool:
-    return row["verdict"] == "no detectable difference" and (
-        row["ci_low"] > 0 or row["ci_high"] < 0
-    )
+    """The smallest difference the study would have found with 80% power."""
+    mde = row.get("mde", math.nan)
+    if mde is None or not math.isfinite(float(mde)):
+        return DASH
+    return f"±{float(mde):.3f}"
 
 
 def seeds_sentence(verdicts: pd.DataFrame) -> str | None:
@@ -179,7 +168,7 @@ def headline(verdicts: pd.DataFrame, plan: ReferencePlan, metric: str) -> list[s
         lines.append(
             f"{row['arm']}: no detectable difference from {row['reference']} "
             f"({_effect_text(row, metric)}, Holm-adjusted {_p_phrase(row['p_adjusted'])}); this study "
-            f"could only have detected differences of about {_detectable(row)}."
+            f"would have detected a difference of {_detectable(row)} or more with 80% power."
         )
     if not verdicts.empty:
         lines.append(rule_sentence(verdicts, metric))
@@ -195,35 +184,36 @@ def verdict_table(verdicts: pd.DataFrame, metric: str) -> Table | None:
     """The headline as a table: one row per tested arm, every number from verdicts.csv."""
     if verdicts.empty:
         return None
-    rows, notes = [], []
-    for _, row in verdicts.iterrows():
-        mark = "†" if _unadjusted_excludes_zero(row) else ""
-        rows.append(
-            [
-                str(row["arm"]),
-                str(row["reference"]),
-                str(row["verdict"]) + mark,
-                interval(row["effect"], row["ci_low"], row["ci_high"], 4, sign=True),
-                p_value(row["p_adjusted"]),
-                _detectable(row),
-                f"{row['n_seeds']} x {row['n_subjects']}",
-                str(row["method"]),
-            ]
-        )
-    if any(_unadjusted_excludes_zero(row) for _, row in verdicts.iterrows()):
-        notes.append(
-            "† The unadjusted 95% CI excludes 0, but the Holm-adjusted p, which decides the verdict for "
-            "the whole family, is not below 0.05."
-        )
+    rows = [
+        [
+            str(row["arm"]),
+            str(row["reference"]),
+            str(row["verdict"]),
+            interval(row["effect"], row["ci_low"], row["ci_high"], 4, sign=True),
+            _ci_name(row).removesuffix(" Holm-adjusted CI"),
+            p_value(row["p_adjusted"]),
+            _detectable(row),
+            f"{row['n_seeds']} x {row['n_subjects']}",
+            str(row["method"]),
+        ]
+        for _, row in verdicts.iterrows()
+    ]
     header = [
         "Arm",
         "Reference",
         "Verdict",
-        f"Δ {METRIC_LABELS.get(metric, metric)} [95% CI]",
+        f"Δ {METRIC_LABELS.get(metric, metric)} [Holm-adjusted CI]",
+        "CI level",
         "Holm-adjusted p",
-        "Detectable (CI half-width)",
+        "Detectable (80% power)",
         "Seeds x subjects",
         "Method",
+    ]
+    notes = [
+        "Each interval is at the level that matches its Holm-adjusted test, so it excludes 0 exactly "
+        "when there is a verdict; unadjusted 95% intervals and raw p-values are in verdicts.csv "
+        "(ci_low_unadjusted, ci_high_unadjusted, p_value). Detectable: the difference this study "
+        "would find with 80% power at the strictest Holm step."
     ]
     return Table(
         "verdicts",
