@@ -90,9 +90,10 @@ def keras_worker(folder: Path, size: int, epochs: int, out: Path) -> None:
 
     timer = EpochTimer()
     model.fit(flow, epochs=epochs, callbacks=[timer], verbose=0)
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
     record = {"epoch_s_all": timer.seconds, "tensorflow": tf.__version__,
               "keras": keras.__version__, "parameters": model.count_params(),
-              "images": flow.samples, "threads": os.cpu_count()}  # fmt: skip
+              "images": flow.samples, "threads": threads}  # fmt: skip
     out.write_text(json.dumps(record), encoding="utf-8")
 
 

@@ -12,6 +12,13 @@ synchronous). Everything else (interpreter and imports, data generation, image c
 batch assembly, augmentation, metrics, checkpoints, figures, report) is overhead. Goals:
 wall time <= 10 min and overhead < 10% on the 2-core CPU.
 
+Per arm it also reports the bytes it wrote (`/proc/self/io` write calls while it ran; with
+one arm at a time) and its checkpoint files: `last.pt` + `checkpoint.pt` on disk beside the
+trainable parameters plus optimiser state (read from `last.pt`), whose ratio issue 9 wants
+<= 2 for frozen-backbone arms. `--arms-per-device K` runs K arms at once (local executor,
+one process per arm; the model clock then sees no arm and bytes written are not per arm).
+Progress: a plain line per epoch when the output is not a terminal (`leukaug run`'s display).
+
 `--paper-gpu`: studies/paper.toml at the paper's image sizes (custom CNN 256 px,
 InceptionV3 and ResNet50 128 px) on synthetic data of C-NMC's size (10,692 training images
 in the training folds, 80% of their subjects for training and 20% for validation, and 1,782
@@ -43,9 +50,11 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
 from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
 from leukaug import arm, study, study_data  # noqa: E402
+from leukaug.cli.progress import arm_display  # noqa: E402
 from leukaug.cli.study_commands import DEMO_STUDY, packaged_study  # noqa: E402
 from leukaug.config import read_study_file  # noqa: E402
 
@@ -110,10 +119,81 @@ def timed(module: Any, name: str, totals: dict[str, float], key: str) -> Iterato
         setattr(module, name, original)
 
 
+def written_bytes() -> int | None:
+    """Bytes this process has passed to write calls so far (Linux), else None."""
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def tensor_bytes(tensors: Any) -> int:
+    """Bytes of every tensor in a (nested) dict / list."""
+    if isinstance(tensors, torch.Tensor):
+        return tensors.numel() * tensors.element_size()
+    if isinstance(tensors, dict):
+        return sum(tensor_bytes(v) for v in tensors.values())
+    if isinstance(tensors, list | tuple):
+        return sum(tensor_bytes(v) for v in tensors)
+    return 0
+
+
+def checkpoint_figures(arm_dir: Path) -> dict[str, Any]:
+    """Checkpoint bytes on disk against trainable parameters + optimiser state (issue 9)."""
+    files = {name: arm_dir / name for name in ("last.pt", "checkpoint.pt")}
+    if not all(path.is_file() for path in files.values()):
+        return {}
+    last = torch.load(files["last.pt"], map_location="cpu", weights_only=True)
+    states = last["optimizer"]["state"].values()
+    # every optimiser state entry holds tensors shaped like its parameter: the largest is one
+    trainable = sum(max((tensor_bytes(t) for t in st.values()), default=0) for st in states)
+    needed = trainable + tensor_bytes(last["optimizer"])
+    on_disk = sum(path.stat().st_size for path in files.values())
+    return {
+        "checkpoint_bytes_on_disk": on_disk,
+        "trainable_parameter_bytes": trainable,
+        "trainable_plus_optimiser_bytes": needed,
+        "ratio_on_disk": on_disk / needed if needed else None,
+        "arm_folder_bytes": sum(p.stat().st_size for p in arm_dir.rglob("*") if p.is_file()),
+        "frozen_parameters": len(last.get("frozen", {}).get("keys", [])),
+    }
+
+
+class ArmRecorder:
+    """Per finished arm: status, time, unix end time, bytes written and checkpoint figures."""
+
+    def __init__(self, out_dir: Path, then=None) -> None:
+        self.out_dir = out_dir
+        self.then = then
+        self.arms: list[dict[str, Any]] = []
+        self.wchar = written_bytes()
+
+    def __call__(self, outcome) -> None:
+        wchar = written_bytes()
+        record = {"arm_id": outcome.arm_id, "status": outcome.status, "seconds": outcome.seconds}
+        record["finished_unix"] = time.time()
+        if wchar is not None and self.wchar is not None:
+            record["bytes_written"] = wchar - self.wchar
+        self.wchar = wchar
+        record |= checkpoint_figures(self.out_dir / "arms" / outcome.arm_id)
+        self.arms.append(record)
+        if self.then is not None:
+            self.then(outcome)
+
+
 def instrumented_run(
-    config, out_dir: Path, device: str | None, clock: ModelClock, totals: dict[str, float]
+    config,
+    out_dir: Path,
+    device: str | None,
+    clock: ModelClock,
+    totals: dict[str, float],
+    arms_per_device: int | None = None,
 ):
-    """run_study with the model clock attached and the stages timed."""
+    """run_study with the model clock attached, the stages timed and each arm recorded;
+    returns (result, arm records)."""
     original_build = arm.build_model
 
     def build_and_clock(*args, **kwargs):
@@ -126,8 +206,18 @@ def instrumented_run(
         stack.enter_context(timed(study, "render_figures", totals, "figures 1-2"))
         stack.enter_context(timed(study, "build_report", totals, "report"))
         arm.build_model = build_and_clock
+        display = stack.enter_context(arm_display(Console(), study=True))
+        recorder = ArmRecorder(out_dir, then=display.on_arm_done)
         try:
-            result = study.run_study(config, out_dir, device=device, on_arm_done=_print_arm)
+            result = study.run_study(
+                config,
+                out_dir,
+                device=device,
+                arms_per_device=arms_per_device,
+                on_start=display.on_start,
+                on_arm_done=recorder,
+                callbacks=display.callbacks,
+            )
         finally:
             arm.build_model = original_build
             hook.remove()
@@ -135,20 +225,17 @@ def instrumented_run(
         print(
             f"arm {outcome.arm_id} failed: {outcome.error_type}: {outcome.message}", file=sys.stderr
         )
-    return result
+    return result, recorder.arms
 
 
-def _print_arm(outcome) -> None:
-    print(f"{outcome.status} {outcome.arm_id} {outcome.seconds:.1f} s", flush=True)
-
-
-def demo_benchmark(device: str | None) -> dict[str, Any]:
+def demo_benchmark(device: str | None, arms_per_device: int | None = None) -> dict[str, Any]:
     clock, totals = ModelClock(), {}
     with tempfile.TemporaryDirectory(prefix="leukaug-bench-") as work:
         os.chdir(work)  # the demo's data and cache go to ./data and ./.cache, as for a user
         config = read_study_file(packaged_study(DEMO_STUDY))
         started = time.perf_counter()
-        result = instrumented_run(config, Path(work) / "runs" / "demo", device, clock, totals)
+        out = Path(work) / "runs" / "demo"
+        _, arms = instrumented_run(config, out, device, clock, totals, arms_per_device)
         finished = time.perf_counter()
     wall = finished - PROCESS_START
     overhead = wall - clock.seconds
@@ -160,13 +247,10 @@ def demo_benchmark(device: str | None) -> dict[str, Any]:
         "overhead_seconds": overhead,
         "overhead_share": overhead / wall,
         "stages_seconds": totals,
-        "arms": [_outcome(o) for o in result.outcomes],
+        "arms_per_device": arms_per_device,
+        "arms": arms,
         "goals": {"wall_seconds": 600, "overhead_share": 0.10},
     }
-
-
-def _outcome(outcome) -> dict[str, Any]:
-    return {"arm_id": outcome.arm_id, "status": outcome.status, "seconds": outcome.seconds}
 
 
 # --------------------------------------------------------------------------- paper on a GPU
@@ -205,7 +289,12 @@ def generate_parallel(root: Path, settings: dict[str, Any], workers: int) -> Non
 
 
 def paper_benchmark(
-    device: str | None, scale: float, work: Path, epochs: int | None = None
+    device: str | None,
+    scale: float,
+    work: Path,
+    epochs: int | None = None,
+    arms_per_device: int | None = None,
+    seeds: int | None = None,
 ) -> dict[str, Any]:
     config = read_study_file(Path(__file__).resolve().parents[1] / "studies" / "paper.toml")
     synth_settings = dict(config.data.synth)
@@ -222,6 +311,9 @@ def paper_benchmark(
         }
     )
     config = config.model_copy(update={"models": models, "data": data})
+    if seeds is not None:  # the issue's goals: one seed in 5 minutes, three in 12
+        section = config.study.model_copy(update={"seeds": list(range(seeds))})
+        config = config.model_copy(update={"study": section})
     if epochs is not None:  # smoke tests: every arm, regime overrides included, runs `epochs`
         regimes = {
             label: regime.model_copy(update={"training": None})
@@ -235,17 +327,19 @@ def paper_benchmark(
     generate_parallel(Path(data.dir), synth_settings, os.cpu_count() or 1)
     totals["data generation (parallel)"] = time.perf_counter() - started
     clock = ModelClock()
-    result = instrumented_run(config, work / "paper", device, clock, totals)
+    result, arms = instrumented_run(config, work / "paper", device, clock, totals, arms_per_device)
     wall = time.perf_counter() - started
     return {
         "mode": "paper-gpu",
         "scale": scale,
         "epochs_override": epochs,
+        "seeds": list(config.study.seeds),
         "synth": synth_settings,
         "wall_seconds": wall,
         "model_compute_seconds": clock.seconds,
         "stages_seconds": totals,
-        "arms": [_outcome(o) for o in result.outcomes],
+        "arms_per_device": arms_per_device,
+        "arms": arms,
         "failed": [o.arm_id for o in result.failed],
     }
 
@@ -273,19 +367,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override every arm's epochs")
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
     parser.add_argument("--work", type=Path, default=None, help="folder for data and results")
+    parser.add_argument("--arms-per-device", type=int, default=None, help="arms run at once")
+    parser.add_argument("--seeds", type=int, default=None, help="paper: seeds 0..N-1")
+    parser.add_argument("--output", type=Path, default=None, help="the JSON (default: results/)")
     args = parser.parse_args(argv)
 
     run: Callable[[], dict[str, Any]]
     if args.paper_gpu:
         work = args.work or Path(tempfile.mkdtemp(prefix="leukaug-paper-"))
-        run = lambda: paper_benchmark(args.device, args.scale, work, args.epochs)  # noqa: E731
+        run = lambda: paper_benchmark(  # noqa: E731
+            args.device, args.scale, work, args.epochs, args.arms_per_device, args.seeds
+        )
     else:
-        run = lambda: demo_benchmark(args.device)  # noqa: E731
+        run = lambda: demo_benchmark(args.device, args.arms_per_device)  # noqa: E731
     result = run() | {"machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds")}
     device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"study_{result['mode']}_{device}_{stamp}.json"
+    path = args.output or RESULTS / f"study_{result['mode']}_{device}_{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in result.items() if k != "arms"}, indent=2))
     print(f"written to {path}")

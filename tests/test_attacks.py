@@ -445,7 +445,7 @@ def test_an_absent_accelerator_is_refused_before_running(
     out = tmp_path / "out"
     assert run_cli(monkeypatch, "run", str(study), "--out", str(out)) == 2
     _, err = output(capsys)
-    assert f"study.device='{device}',butthismachinehasno" in err.replace("CUDA", "no")
+    assert f"study.device='{device}',butthismachinehasno" in err
     assert not (tmp_path / "cache").exists() and not (out / "arms").exists()
     assert run_cli(monkeypatch, "run", str(attack_study(tmp_path, attack_data)), "--out", str(out),
                    "--device", device) == 2  # fmt: skip
@@ -464,7 +464,7 @@ def test_no_report_path_is_printed_when_no_report_was_written(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the accelerator vanished")
 
-    monkeypatch.setattr(leukaug.jobs, "run_arm", broken)
+    monkeypatch.setattr(leukaug.jobs, "run_any_arm", broken)
     out = tmp_path / "out"
     assert (
         run_cli(monkeypatch, "run", str(attack_study(tmp_path, attack_data)), "--out", str(out))
@@ -514,7 +514,7 @@ def test_train_takes_positive_class_and_labels_csv(
     assert run_cli(monkeypatch, *train_args(class_folders, out, tmp_path / "cache", "--positive-class",
                                             "all", *split)) == 0  # fmt: skip
     labels = pd.read_csv(out / "predictions.csv")
-    assert set(labels["label"]) <= {0, 1} and len(labels) == 2
+    assert set(labels["label"]) == {0, 1} and set(labels["split"]) == {"val"}
     rows = [f"{p.relative_to(class_folders).as_posix()},{int(p.parent.name == 'all')}"
             for p in sorted(class_folders.glob("*/*.bmp"))]  # fmt: skip
     (tmp_path / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
@@ -618,6 +618,81 @@ def test_init_from_not_weights_in_a_study_arm_error_json(
     error = (tmp_path / "study" / "arms" / "a-s0" / "error.json").read_text()
     assert outcome.failed and f"not a weights file: {bad}" in outcome.message
     assert "weights_only" not in error and "not a weights file" in error
+
+
+# Item 11: a damaged resume file (last.pt, checkpoint.pt) is set aside, named in the log
+# and in arm.json, and the arm restarts from its last good state: never the same failure again.
+FAULT_ARM_SIZE = 72
+
+
+@pytest.fixture(scope="module")
+def fault_arm(tmp_path_factory: pytest.TempPathFactory, tiny_cnmc: Path):
+    """(spec, manifest, cache, clean run's folder): a tiny two-epoch arm run once, uninterrupted."""
+    from leukaug.arm import ArmSpec, run_arm
+    from leukaug.data.split import split_manifest
+
+    manifest = split_manifest(read_dataset(tiny_cnmc).manifest, "subject", val_fraction=0.3)
+    cache = load_or_build_cache(manifest, FAULT_ARM_SIZE, tmp_path_factory.mktemp("cache"))
+    spec = ArmSpec(model="custom_cnn", image_size=FAULT_ARM_SIZE, epochs=2, batch_size=8, lr=1e-3)
+    clean = tmp_path_factory.mktemp("clean") / "arm"
+    run_arm(spec, manifest, cache, clean, arm_id="arm", name="arm", device="cpu")
+    return spec, manifest, cache, clean
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damaged", ["last.pt", "checkpoint.pt"])
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_damaged_resume_file_is_set_aside_and_the_arm_restarts(
+    fault_arm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog, damaged: str, damage: str
+) -> None:
+    from leukaug import train
+    from leukaug.arm import run_arm
+
+    spec, manifest, cache, clean = fault_arm
+    arm_dir = tmp_path / "arm"
+    original = train.train_one_epoch
+
+    def crash_in_epoch_2(*args, **kwargs):
+        if kwargs["epoch"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_arm(spec, manifest, cache, arm_dir, arm_id="arm", name="arm", device="cpu")
+    monkeypatch.setattr(train, "train_one_epoch", original)
+    path = arm_dir / damaged
+    path.write_bytes(
+        path.read_bytes()[: len(path.read_bytes()) // 2] if damage == "truncated" else b""
+    )
+
+    with caplog.at_level("WARNING", logger="leukaug"):
+        run_arm(spec, manifest, cache, arm_dir, arm_id="arm", name="arm", device="cpu")
+    moved = list(arm_dir.glob(f"{damaged}.damaged-*"))
+    assert len(moved) == 1 and str(path) in caplog.text and str(moved[0]) in caplog.text
+    info = json.loads((arm_dir / "arm.json").read_text())
+    assert info["status"] == "complete"
+    assert [(r["path"], r["moved_to"]) for r in info["damaged_files"]] == [
+        (str(path), str(moved[0]))
+    ]
+    for name in ("predictions.csv", "metrics.json"):  # restarted: the uninterrupted result
+        assert (arm_dir / name).read_bytes() == (clean / name).read_bytes(), name
+    run_arm(spec, manifest, cache, arm_dir, arm_id="arm", name="arm", device="cpu")  # no loop
+
+
+def test_a_damaged_checkpoint_of_a_finished_arm_is_named_by_predict(
+    fault_arm, tmp_path: Path
+) -> None:
+    from leukaug.predict import load_trained_arm
+
+    *_, clean = fault_arm
+    arm_dir = tmp_path / "arm"
+    shutil.copytree(clean, arm_dir)
+    checkpoint = arm_dir / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:200])
+    with pytest.raises(DataError) as error:
+        load_trained_arm(arm_dir)
+    assert f"{checkpoint} is damaged" in str(error.value) and "rerun the arm" in str(error.value)
 
 
 # ======================================================================== concurrency

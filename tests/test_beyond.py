@@ -14,6 +14,7 @@ from leukaug.arm_kinds import (
     ARM_KINDS,
     CAM_GROUP_CELLS,
     cam_cells,
+    cam_layer,
     check_kind_options,
     check_spec,
     combine_members,
@@ -26,11 +27,14 @@ from leukaug.config import read_study_file
 from leukaug.data.cache import ImageCache
 from leukaug.data.synth import sample_cells
 from leukaug.errors import ConfigError
+from leukaug.explain import target_layer
 from leukaug.layout import ArmFolder, StudyFolder
 from leukaug.metrics import PREDICTION_COLUMNS
+from leukaug.models import get_model
 from leukaug.plan import expand_arms
 from leukaug.regions import QUADRANTS
-from leukaug.report.load import load_study_results
+from leukaug.report.cams import cam_notes, cam_summary, cam_table
+from leukaug.report.load import ArmResults, Study, load_study_results
 from leukaug.report.references import plan_references
 from leukaug.study import run_study
 from leukaug.train import HISTORY_COLUMNS
@@ -249,6 +253,14 @@ def test_combine_means_or_stacks_on_validation_only() -> None:
     np.testing.assert_allclose(moved["prob"][:40], stacked["prob"][:40])  # fitted on val only
 
 
+def test_cam_layer_keeps_a_map_of_several_pixels() -> None:
+    model = get_model("custom_cnn", image_size=72)
+    name, layer = cam_layer(model, 72)  # the last convolution is 1 x 1 at 72 px
+    assert name == "layers.6" and layer is model.layers[6] and layer is not target_layer(model)
+    model = get_model("custom_cnn", image_size=128)
+    assert cam_layer(model, 128)[1] is target_layer(model)
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -308,9 +320,39 @@ def test_cnn_arms_get_cam_artefacts(beyond_study: Path) -> None:
     study = StudyFolder(beyond_study)
     single = study.arm("custom_cnn-none-full-s0")
     cams = pd.read_csv(single.cam_csv)
-    assert list(cams.columns) == ["image_id", "label", "prob", "correct", "foreground_share"]
+    columns = ["image_id", "label", "prob", "correct", "foreground_share", "layer"]
+    assert list(cams.columns) == columns and set(cams["layer"]) == {"layers.6"}
     assert 0 < len(cams) <= 64 and cams["foreground_share"].between(0, 1).all()
     assert single.cam_overlays.is_file()
     bagged = pd.read_csv(study.arm("bagged-none-full-s0").cam_csv)
     assert set(bagged["member"]) == {"nucleus", "perimeter"}
     assert not study.arm("features_gbm-none-full-s0").cam_csv.exists()
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def planted_study(tmp_path: Path, shares: dict[str, list[float]]) -> Study:
+    """A study whose arms' cam.csv hold the given foreground shares (one arm per name)."""
+    arms = []
+    for name, values in shares.items():
+        folder = StudyFolder(tmp_path).arm(f"{name}-s0")
+        folder.path.mkdir(parents=True)
+        pd.DataFrame({"image_id": [f"i{k}" for k in range(len(values))], "label": 1,
+                      "prob": 0.9, "correct": True, "foreground_share": values,
+                      "layer": "layers.6"}).to_csv(folder.cam_csv, index=False)  # fmt: skip
+        arms.append(ArmResults(f"{name}-s0", name, 0, {}, pd.DataFrame(), None))
+    return Study(tmp_path, arms)
+
+
+def test_an_arm_looking_at_the_background_is_flagged(tmp_path: Path) -> None:
+    study = planted_study(tmp_path, {"on_cell": [0.9, 0.8], "on_background": [0.3, 0.2, np.nan]})
+    summary = cam_summary(study).set_index("name")
+    assert summary.loc["on_cell", "mean_foreground_share"] == pytest.approx(0.85)
+    assert summary.loc["on_background", "cells"] == 2  # an all-zero map has no share
+    assert list(summary["flagged"]) == [False, True]
+    (note,) = cam_notes(cam_summary(study))
+    assert "'on_background' looks mostly at the background" in note and "0.25" in note
+    table = cam_table(cam_summary(study))
+    assert [row[-1] for row in table.rows] == ["", "looks mostly at the background"]
+    assert cam_table(cam_summary(planted_study(tmp_path / "none", {}))) is None

@@ -100,8 +100,10 @@ def test_export_command(trained, tmp_path):
 
 
 def test_the_commands_choices_are_the_registered_formats_and_dtypes():
+    from typing import get_args
+
     from leukaug.cli.predict_commands import ExportFormat, InputDtype
     from leukaug.export import EXPORTERS, INPUT_DTYPES
 
-    assert sorted(f.value for f in ExportFormat) == EXPORTERS.names()
-    assert sorted(d.value for d in InputDtype) == sorted(INPUT_DTYPES)
+    assert sorted(get_args(ExportFormat)) == EXPORTERS.names()
+    assert sorted(get_args(InputDtype)) == sorted(INPUT_DTYPES)

@@ -46,14 +46,28 @@ def trained(tmp_path_factory, tiny_cnmc) -> tuple[Path, pd.DataFrame]:
 
 
 def arm_copy(trained, tmp_path: Path, *, with_card: bool) -> Path:
-    """A private copy of the trained arm, its checkpoint with or without a model card."""
+    """A private copy of the trained arm: its checkpoint with the card `run_arm` embedded, or
+    without one (as in arm folders written before checkpoints carried cards)."""
     arm_dir = tmp_path / "arms" / "tiny-arm"
     shutil.copytree(trained[0], arm_dir)
-    if with_card:
-        spec = ArmSpec.from_dict(json.loads((arm_dir / "arm.json").read_text())["spec"])
-        card = model_card(spec, read_arm_predictions(arm_dir), arm_id="tiny-arm", name="tiny")
-        embed_model_card(arm_dir, card)
+    if not with_card:
+        checkpoint = arm_dir / "checkpoint.pt"
+        saved = torch.load(checkpoint, weights_only=True)
+        del saved[MODEL_CARD_KEY]
+        torch.save(saved, checkpoint)
     return arm_dir
+
+
+def test_run_arm_embeds_the_model_card_it_would_be_given(trained, tmp_path):
+    arm_dir = arm_copy(trained, tmp_path, with_card=True)
+    spec = ArmSpec.from_dict(json.loads((arm_dir / "arm.json").read_text())["spec"])
+    expected = model_card(spec, read_arm_predictions(arm_dir), arm_id="tiny-arm", name="tiny")
+    embedded = torch.load(arm_dir / "checkpoint.pt", weights_only=True)[MODEL_CARD_KEY]
+    assert embedded == expected
+    card = embedded | {"name": "renamed"}
+    embed_model_card(arm_dir, card)  # replaces the card, keeps the weights
+    saved = torch.load(arm_dir / "checkpoint.pt", weights_only=True)
+    assert saved[MODEL_CARD_KEY]["name"] == "renamed" and "model" in saved
 
 
 def own_images(arm_dir: Path, manifest: pd.DataFrame, split: str) -> tuple[list[Path], np.ndarray]:

@@ -213,14 +213,14 @@ def test_changed_split_is_an_error_unless_forced(tmp_path: Path) -> None:
 def test_failing_arm_is_recorded_and_the_others_go_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_run_arm = jobs_module.run_arm
+    real_run_arm = jobs_module.run_any_arm
 
     def nan_in_first_arm(spec, *args, **kwargs):
         if kwargs["arm_id"] == "custom_cnn-none-full-s0":
             raise TrainingError("non-finite training loss (nan) at epoch 1, batch 1")
         return real_run_arm(spec, *args, **kwargs)
 
-    monkeypatch.setattr(jobs_module, "run_arm", nan_in_first_arm)
+    monkeypatch.setattr(jobs_module, "run_any_arm", nan_in_first_arm)
     study = tiny(tmp_path)
     out = tmp_path / "out"
     result = run_study(read_study_file(study), out)
@@ -243,14 +243,14 @@ def test_failing_arm_is_recorded_and_the_others_go_on(
 def test_failed_arm_is_listed_in_the_report_and_exit_status_is_1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_run_arm = jobs_module.run_arm
+    real_run_arm = jobs_module.run_any_arm
 
     def oom_in_flip(spec, *args, **kwargs):
         if kwargs["arm_id"] == "custom_cnn-flip-full-s0":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_run_arm(spec, *args, **kwargs)
 
-    monkeypatch.setattr(jobs_module, "run_arm", oom_in_flip)
+    monkeypatch.setattr(jobs_module, "run_any_arm", oom_in_flip)
     study = tiny(tmp_path)
     status = run_cli(["run", str(study), "--out", str(tmp_path / "out")], monkeypatch)
     assert status == 1

@@ -85,6 +85,23 @@ def test_test_subjects_have_wider_stain_variation() -> None:
     assert spread("test") > 1.8 * spread("train")
 
 
+def test_test_stain_spread_sets_the_domain_shift_and_only_the_test_subjects() -> None:
+    def log_stain(config: SynthConfig, split: str) -> np.ndarray:
+        return np.array(
+            [
+                np.log(s.stain_nuclear / NUCLEAR_STAIN)
+                for s in make_subjects(config)
+                if s.split == split
+            ]
+        )
+
+    base = SynthConfig(subjects_per_class=20, test_subjects_per_class=20)
+    wide = SynthConfig(**{**base.__dict__, "test_stain_spread": 0.56})
+    np.testing.assert_array_equal(log_stain(base, "train"), log_stain(wide, "train"))
+    # the same draws scaled: twice the default spread gives exactly twice the log stain
+    np.testing.assert_allclose(log_stain(wide, "test"), 2 * log_stain(base, "test"), rtol=1e-5)
+
+
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     config = SynthConfig(
         size=24, subjects_per_class=2, test_subjects_per_class=1, cells_per_subject=2, seed=3
@@ -112,7 +129,13 @@ def test_sample_cells_shapes_and_labels() -> None:
 
 @pytest.mark.parametrize(
     "changes",
-    [{"size": 8}, {"subjects_per_class": 1}, {"cells_per_subject": 0}, {"difficulty": 1.5}],
+    [
+        {"size": 8},
+        {"subjects_per_class": 1},
+        {"cells_per_subject": 0},
+        {"difficulty": 1.5},
+        {"test_stain_spread": -0.1},
+    ],
 )
 def test_bad_config_raises(changes: dict) -> None:
     with pytest.raises(ConfigError):

@@ -430,7 +430,11 @@ def test_run_arm_freeze_first_from_a_checkpoint(arm_data, tmp_path):
     spec = tiny_arm(epochs=1, regime="freeze_first", freeze_first=19, init_from=str(init))
     run(spec, arm_data, tmp_path / "tuned")
     start = torch.load(init, weights_only=True)["model"]
-    tuned = torch.load(tmp_path / "tuned" / "last.pt", weights_only=True)["model"]
+    slim = torch.load(tmp_path / "tuned" / "last.pt", weights_only=True)["model"]
+    assert min(int(key.split(".")[1]) for key in slim) >= 19  # frozen layers are not stored
+    model = arm_module.build_model(spec, ARM_SIZE)
+    arm_module.load_arm_weights(model, tmp_path / "tuned")  # rebuilt from init_from, hash-checked
+    tuned = model.state_dict()
     for key, value in start.items():
         index = int(key.split(".")[1])  # layers.<keras index>.weight
         if index < 19:

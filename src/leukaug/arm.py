@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
 import platform
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
@@ -26,7 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from leukaug import __version__, atomic
+from leukaug import __version__, atomic, checkpoints
 from leukaug.augment import DEFAULT_P, AugmentationSpec, build_augmenter
 from leukaug.batches import Pipeline, SplitImages, make_pipeline, place_store, resolve_device
 from leukaug.data.cache import ImageCache
@@ -34,8 +35,18 @@ from leukaug.determinism import execution_record
 from leukaug.errors import ConfigError, DataError, TrainingError, unknown_name_message
 from leukaug.layout import STATUS_COMPLETE, STATUS_RUNNING, ArmFolder
 from leukaug.metrics import arm_metrics
+from leukaug.model_card import embed_model_card, model_card
 from leukaug.models import REGIMES, apply_regime, get_model, model_info
-from leukaug.train import HISTORY_COLUMNS, TrainingCallbacks, class_weights, evaluate, fit
+from leukaug.tracking import Tracker, build_trackers
+from leukaug.train import (
+    HISTORY_COLUMNS,
+    EpochRecord,
+    TrainingCallbacks,
+    class_weights,
+    eval_batch_size,
+    evaluate,
+    fit,
+)
 
 PREDICTION_SPLITS = ("val", "test")
 
@@ -67,7 +78,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": tuple(OPTIMIZERS),
     "aug_mode": ("together", "independent"),
     "head": ("linear", "seed"),
+    "stacker": ("mean", "logistic"),  # how a bagged_regions arm combines its members
 }
+
+# The arm-kind fields (arm_kinds.py), left out of `to_dict` at these defaults: a single
+# network's spec and config hash stay what they were before arm kinds existed.
+KIND_DEFAULTS: dict[str, Any] = {"kind": "single", "regions": (), "stacker": "mean"}
 
 
 def resolve_image_size(model: str, image_size: int | None) -> int:
@@ -100,9 +116,13 @@ class ArmSpec:
     early_stopping_patience: int | None = None
     seed: int = 0
     tta: bool = False
+    kind: str = "single"  # a name of arm_kinds.ARM_KINDS: single | bagged_regions | features
+    regions: tuple[str, ...] = ()  # bagged_regions: the regions its members see
+    stacker: str = "mean"  # bagged_regions: "mean" | "logistic" (fitted on val)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augmentations", tuple(self.augmentations))
+        object.__setattr__(self, "regions", tuple(self.regions))
         for key, valid in CHOICES.items():
             if getattr(self, key) not in valid:
                 raise ConfigError(unknown_name_message(key, str(getattr(self, key)), valid))
@@ -132,6 +152,9 @@ class ArmSpec:
         out["augmentations"] = [
             {"name": a.name, "params": dict(a.params or {})} for a in self.augmentations
         ]
+        for key, default in KIND_DEFAULTS.items():
+            if out[key] == default:
+                del out[key]
         return out
 
     def config_hash(self) -> str:
@@ -181,16 +204,66 @@ def make_optimizer(model: nn.Module, spec: ArmSpec) -> torch.optim.Optimizer:
     return factory(params, spec, lr=spec.lr, weight_decay=spec.weight_decay, fused=fused)
 
 
+def _not_weights_reason(error: Exception) -> str:
+    if isinstance(error, pickle.UnpicklingError):
+        return "it holds objects other than tensors, which the safe loader refuses"
+    return "it is not a PyTorch file, or a damaged one"
+
+
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A model state dict from a plain state-dict file or a leukaug checkpoint ({'model': ...})."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"init_from checkpoint {str(path)!r} does not exist.")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}.") from None
+    except Exception as error:  # garbage makes the unpickler fail in any way (IndexError, ...)
+        # PyTorch's own message advises weights_only=False, i.e. running the file's code: never
+        raise ConfigError(
+            f"not a weights file: {path} ({_not_weights_reason(error)}). Give a leukaug "
+            "checkpoint.pt or a state dict saved with torch.save(model.state_dict(), PATH)."
+        ) from None
+    if isinstance(saved, dict) and checkpoints.is_slim(saved):
+        return checkpoint_state(saved, path)
     if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
         saved = saved["model"]
     if not isinstance(saved, dict):
         raise ConfigError(f"{path} holds no state dict (got {type(saved).__name__}).")
+    return saved
+
+
+def checkpoint_state(saved: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's whole state dict. A slim checkpoint (`leukaug.checkpoints`) leaves the
+    frozen parameters out: they are rebuilt from the arm's initialisation (its spec, stored
+    beside the weights: seeded init, pretrained weights, init_from) and checked by hash."""
+    if not checkpoints.is_slim(saved):
+        return saved["model"]
+    try:
+        spec = ArmSpec.from_dict(saved["spec"])
+    except (KeyError, TypeError, ConfigError) as error:
+        raise DataError(
+            f"{path} leaves its frozen weights out but its arm spec cannot be read ({error}). "
+            "Fix: load it with the leukaug version that trained the arm."
+        ) from None
+    model = build_model(spec, spec.resolved_image_size)
+    checkpoints.load_weights(model, saved, path)
+    return model.state_dict()
+
+
+def load_arm_weights(model: nn.Module, arm_dir: str | Path) -> dict[str, Any]:
+    """Load an arm's best weights (`arm_dir/checkpoint.pt`) into `model`, which is built as
+    the arm's (model, head, image size, regime; its own weights do not matter). Returns the
+    checkpoint's dict. A missing or damaged file is a DataError naming it."""
+    path = ArmFolder(Path(arm_dir)).checkpoint
+    try:
+        saved = checkpoints.read_checkpoint(path)
+    except FileNotFoundError:
+        raise DataError(
+            f"{path} does not exist. Fix: pass a finished arm folder (it holds checkpoint.pt)."
+        ) from None
+    checkpoints.load_weights(model, {"model": checkpoint_state(saved, path)}, path)
     return saved
 
 
@@ -306,12 +379,21 @@ def run_arm(
     name: str,
     device: str = "auto",
     callbacks: TrainingCallbacks | None = None,
+    crop: float | None = None,
+    tensorboard: bool = False,
+    mlflow_uri: str = "",
+    checkpoint_interval_s: float | None = None,
 ) -> ArmResult:
     """Train and evaluate one arm into `out_dir` (the arm's own folder, `arms/<arm_id>/`).
 
     Returns at once when the folder is complete with the same config hash; resumes from
     `last.pt` when it was interrupted; raises ConfigError when it holds another config.
     `callbacks` receive the arm's per-batch and per-epoch records (labelled `arm_id`).
+    `crop` (the data's central crop) goes into the checkpoint's model card; `tensorboard`
+    and `mlflow_uri` (a study's [tracking]) ask for the trackers of `leukaug.tracking`.
+    A damaged `last.pt` / `checkpoint.pt` is set aside (listed in arm.json's
+    `damaged_files`) and the arm restarts from its last good state; `checkpoint_interval_s`:
+    how often the resume state is written (`checkpoints.SaveSchedule`; None: auto).
     """
     out_dir = Path(out_dir)
     folder = ArmFolder(out_dir)
@@ -321,7 +403,7 @@ def run_arm(
         if previous.get("config_hash") != config_hash:
             raise ConfigError(
                 f"{out_dir} holds arm {previous.get('arm_id')!r} with config hash "
-                f"{previous.get('config_hash')!r}, not {config_hash!r}; use a new folder (or --force in a study)."
+                f"{previous.get('config_hash')!r}, not {config_hash!r}; use a new folder, or --force to replace it."
             )
         if folder.is_complete():
             return _load_result(folder, arm_id, name, config_hash, skipped=True)
@@ -338,6 +420,7 @@ def run_arm(
             f"({image_size}, {image_size}, 3); build it with load_or_build_cache(..., size={image_size})."
         )
     torch_device = resolve_device(device)
+    damaged = (previous or {}).get("damaged_files", []) + checkpoints.set_aside_damaged(folder)
     arm_json = {
         "arm_id": arm_id,
         "name": name,
@@ -351,7 +434,8 @@ def run_arm(
         "execution": execution_record(),  # CPU threads, CUDA determinism (results depend on them)
         "versions": _versions(),
     }
-    atomic.write_json(folder.arm_json, arm_json)
+    if damaged:
+        arm_json["damaged_files"] = damaged
 
     pipeline = make_pipeline(torch_device, info.mean, info.std)
     store = place_store(cache.images, torch_device)
@@ -363,25 +447,52 @@ def run_arm(
         augmenter = build_augmenter(
             list(spec.augmentations), p=spec.aug_p, mode=spec.aug_mode, image_size=image_size
         )
+    atomic.write_json(folder.arm_json, arm_json)  # once the model and optimiser could be built
+    trackers = build_trackers(
+        out_dir, arm_id=arm_id, tensorboard=tensorboard, mlflow_uri=mlflow_uri or None
+    )
     history = fit(
         model, optimizer, train, val, pipeline, out_dir,
         epochs=spec.epochs, seed=spec.seed, batch_size=spec.batch_size,
         weights=class_weights(train.labels, spec.class_weighting), augmenter=augmenter,
-        early_stopping_patience=spec.early_stopping_patience, config_hash=config_hash, callbacks=callbacks,
-        label=arm_id,
+        early_stopping_patience=spec.early_stopping_patience, config_hash=config_hash,
+        callbacks=_with_trackers(callbacks, trackers), label=arm_id,
+        checkpoint_interval_s=checkpoint_interval_s, checkpoint_meta={"spec": spec.to_dict()},
     )  # fmt: skip
 
-    best = torch.load(folder.checkpoint, map_location="cpu", weights_only=True)
-    model.load_state_dict(best["model"])
+    best = checkpoints.read_checkpoint(folder.checkpoint)
+    checkpoints.load_weights(model, best, folder.checkpoint)
+    eval_batch = eval_batch_size(spec.batch_size, torch_device)
     predictions = predict(
-        model, split_manifest, store, cache, pipeline, batch_size=spec.batch_size, tta=spec.tta
+        model, split_manifest, store, cache, pipeline, batch_size=eval_batch, tta=spec.tta
     )
     atomic.write_csv(folder.predictions, predictions)
     metrics = arm_metrics(predictions) if len(predictions) else {}
     atomic.write_json(folder.metrics, metrics)
+    embed_model_card(out_dir, model_card(spec, predictions, crop=crop, arm_id=arm_id, name=name))
+    for tracker in trackers:
+        tracker.on_end(out_dir, predictions, spec)
     atomic.write_json(
         folder.arm_json, arm_json | {"status": STATUS_COMPLETE, "finished_at": _now()}
     )
     return ArmResult(
         arm_id, name, out_dir, config_hash, history, predictions, metrics, skipped=False
     )
+
+
+def _with_trackers(
+    callbacks: TrainingCallbacks | None, trackers: list[Tracker]
+) -> TrainingCallbacks | None:
+    """`callbacks` plus every tracker fed each epoch's `history.csv` row."""
+    if not trackers:
+        return callbacks
+    on_epoch = callbacks.on_epoch if callbacks is not None else None
+
+    def epoch_done(record: EpochRecord) -> None:
+        for tracker in trackers:
+            tracker.on_epoch(record.history_row())
+        if on_epoch is not None:
+            on_epoch(record)
+
+    on_batch = callbacks.on_batch if callbacks is not None else None
+    return TrainingCallbacks(on_epoch=epoch_done, on_batch=on_batch)

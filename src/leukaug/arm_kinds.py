@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from leukaug import __version__, atomic
 from leukaug.arm import ArmResult, ArmSpec, run_arm
@@ -48,7 +49,13 @@ from leukaug.batches import AUGMENT_STREAM, resolve_device, stream_seed
 from leukaug.data.cache import ImageCache
 from leukaug.determinism import execution_record
 from leukaug.errors import ConfigError, DataError, unknown_name_message
-from leukaug.explain import TARGET_LAYERS, explain_images, load_trained_arm, overlay_png
+from leukaug.explain import (
+    TARGET_LAYERS,
+    explain_images,
+    load_trained_arm,
+    overlay_png,
+    target_layer,
+)
 from leukaug.features import cell_features, fit_feature_classifier, predict_probabilities
 from leukaug.layout import STATUS_COMPLETE, STATUS_RUNNING, ArmFolder
 from leukaug.metrics import arm_metrics, predicted_all
@@ -66,12 +73,16 @@ MEMBER_STREAM = 3  # batches.stream_seed stream of a bagged member's seed (0-2: 
 MEMBERS_DIR = "members"
 CAM_CELLS = 64  # test cells explained per arm (a bounded, cheap sample)
 CAM_GROUP_CELLS = CAM_CELLS // 4  # per (class, correct) group
+# A CAM needs a map of some size: at small inputs (the custom CNN's last convolution is 1 x 1
+# at 72 px) the deepest convolution whose output is at least this many pixels a side is used.
+MIN_CAM_SIDE = 4
 OVERLAY_COLUMNS = 6  # cells per group row in cam_overlays.png
 REGION_BATCH = 256  # cells resized at a time
 
 
 class ArmRunner(Protocol):
-    """`arm.run_arm`'s signature: train and evaluate one arm into its folder."""
+    """`arm.run_arm`'s signature (`options`: its further keywords): train and evaluate one
+    arm into its folder."""
 
     def __call__(
         self,
@@ -84,6 +95,7 @@ class ArmRunner(Protocol):
         name: str,
         device: str = "auto",
         callbacks: TrainingCallbacks | None = None,
+        **options: Any,
     ) -> ArmResult: ...
 
 
@@ -273,9 +285,38 @@ def cam_cells(predictions: pd.DataFrame, per_group: int = CAM_GROUP_CELLS) -> pd
     return pd.concat(groups, ignore_index=True)
 
 
+def cam_layer(model: nn.Module, image_size: int) -> tuple[str, nn.Module]:
+    """(name, module) Grad-CAM weighs: the family's `target_layer`, unless its map is smaller
+    than `MIN_CAM_SIDE` a side; then the module run last whose output map is not (a block
+    or stage output, since a container's output is recorded after its children's)."""
+    target = target_layer(model)
+    names = {module: name for name, module in model.named_modules()}
+    sides: list[tuple[nn.Module, int]] = []
+
+    def record(module: nn.Module, _: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.dim() == 4:
+            sides.append((module, min(output.shape[-2:])))
+
+    hooks = [module.register_forward_hook(record) for module in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, image_size, image_size, device=_device_of(model)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if dict(sides).get(target, 0) < MIN_CAM_SIDE:
+        large = [module for module, side in sides if side >= MIN_CAM_SIDE]
+        target = large[-1] if large else target
+    return names.get(target, type(target).__name__), target
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def write_cams(folder: ArmFolder, cache: ImageCache, device: str = "auto") -> pd.DataFrame | None:
     """Grad-CAM of a complete single-network arm on up to `CAM_CELLS` test cells: `cam.csv`
-    (image_id, label, prob, correct, foreground_share) and `cam_overlays.png`. None (and a
+    (image_id, label, prob, correct, foreground_share, layer) and `cam_overlays.png`. None (and a
     log line) for a model family Grad-CAM cannot explain."""
     trained = load_trained_arm(folder.path)
     if not any(isinstance(trained.model, family) for family in TARGET_LAYERS):
@@ -285,9 +326,10 @@ def write_cams(folder: ArmFolder, cache: ImageCache, device: str = "auto") -> pd
     cells = cam_cells(predictions)
     images = np.asarray(cache.images[cache.rows(list(cells["image_id"]))])
     model = trained.model.to(resolve_device(device))
-    explanation = explain_images(model, images, trained.mean, trained.std)
+    layer_name, layer = cam_layer(model, trained.image_size)
+    explanation = explain_images(model, images, trained.mean, trained.std, layer=layer)
     table = cells[["image_id", "label", "prob", "correct"]].assign(
-        foreground_share=explanation.foreground_share
+        foreground_share=explanation.foreground_share, layer=layer_name
     )
     atomic.write_csv(folder.cam_csv, table)
     _save_overlays(folder.cam_overlays, table, images, explanation.cams)
@@ -340,11 +382,12 @@ def run_single(
     name: str,
     device: str = "auto",
     callbacks: TrainingCallbacks | None = None,
+    **options: Any,
 ) -> ArmResult:
     """`arm.run_arm`, then the arm's Grad-CAMs (also for an arm completed earlier without them)."""
     result = run_arm(
         spec, split_manifest, cache, out_dir,
-        arm_id=arm_id, name=name, device=device, callbacks=callbacks,
+        arm_id=arm_id, name=name, device=device, callbacks=callbacks, **options,
     )  # fmt: skip
     folder = ArmFolder(Path(out_dir))
     if not folder.cam_csv.is_file():
@@ -401,6 +444,7 @@ def run_bagged_regions(
     name: str,
     device: str = "auto",
     callbacks: TrainingCallbacks | None = None,
+    **options: Any,
 ) -> ArmResult:
     """One `single` member per region in `members/<region>/`, combined (see the module doc)."""
     folder = ArmFolder(Path(out_dir))
@@ -417,6 +461,7 @@ def run_bagged_regions(
         members[region] = run_single(
             member, split_manifest, region_cache(cache, region), member_dir,
             arm_id=f"{arm_id}/{region}", name=f"{name}/{region}", device=device, callbacks=callbacks,
+            **options,
         )  # fmt: skip
         records.append({"region": region, "seed": member.seed, "config_hash": member.config_hash()})
     splits = []
@@ -493,9 +538,11 @@ def run_features(
     name: str,
     device: str = "auto",
     callbacks: TrainingCallbacks | None = None,
+    **options: Any,
 ) -> ArmResult:
-    """Cell features and a gradient-boosted classifier (see the module doc); the device and
-    callbacks are unused (scikit-learn on the CPU, no epochs)."""
+    """Cell features and a gradient-boosted classifier (see the module doc); the device,
+    callbacks and `run_arm`'s options (model card, trackers) do not apply: scikit-learn on
+    the CPU, no epochs, no checkpoint."""
     folder = ArmFolder(Path(out_dir))
     check_spec(spec)
     if cache.size != spec.image_size:
@@ -545,10 +592,12 @@ def run_any_arm(
     name: str,
     device: str = "auto",
     callbacks: TrainingCallbacks | None = None,
+    **options: Any,
 ) -> ArmResult:
-    """Run one arm of any kind (`spec.kind`) into `out_dir`."""
+    """Run one arm of any kind (`spec.kind`) into `out_dir`; `options` are `run_arm`'s
+    further keywords (crop, trackers), passed to every network the kind trains."""
     runner: Callable[..., ArmResult] = ARM_KINDS.get(spec.kind).run
     return runner(
         spec, split_manifest, cache, out_dir,
-        arm_id=arm_id, name=name, device=device, callbacks=callbacks,
+        arm_id=arm_id, name=name, device=device, callbacks=callbacks, **options,
     )  # fmt: skip

@@ -17,6 +17,7 @@ Layout of a study file (see `studies/*.toml` for complete examples):
     [[experiments]] optional sub-grids (models x augmentations x regimes); default: all
     [executor]     kind (local | ray), address, num_cpus, num_gpus, max_retries,
                    threads, deterministic
+    [tracking]     tensorboard (event files per arm, default true), mlflow_uri
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
@@ -39,16 +41,20 @@ from pydantic import (
 )
 
 from leukaug.arm import ARM_DEFAULTS, CHOICES
+from leukaug.arm_kinds import ARM_KINDS, check_kind_options
 from leukaug.augment import AugmentationSpec, build_augmenter, list_augmentations
 from leukaug.data.synth import SynthConfig
 from leukaug.errors import ConfigError, unknown_name_message
-from leukaug.models import list_models, model_info
+from leukaug.models import is_model_name, list_models, model_info
+from leukaug.overrides import apply_overrides
+from leukaug.overrides import describe as describe_overrides
 
 # The allowed values of ArmSpec's enumerated settings, as pydantic types.
 OptimizerName = Literal[CHOICES["optimizer"]]  # type: ignore[valid-type]
 AugMode = Literal[CHOICES["aug_mode"]]  # type: ignore[valid-type]
 HeadName = Literal[CHOICES["head"]]  # type: ignore[valid-type]
 ClassWeighting = Literal[CHOICES["class_weighting"]]  # type: ignore[valid-type]
+StackerName = Literal[CHOICES["stacker"]]  # type: ignore[valid-type]
 
 LABEL_PATTERN = r"^[A-Za-z0-9_]+$"
 EMBEDDED = "embedded"
@@ -127,8 +133,8 @@ class DataSection(Strict):
     layout: str = "auto"
     positive_class: str | None = None
     labels_csv: str | None = None
-    dir: str | None = None  # embedded data: where to generate it (default data/embedded-<hash>)
-    cache_dir: str = ".cache/leukaug"
+    dir: str | None = None  # embedded data: where to generate it (default <cache>/embedded-<hash>)
+    cache_dir: str | None = None  # image caches (default: leukaug.user_cache.default_cache_dir())
     crop: float | None = Field(default=None, gt=0.0, le=1.0)  # central fraction kept
     split: Literal["subject", "image"] = "subject"
     val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
@@ -199,6 +205,9 @@ class ModelEntry(Strict):
     weights_path: str | None = ARM_DEFAULTS["weights_path"]
     head: HeadName = ARM_DEFAULTS["head"]
     image_size: int | None = Field(default=ARM_DEFAULTS["image_size"], ge=32, le=1024)
+    kind: str = ARM_DEFAULTS["kind"]  # an arm kind (arm_kinds.ARM_KINDS)
+    regions: list[str] = Field(default_factory=list)  # kind = "bagged_regions": its members
+    stacker: StackerName = ARM_DEFAULTS["stacker"]  # kind = "bagged_regions"
 
 
 class AugmentationOp(Strict):
@@ -280,6 +289,28 @@ class ExecutorSection(Strict):
     # CPU threads per arm, applied by every executor (None: this machine's count, recorded)
     threads: int | None = Field(default=None, ge=1, le=1024)
     deterministic: bool = False  # CUDA: deterministic kernels (leukaug.determinism)
+    # local executor: arms at once on one device, one process each (None: 1 on CPU, 2 on
+    # CUDA; see executors.DEFAULT_ARMS_PER_DEVICE)
+    arms_per_device: int | None = Field(default=None, ge=1, le=64)
+    # seconds between writes of an arm's resume state (None: auto; leukaug.checkpoints)
+    checkpoint_interval_s: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _whole_gpus_above_one(cls, value: float) -> float:
+        if value > 1 and not float(value).is_integer():
+            raise ValueError(
+                f"num_gpus = {value}: a Ray task takes a fraction of one GPU (e.g. 0.5: two "
+                "arms share a GPU) or whole GPUs (1, 2, ...), nothing in between"
+            )
+        return value
+
+
+class TrackingSection(Strict):
+    """Experiment tracking of every arm (docs/tracking.md)."""
+
+    tensorboard: bool = True  # event files in each arm folder
+    mlflow_uri: str = ""  # e.g. "file:runs/mlruns": one MLflow run per arm; "" = off
 
 
 class StudyConfig(Strict):
@@ -293,6 +324,7 @@ class StudyConfig(Strict):
     regimes: dict[str, RegimeEntry] = Field(default_factory=lambda: {"full": RegimeEntry()})
     experiments: list[Experiment] = Field(default_factory=list)
     executor: ExecutorSection = Field(default_factory=ExecutorSection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
 
     @field_validator("models", "augmentations", "regimes")
     @classmethod
@@ -307,15 +339,19 @@ class StudyConfig(Strict):
 
     @model_validator(mode="after")
     def _names_exist(self) -> StudyConfig:
-        valid_models = _model_names()
         for label, entry in self.models.items():
             name = entry.model or label
-            if name not in valid_models:
+            try:
+                check_kind_options(entry.kind, name, entry.regions, entry.stacker)
+            except ConfigError as error:
+                raise ValueError(f"models.{label}: {error}") from None
+            if ARM_KINDS.get(entry.kind).cnn and not is_model_name(name):
                 raise ValueError(
-                    f"models.{label}: {unknown_name_message('model', name, valid_models)}"
+                    f"models.{label}: {unknown_name_message('model', name, _model_names())}"
                 )
         for label, entry in self.models.items():
-            _check_model_entry(label, entry, self)
+            if ARM_KINDS.get(entry.kind).cnn:
+                _check_model_entry(label, entry, self)
         valid_augmentations = _augmentation_names()
         for label, arm in self.augmentations.items():
             for op in arm.ops:
@@ -360,6 +396,16 @@ class StudyConfig(Strict):
                     mode="json", exclude_unset=True
                 )
         return data
+
+
+# Sections whose keys a one-part `--set KEY=VALUE` may name without the table (`seeds`).
+SECTION_KEYS = {
+    "study": StudySection.model_fields,
+    "data": DataSection.model_fields,
+    "training": TrainingSection.model_fields,
+    "executor": ExecutorSection.model_fields,
+    "tracking": TrackingSection.model_fields,
+}
 
 
 def _check_model_entry(label: str, entry: ModelEntry, config: StudyConfig) -> None:
@@ -413,8 +459,9 @@ def parse_study(data: dict[str, Any], source: str = "<study>") -> StudyConfig:
         raise ConfigError(format_validation_error(error, source)) from None
 
 
-def read_study_file(path: str | Path) -> StudyConfig:
-    """Read and validate a TOML study file (never executes anything from it)."""
+def read_study_file(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
+    """Read and validate a TOML study file (never executes anything from it), with
+    `--set KEY=VALUE` overrides applied before validation (`leukaug.overrides`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -422,11 +469,20 @@ def read_study_file(path: str | Path) -> StudyConfig:
         raise ConfigError(f"Study file {str(path)!r} does not exist.") from None
     except OSError as error:
         raise ConfigError(f"Cannot read study file {str(path)!r}: {error}") from None
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} on line {line}); "
+            "save the study file as UTF-8."
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    return parse_study(data, str(path))
+    if not overrides:
+        return parse_study(data, str(path))
+    data = apply_overrides(data, overrides, SECTION_KEYS)
+    return parse_study(data, f"{path} with {describe_overrides(overrides)}")
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:

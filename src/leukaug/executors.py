@@ -18,13 +18,18 @@ arm's `history.csv` (no per-batch updates).
 from __future__ import annotations
 
 import importlib.util
+import logging
+import multiprocessing
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
+from leukaug.batches import resolve_device
 from leukaug.config import ExecutorSection
 from leukaug.data.cache import ImageCache
 from leukaug.errors import ConfigError, LeukaugError, unknown_name_message
@@ -33,6 +38,11 @@ from leukaug.layout import StudyFolder
 from leukaug.train import EpochRecord, TrainingCallbacks
 
 EXECUTORS = ("local", "ray")
+# Arms the local executor runs at once on one device when `[executor] arms_per_device` is
+# unset. CPU: 1 (two at once on the 2-core CPU were measured, BENCHMARKS.md). CUDA: 2, NOT
+# MEASURED: one arm kept an H100 only 20-41% busy (issue 9, launch-bound), so a second arm
+# should fill the gaps; benchmarks/gpu_paper.py --arms-per-device measures it.
+DEFAULT_ARMS_PER_DEVICE = {"cpu": 1, "cuda": 2}
 RAY_POLL_SECONDS = 1.0
 
 OnArmDone = Callable[[ArmOutcome], None]
@@ -51,6 +61,11 @@ def run_arms(
 ) -> list[ArmOutcome]:
     """Run `arms` (already in dependency order) with the named executor."""
     if kind == "local":
+        parallel = arms_per_device(settings, job.device)
+        if parallel > 1 and len(arms) > 1:
+            return run_local_parallel(
+                arms, job, parallel, on_arm_done=on_arm_done, callbacks=callbacks
+            )
         return run_local(arms, job, caches=caches, on_arm_done=on_arm_done, callbacks=callbacks)
     if kind == "ray":
         return run_ray(
@@ -64,6 +79,14 @@ def run_arms(
             callbacks=callbacks,
         )
     raise ConfigError(unknown_name_message("executor", kind, EXECUTORS))
+
+
+def arms_per_device(settings: ExecutorSection, device: str) -> int:
+    """Arms the local executor runs at once: the study's setting, else by device type."""
+    if settings.arms_per_device is not None:
+        return settings.arms_per_device
+    kind = resolve_device(device).type if device == "auto" else torch.device(device).type
+    return DEFAULT_ARMS_PER_DEVICE.get(kind, 1)
 
 
 def require(kind: str) -> None:
@@ -101,6 +124,70 @@ def run_local(
     return [outcomes[arm.arm_id] for arm in arms]
 
 
+def _local_task(job: ArmJob, arm: StudyArm) -> ArmOutcome:
+    """Body of one arm in a worker process of `run_local_parallel`."""
+    return job.run(arm)
+
+
+def run_local_parallel(
+    arms: Sequence[StudyArm],
+    job: ArmJob,
+    arms_per_device: int,
+    *,
+    on_arm_done: OnArmDone | None = None,
+    callbacks: TrainingCallbacks | None = None,
+) -> list[ArmOutcome]:
+    """Up to `arms_per_device` arms at once on this machine's device, each in its own
+    process (an arm seeds torch's global generators, so arms cannot share a process).
+
+    Every arm runs with the study's thread count (`job.threads`), so its numbers are the
+    ones it gets run alone; `callbacks.on_epoch` receives epochs read from `history.csv`.
+    """
+    job = replace(job, threads=job.threads or torch.get_num_threads())
+    waiting = list(arms)
+    running: dict[Future[ArmOutcome], StudyArm] = {}
+    outcomes: dict[str, ArmOutcome] = {}
+    n_train = int((job.manifest["split"] == "train").sum())
+    watch = EpochWatch(callbacks, StudyFolder(job.out_dir), n_train)
+
+    def finish(outcome: ArmOutcome) -> None:
+        outcomes[outcome.arm_id] = outcome
+        watch.poll()
+        watch.stop(outcome.arm_id)
+        if on_arm_done is not None:
+            on_arm_done(outcome)
+
+    context = multiprocessing.get_context("spawn")  # no forked copy of torch's thread pools
+    with ProcessPoolExecutor(arms_per_device, mp_context=context) as pool:
+        while waiting or running:
+            for arm in list(waiting):
+                if len(running) >= arms_per_device:
+                    break
+                if arm.depends_on is not None and arm.depends_on not in outcomes:
+                    continue
+                waiting.remove(arm)
+                if _blocked(arm, outcomes):
+                    finish(dependency_failed(arm, job.out_dir))
+                else:
+                    running[pool.submit(_local_task, job, arm)] = arm
+                    watch.start(arm)
+            if not running:
+                if waiting:  # cannot happen for arms in dependency order; never spin
+                    raise ConfigError(
+                        f"arm {waiting[0].arm_id!r} waits for an arm not in the study."
+                    )
+                continue
+            done, _ = wait(list(running), timeout=RAY_POLL_SECONDS, return_when=FIRST_COMPLETED)
+            watch.poll()
+            for future in done:
+                arm = running.pop(future)
+                try:
+                    finish(future.result())
+                except Exception as error:  # the worker process died
+                    finish(_worker_failure(arm, error, job.out_dir))
+    return [outcomes[arm.arm_id] for arm in arms]
+
+
 class RetryableArmError(RuntimeError):
     """Raised in a Ray worker for a failure worth retrying (not a LeukaugError)."""
 
@@ -135,7 +222,15 @@ def run_ray(
 
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address or None, include_dashboard=False, logging_level="WARNING")
+        # Ray's own logs and the workers' output reach the user only when leukaug's log
+        # level is DEBUG (`leukaug -v`); the arms report through history.csv and outcomes.
+        verbose = logging.getLogger("leukaug").isEnabledFor(logging.DEBUG)
+        ray.init(
+            address=address or None,
+            include_dashboard=False,
+            logging_level=logging.INFO if verbose else logging.ERROR,
+            log_to_driver=verbose,
+        )
     try:
         return _run_on_ray(ray, arms, job, num_cpus, num_gpus, max_retries, on_arm_done, callbacks)
     finally:
@@ -182,7 +277,7 @@ def _run_on_ray(
             if _blocked(arm, outcomes):
                 finish(dependency_failed(arm, job.out_dir))
             else:
-                running[task.remote(job_ref, arm, threads)] = arm
+                running[task.options(name=arm.arm_id).remote(job_ref, arm, threads)] = arm
                 watch.start(arm)
         if not running:
             if waiting:  # cannot happen for arms in dependency order; never spin
@@ -195,12 +290,13 @@ def _run_on_ray(
             try:
                 finish(ray.get(ref))
             except Exception as error:  # retries exhausted, or the worker died
-                finish(_ray_failure(arm, error, job.out_dir))
+                finish(_worker_failure(arm, error, job.out_dir))
     return [outcomes[arm.arm_id] for arm in arms]
 
 
-def _ray_failure(arm: StudyArm, error: Exception, out_dir: Path) -> ArmOutcome:
-    """The outcome of a Ray task that raised: keep the worker's error.json if it wrote one."""
+def _worker_failure(arm: StudyArm, error: Exception, out_dir: Path) -> ArmOutcome:
+    """The outcome of a worker (Ray task or process) that raised: keep the worker's
+    error.json if it wrote one."""
     folder = StudyFolder(out_dir).arm(arm.arm_id).path
     return read_error(folder, arm) or write_error(folder, arm, error)
 

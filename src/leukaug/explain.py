@@ -222,7 +222,7 @@ def load_trained_arm(arm_dir: str | Path) -> TrainedArm:
     Built without ImageNet weights (the checkpoint replaces them, so nothing downloads) and
     with the arm's regime applied, so frozen BatchNorms match the saved state.
     """
-    from leukaug.arm import ArmSpec, load_state_file
+    from leukaug.arm import ArmSpec, load_arm_weights
     from leukaug.models import apply_regime, get_model, model_info
 
     arm_dir = Path(arm_dir)
@@ -238,18 +238,7 @@ def load_trained_arm(arm_dir: str | Path) -> TrainedArm:
     image_size = spec.image_size or info.input_size
     model = get_model(spec.model, head=spec.head, image_size=image_size)
     apply_regime(model, spec.regime, freeze_first=spec.freeze_first)
-    state = load_state_file(checkpoint)
-    result = model.load_state_dict(state, strict=False)
-    mismatched = [
-        key
-        for key in (*result.missing_keys, *result.unexpected_keys)
-        if not key.endswith("num_batches_tracked")
-    ]
-    if mismatched:
-        raise DataError(
-            f"{checkpoint} does not fit {spec.model} (head {spec.head!r}) as arm.json describes "
-            f"it: missing or unexpected keys {mismatched[:5]}."
-        )
+    load_arm_weights(model, arm_dir)  # a slim checkpoint's frozen part is rebuilt
     return TrainedArm(model.eval(), spec.model, image_size, info.mean, info.std)
 
 

@@ -18,10 +18,12 @@ import pandas as pd
 import torch
 
 from leukaug import atomic
-from leukaug.arm import ArmSpec, run_arm
+from leukaug.arm import ArmSpec
+from leukaug.arm_kinds import run_any_arm
 from leukaug.data.cache import ImageCache, load_or_build_cache
 from leukaug.determinism import apply_execution
 from leukaug.layout import ArmFolder, StudyFolder
+from leukaug.lock import FolderLocked, folder_lock
 from leukaug.train import TrainingCallbacks
 
 STATUS_COMPLETE = "complete"
@@ -108,11 +110,33 @@ class ArmJob:
     device: str = "auto"
     threads: int | None = None  # CPU threads per arm (None: keep the process's count)
     deterministic: bool = False  # CUDA deterministic kernels
+    tensorboard: bool = False  # [tracking]: event files in each arm folder
+    mlflow_uri: str = ""  # [tracking]: one MLflow run per arm ("" = off)
+    checkpoint_interval_s: float | None = None  # resume-state writes (None: auto)
 
     def cache(self, size: int) -> ImageCache:
         return load_or_build_cache(self.manifest, size, self.cache_dir, crop=self.crop)
 
     def run(
+        self,
+        arm: StudyArm,
+        *,
+        cache: ImageCache | None = None,
+        reraise: Callable[[BaseException], bool] | None = None,
+        callbacks: TrainingCallbacks | None = None,
+    ) -> ArmOutcome:
+        """Run one arm holding its folder's lock: a second worker on the same arm (a Ray
+        retry while the first attempt still runs) fails at once and leaves the folder alone."""
+        folder = StudyFolder(self.out_dir).arm(arm.arm_id)
+        try:
+            with folder_lock(folder.path, "arm folder"):
+                return self._run(arm, cache=cache, reraise=reraise, callbacks=callbacks)
+        except FolderLocked as error:
+            return ArmOutcome(
+                arm.arm_id, arm.name, STATUS_FAILED, error_type="FolderLocked", message=str(error)
+            )
+
+    def _run(
         self,
         arm: StudyArm,
         *,
@@ -127,7 +151,7 @@ class ArmJob:
         started = time.perf_counter()
         try:
             apply_execution(folder.path, self.threads, self.deterministic)
-            result = run_arm(
+            result = run_any_arm(  # dispatches on arm.spec.kind (arm_kinds.ARM_KINDS)
                 arm.spec,
                 self.manifest,
                 cache if cache is not None else self.cache(arm.image_size),
@@ -136,6 +160,10 @@ class ArmJob:
                 name=arm.name,
                 device=self.device,
                 callbacks=callbacks,
+                crop=self.crop,
+                tensorboard=self.tensorboard,
+                mlflow_uri=self.mlflow_uri,
+                checkpoint_interval_s=self.checkpoint_interval_s,
             )
         except Exception as error:
             release_accelerator_memory()

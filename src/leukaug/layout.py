@@ -62,6 +62,16 @@ class ArmFolder:
         """Written by the study when the arm failed."""
         return self.path / "error.json"
 
+    @property
+    def cam_csv(self) -> Path:
+        """Grad-CAM's share on the cell per explained test cell (CNN arms; arm_kinds.py)."""
+        return self.path / "cam.csv"
+
+    @property
+    def cam_overlays(self) -> Path:
+        """The explained test cells with their Grad-CAMs, by class and correctness."""
+        return self.path / "cam_overlays.png"
+
     def result_files(self) -> tuple[Path, ...]:
         """The files a complete arm holds."""
         return (

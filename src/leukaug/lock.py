@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import shlex
+import shutil
 import socket
 import sys
 from collections.abc import Iterator
@@ -105,10 +106,11 @@ def read_holder(folder: Path) -> Holder | None:
 
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike[str], what: str = "folder") -> Iterator[Holder]:
-    """Hold `folder`'s lock for the block (the folder is created); released on exit and on
-    exceptions. Raises `FolderLocked`, naming the holder, when another run holds it.
+    """Hold `folder`'s lock for the block (the folder is created, and removed again if the
+    block left it empty); released on exit and on exceptions. Raises `FolderLocked`, naming the holder, when another run holds it.
     `what` names the folder in messages ("study folder", "arm folder")."""
     folder = Path(folder).resolve()
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     handle = _acquire(folder, what)
     me = Holder.this_process()
@@ -122,6 +124,27 @@ def folder_lock(folder: str | os.PathLike[str], what: str = "folder") -> Iterato
             lock_path(folder).unlink(missing_ok=True)  # new lockers reopen the path (see _acquire)
     finally:
         os.close(handle)
+        _remove_if_empty(created)
+
+
+def clear_locked_folder(folder: str | os.PathLike[str]) -> None:
+    """Delete everything in `folder`, whose lock this process holds, except the lock."""
+    for path in Path(folder).iterdir():
+        if path.name in (LOCK_FILE, HOLDER_FILE):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    """The folders the lock created, when the locked run left nothing in them."""
+    for path in created:
+        try:
+            path.rmdir()
+        except OSError:  # not empty (results), or gone
+            return
 
 
 def _acquire(folder: Path, what: str) -> int:

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
-import torch
 
-from leukaug import __version__, atomic
+from leukaug import __version__, atomic, checkpoints
 from leukaug.errors import DataError
 from leukaug.layout import ArmFolder
 from leukaug.metrics import DEFAULT_THRESHOLD, operating_threshold
@@ -82,7 +81,4 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise DataError(
             f"{path} does not exist. Fix: pass a finished arm folder (it holds checkpoint.pt)."
         )
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
-        raise DataError(f"{path} is not a leukaug checkpoint (no 'model' state dict).")
-    return saved
+    return checkpoints.read_checkpoint(path)  # unreadable or no 'model': a DataError naming it

@@ -20,6 +20,7 @@ import torch
 
 from leukaug import atomic
 from leukaug.arm import ArmSpec
+from leukaug.arm_kinds import ARM_KINDS, check_spec
 from leukaug.augment import AugmentationSpec
 from leukaug.config import StudyConfig
 from leukaug.errors import ConfigError, unknown_name_message
@@ -97,11 +98,14 @@ def expand_arms(config: StudyConfig, arms_dir: str | Path) -> list[StudyArm]:
                 depends_on = arm_id(source, seed)
                 checkpoint = ArmFolder(arms_dir / depends_on).checkpoint
                 spec = replace(spec, init_from=str(checkpoint))
+            check_spec(spec)  # what the arm's kind needs (arm_kinds.py)
             arms.append(
                 StudyArm(arm_id(name, seed), name, spec, spec.resolved_image_size, depends_on)
             )
     for shape in {
-        (a.spec.model, a.spec.head, a.image_size, a.spec.regime, a.spec.freeze_first) for a in arms
+        (a.spec.model, a.spec.head, a.image_size, a.spec.regime, a.spec.freeze_first)
+        for a in arms
+        if ARM_KINDS.get(a.spec.kind).cnn
     }:
         _dry_build(*shape)
     baseline = config.study.baseline

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from leukaug.arm import ArmSpec, build_model
+from leukaug.arm import ArmSpec, build_model, load_arm_weights
 from leukaug.batches import SplitImages, make_pipeline, resolve_device
 from leukaug.data.cache import prepare_image
 from leukaug.data.files import list_images, read_csv_table
@@ -109,7 +109,7 @@ def load_trained_arm(arm_dir: str | Path) -> TrainedArm:
     else:
         card, source = card_from_arm_json(arm_dir), "arm.json"
     # Same module structure as in training (regime included); the weights come from the
-    # checkpoint, so nothing pretrained or init_from is loaded.
+    # checkpoint (a slim one's frozen part is rebuilt by load_arm_weights).
     spec = dataclasses.replace(
         _spec_from_dict(card["spec"], checkpoint),
         pretrained=False,
@@ -117,12 +117,7 @@ def load_trained_arm(arm_dir: str | Path) -> TrainedArm:
         init_from=None,
     )
     model = build_model(spec, int(card["image_size"]))
-    try:
-        model.load_state_dict(saved["model"])
-    except RuntimeError as error:
-        raise DataError(
-            f"{checkpoint} does not fit model {card['model']!r} at {card['image_size']} px: {error}"
-        ) from None
+    load_arm_weights(model, arm_dir)
     return TrainedArm(model.eval(), card, source)
 
 

@@ -57,8 +57,9 @@ def check_device(device: str, key: str = "study.device") -> None:
         return
     if not torch.cuda.is_available():
         raise ConfigError(
-            f"{key} = {device!r}, but CUDA is not available on this machine "
-            f"(torch {torch.__version__}); use 'cpu' or 'auto'."
+            f"{key} = {device!r}, but this machine has no CUDA device (torch "
+            f"{torch.__version__}, built for CUDA {torch.version.cuda or 'none'}); "
+            "use 'cpu' or 'auto'."
         )
     count = torch.cuda.device_count()
     if index is not None and int(index) >= count:

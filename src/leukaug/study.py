@@ -11,6 +11,7 @@ per-epoch / per-batch `TrainingCallbacks`); messages go to `logging`.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,9 @@ from leukaug.config import StudyConfig, dump_toml, parse_study
 from leukaug.determinism import resolve_threads
 from leukaug.jobs import ArmJob, ArmOutcome, StudyArm
 from leukaug.layout import StudyFolder
+from leukaug.lock import folder_lock
 from leukaug.plan import check_data_unchanged, check_resume, expand_arms, reset_arms
+from leukaug.preflight import check_device, check_output_folder
 from leukaug.report import build_report
 from leukaug.study_data import PreparedData, prepare_data, render_figures
 from leukaug.train import TrainingCallbacks
@@ -58,12 +61,18 @@ def resolved_config(
 def write_study_file(path: Path, resolved: dict[str, Any], source: str | None) -> None:
     header = [
         f"# Resolved study, written by leukaug {__version__}"
-        + (f" from {source}" if source else "")
+        + (f" from {_comment_text(source)}" if source else "")
         + ".",
         "# Running `leukaug run` on this file into the same folder resumes the study.",
         "",
     ]
     atomic.write_text(path, "\n".join(header) + "\n" + dump_toml(resolved))
+
+
+def _comment_text(text: str) -> str:
+    """`text` fit for a TOML comment: control characters (a path or a --set value may hold
+    them) written as escapes, so the resolved study.toml always reads back."""
+    return re.sub(r"[\x00-\x08\x0a-\x1f\x7f]", lambda c: f"\\x{ord(c.group()):02x}", text)
 
 
 def with_device(config: StudyConfig, device: str | None) -> StudyConfig:
@@ -83,6 +92,7 @@ def run_study(
     executor: str | None = None,
     ray_address: str | None = None,
     device: str | None = None,
+    arms_per_device: int | None = None,
     source: str | None = None,
     on_start: Callable[[int], None] | None = None,
     on_arm_done: Callable[[ArmOutcome], None] | None = None,
@@ -92,6 +102,7 @@ def run_study(
 
     `on_start(n_arms)` is called once the arms are known, `on_arm_done(outcome)` after
     each arm, and `callbacks` per epoch and per batch of every arm (see `train.fit`).
+    `arms_per_device` overrides `[executor] arms_per_device` (local executor).
     """
     out_dir = Path(out_dir).resolve()
     folder = StudyFolder(out_dir)
@@ -99,45 +110,56 @@ def run_study(
     executors.require(executor)
     config = with_device(config, device)
     threads = resolve_threads(config.executor.threads, folder.study_toml)  # recorded below
-    config = config.model_copy(
-        update={"executor": config.executor.model_copy(update={"threads": threads})}
-    )
+    run_settings = {"threads": threads}
+    if arms_per_device is not None:
+        run_settings["arms_per_device"] = arms_per_device
+    config = config.model_copy(update={"executor": config.executor.model_copy(update=run_settings)})
     arms = expand_arms(config, folder.arms_dir)
-    restart = check_resume(arms, out_dir, force=force)
+    check_output_folder(out_dir)
+    if not (executor == "ray" and (ray_address or config.executor.address)):
+        check_device(config.study.device)  # a Ray cluster's workers may have other devices
+    with folder_lock(out_dir, "study folder"):  # one run per study folder
+        restart = check_resume(arms, out_dir, force=force)
 
-    data = prepare_data(config, [arm.image_size for arm in arms])
-    if check_data_unchanged(out_dir, data.info, force=force):
-        restart = {arm.arm_id for arm in arms}
-    reset_arms(out_dir, restart)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    folder.remove_interrupted_writes()
-    write_study_file(folder.study_toml, resolved_config(config, data, executor), source)
-    atomic.write_json(folder.dataset_json, data.info)
-    augmentations = dict.fromkeys(spec for arm in arms for spec in arm.spec.augmentations)
-    render_figures(data, list(augmentations), folder)
+        data = prepare_data(config, [arm.image_size for arm in arms])
+        if check_data_unchanged(out_dir, data.info, force=force):
+            restart = {arm.arm_id for arm in arms}
+        reset_arms(out_dir, restart)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        folder.remove_interrupted_writes()
+        write_study_file(folder.study_toml, resolved_config(config, data, executor), source)
+        atomic.write_json(folder.dataset_json, data.info)
+        augmentations = dict.fromkeys(spec for arm in arms for spec in arm.spec.augmentations)
+        render_figures(data, list(augmentations), folder)
 
-    if on_start is not None:
-        on_start(len(arms))
-    execution = {"threads": config.executor.threads, "deterministic": config.executor.deterministic}
-    job = ArmJob(
-        out_dir, data.manifest, data.cache_dir, data.crop, config.study.device, **execution
-    )
-    outcomes = executors.run_arms(
-        executor,
-        arms,
-        job,
-        caches=data.caches,
-        settings=config.executor,
-        address=ray_address,
-        on_arm_done=on_arm_done,
-        callbacks=callbacks,
-    )
-    report: dict[str, Path] = {}
-    if any(not o.failed for o in outcomes):
-        report = build_report(out_dir, baseline=report_baseline(config, arms, outcomes))
-    else:
-        log.warning("No arm finished, so there is no report.")
-    return StudyResult(out_dir, outcomes, report)
+        if on_start is not None:
+            on_start(len(arms))
+        execution = {
+            "threads": config.executor.threads,
+            "deterministic": config.executor.deterministic,
+        }
+        execution["checkpoint_interval_s"] = config.executor.checkpoint_interval_s
+        tracking = config.tracking
+        job = ArmJob(
+            out_dir, data.manifest, data.cache_dir, data.crop, config.study.device, **execution,
+            tensorboard=tracking.tensorboard, mlflow_uri=tracking.mlflow_uri,
+        )  # fmt: skip
+        outcomes = executors.run_arms(
+            executor,
+            arms,
+            job,
+            caches=data.caches,
+            settings=config.executor,
+            address=ray_address,
+            on_arm_done=on_arm_done,
+            callbacks=callbacks,
+        )
+        report: dict[str, Path] = {}
+        if any(not o.failed for o in outcomes):
+            report = build_report(out_dir, baseline=report_baseline(config, arms, outcomes))
+        else:
+            log.warning("No arm finished, so there is no report.")
+        return StudyResult(out_dir, outcomes, report)
 
 
 def report_baseline(

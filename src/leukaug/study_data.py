@@ -24,9 +24,10 @@ from leukaug.config import StudyConfig
 from leukaug.data.cache import ImageCache, load_or_build_cache
 from leukaug.data.read import read_dataset
 from leukaug.data.split import split_manifest
-from leukaug.data.synth import SynthConfig, generate
+from leukaug.data.synth import MARKER_FILE, SynthConfig, generate
 from leukaug.errors import ConfigError
 from leukaug.layout import StudyFolder
+from leukaug.user_cache import default_cache_dir
 
 log = logging.getLogger(__name__)
 SAMPLE_CELLS_PER_CLASS = 6  # Figure 1
@@ -47,12 +48,19 @@ class PreparedData:
 # --------------------------------------------------------------------------- data
 
 
+def cache_root(config: StudyConfig) -> Path:
+    """The study's cache folder: data.cache_dir, else the user cache folder (never the cwd)."""
+    if config.data.cache_dir:
+        return Path(config.data.cache_dir).resolve()
+    return default_cache_dir()
+
+
 def embedded_data_dir(config: StudyConfig) -> Path:
-    """Where the embedded synthetic data go: data.dir, else data/embedded-<settings hash>."""
+    """Where the embedded synthetic data go: data.dir, else <cache>/embedded-<settings hash>."""
     if config.data.dir:
         return Path(config.data.dir).resolve()
     text = json.dumps(_synth_config_dict(config), sort_keys=True)
-    return Path("data", f"embedded-{hashlib.sha256(text.encode()).hexdigest()[:10]}").resolve()
+    return cache_root(config) / f"embedded-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
 def _synth_config_dict(config: StudyConfig) -> dict[str, Any]:
@@ -71,6 +79,15 @@ def ensure_embedded_data(config: StudyConfig) -> Path:
         raise ConfigError(
             f"{root} holds synthetic data generated with other settings ({existing}); "
             f"delete it or set data.dir to another folder for settings {settings}."
+        )
+    if (
+        not (root / MARKER_FILE).is_file()
+        and root.exists()
+        and (not root.is_dir() or any(root.iterdir()))
+    ):
+        raise ConfigError(
+            f"data.dir = {root} is not empty and holds no synthetic data set, so the embedded "
+            "data cannot be generated there; set data.dir to a new or empty folder."
         )
     synth = SynthConfig(**settings)
     synth.validate()
@@ -93,7 +110,7 @@ def prepare_data(config: StudyConfig, image_sizes: Sequence[int]) -> PreparedDat
     manifest = split_manifest(
         dataset.manifest, strategy=data.split, val_fraction=data.val_fraction, seed=data.split_seed
     )
-    cache_dir = Path(data.cache_dir).resolve()
+    cache_dir = cache_root(config)
     caches = {}
     for size in sorted(set(image_sizes)):
         log.info("Image cache at %d px ...", size)

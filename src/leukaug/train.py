@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leukaug import atomic
+from leukaug import atomic, checkpoints
 from leukaug.batches import (
     AUGMENT_STREAM,
     DROPOUT_STREAM,
@@ -40,6 +40,7 @@ from leukaug.batches import (
     stream_seed,
     training_batches,
 )
+from leukaug.checkpoints import FrozenWeights, SaveSchedule, weights_entry
 from leukaug.errors import ConfigError, DataError, TrainingError
 from leukaug.layout import ArmFolder
 from leukaug.metrics import DEFAULT_THRESHOLD, predicted_all
@@ -62,6 +63,17 @@ RESUME_KEYS = ("best_val_loss", "best_epoch", "bad_epochs", "stopped")
 # Loss values are pulled from the device every this many batches (a sync; also the
 # granularity of `on_batch`). The NaN check still names the exact batch.
 SYNC_EVERY = 8
+
+# Evaluation batch on CUDA: without gradients a larger batch costs little memory and launches
+# far fewer kernels (issue 9: batch 16 left an H100 20-41% busy). Not yet measured on a GPU
+# (benchmarks/gpu_paper.py). On CPU evaluation keeps the training batch, so CPU results stay
+# bit-identical to those of earlier versions.
+CUDA_EVAL_BATCH = 256
+
+
+def eval_batch_size(batch_size: int, device: torch.device) -> int:
+    """The evaluation batch: the training batch on CPU, at least CUDA_EVAL_BATCH on CUDA."""
+    return max(batch_size, CUDA_EVAL_BATCH) if device.type == "cuda" else batch_size
 
 
 @dataclass(frozen=True)
@@ -292,10 +304,6 @@ def evaluate(
     return {"prob": prob_all, "loss": float(loss), "accuracy": accuracy}
 
 
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -326,9 +334,16 @@ def fit(
     config_hash: str = "",
     callbacks: TrainingCallbacks | None = None,
     label: str = "",
+    checkpoint_interval_s: float | None = None,
+    checkpoint_meta: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Train for `epochs`, writing `history.csv`, `checkpoint.pt` (best validation loss) and
-    `last.pt` (resume state) after every epoch; resumes from `last.pt` when present.
+    """Train for `epochs`, writing `history.csv` after every epoch and `checkpoint.pt` (best
+    validation loss) and `last.pt` (resume state) when `checkpoints.SaveSchedule` says
+    (`checkpoint_interval_s`; None: auto, every epoch on small runs) and after the last
+    epoch; resumes from `last.pt` when present (a damaged one is set aside).
+
+    Both files are slim (`leukaug.checkpoints`): the frozen parameters are left out and
+    checked by hash on load; `checkpoint_meta` (the arm's spec) is stored beside the weights.
 
     `history.csv`: `train_loss` is the mean class-weighted BCE over the epoch's batches,
     `val_loss` the same class-weighted BCE (the training split's `weights`) on the
@@ -339,9 +354,13 @@ def fit(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = ArmFolder(out_dir)
-    state = _resume_state(out_dir, model, optimizer, config_hash)
+    frozen = FrozenWeights.of(model)
+    state = _resume_state(folder, model, optimizer, config_hash, frozen)
     history: list[dict[str, Any]] = state["history"]
     callbacks = callbacks or TrainingCallbacks()
+    schedule = SaveSchedule(checkpoint_interval_s)
+    meta = dict(checkpoint_meta or {}) | {"config_hash": config_hash}
+    unsaved_best: dict[str, Any] | None = None  # the best epoch's weights, not yet written
     epoch = state["epoch"]
     while epoch < epochs and not state["stopped"]:
         epoch += 1
@@ -351,7 +370,8 @@ def fit(
             model, optimizer, train, pipeline, epoch=epoch, seed=seed, batch_size=batch_size,
             weights=weights, augmenter=augmenter, on_batch=on_batch,
         )  # fmt: skip
-        val_stats = evaluate(model, val, pipeline, batch_size=batch_size, weights=weights)
+        eval_batch = eval_batch_size(batch_size, pipeline.device)
+        val_stats = evaluate(model, val, pipeline, batch_size=eval_batch, weights=weights)
         row = {
             "epoch": epoch,
             "train_loss": train_stats["loss"],
@@ -362,39 +382,42 @@ def fit(
             "seconds": time.perf_counter() - started,
         }
         history.append(row)
-        weights_now = _cpu_state(model)
         if len(val) == 0 or val_stats["loss"] < state["best_val_loss"]:
             state |= {"best_val_loss": val_stats["loss"], "best_epoch": epoch, "bad_epochs": 0}
-            best = {"model": weights_now, "epoch": epoch, "val_loss": val_stats["loss"]}
-            atomic.torch_save(folder.checkpoint, best | {"config_hash": config_hash})
+            unsaved_best = {"epoch": epoch, "val_loss": val_stats["loss"]}
+            unsaved_best |= weights_entry(model, frozen)
         else:
             state["bad_epochs"] += 1
         patience = early_stopping_patience
         state["stopped"] = patience is not None and state["bad_epochs"] >= patience
         atomic.write_csv(folder.history, pd.DataFrame(history, columns=HISTORY_COLUMNS))
-        resume = {"epoch": epoch, "model": weights_now, "optimizer": optimizer.state_dict()}
-        resume |= {"rng": _rng_state(), "history": history, "config_hash": config_hash}
-        atomic.torch_save(folder.last, resume | {k: state[k] for k in RESUME_KEYS})
+        if epoch >= epochs or state["stopped"] or schedule.due():
+            save_started = time.perf_counter()
+            if unsaved_best is not None:  # first: last.pt never refers to an unwritten best
+                atomic.torch_save(folder.checkpoint, unsaved_best | meta)
+                unsaved_best = None
+            resume = {"epoch": epoch, "optimizer": optimizer.state_dict(), "rng": _rng_state()}
+            resume |= weights_entry(model, frozen) | {"history": history} | meta
+            atomic.torch_save(folder.last, resume | {k: state[k] for k in RESUME_KEYS})
+            schedule.saved(save_started, time.perf_counter())
         if callbacks.on_epoch is not None:
             callbacks.on_epoch(EpochRecord.from_history_row(row, label, epochs, len(train)))
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
 
 
 def _resume_state(
-    out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config_hash: str
+    folder: ArmFolder,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config_hash: str,
+    frozen: FrozenWeights,
 ) -> dict[str, Any]:
     fresh = {"epoch": 0, "history": [], "best_val_loss": math.inf, "best_epoch": 0}
     fresh |= {"bad_epochs": 0, "stopped": False}
-    path = ArmFolder(out_dir).last
-    if not path.exists():
+    saved = checkpoints.resume_state(folder, config_hash)
+    if saved is None:
         return fresh
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if saved.get("config_hash", "") != config_hash:
-        raise ConfigError(
-            f"{path} belongs to another configuration (hash {saved.get('config_hash')!r}, "
-            f"expected {config_hash!r}); delete the folder or train into a new one."
-        )
-    model.load_state_dict(saved["model"])
+    checkpoints.load_weights(model, saved, folder.last, frozen)
     optimizer.load_state_dict(saved["optimizer"])
     _set_rng_state(saved["rng"])
     return {key: saved[key] for key in fresh} | {"history": list(saved["history"])}

@@ -6,9 +6,15 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-data_app = typer.Typer(
+from leukaug.cli.conventions import LeukaugTyper, choice
+from leukaug.data.read import LAYOUTS
+
+Layout = choice(LAYOUTS)
+
+data_app = LeukaugTyper(
     help="Look at data sets: counts, image modes, contact sheets.", no_args_is_help=True
 )
 
@@ -55,7 +61,8 @@ def synth(
         )
     console = Console()
     table = Table(
-        title=f"Synthetic C-NMC data set in {out} (SYNTHETIC: says nothing about real leukaemia)"
+        title=f"Synthetic C-NMC data set in {escape(str(out))} "
+        "(SYNTHETIC: says nothing about real leukaemia)"
     )
     for column in ("split", "class", "subjects", "images"):
         table.add_column(column, justify="right" if column in ("subjects", "images") else "left")
@@ -73,7 +80,7 @@ def inspect(
     out: Path | None = typer.Option(
         None, "--out", help="Folder for the contact sheet (default: PATH/../<name>_inspect)."
     ),
-    layout: str = typer.Option("auto", help="auto, cnmc_kaggle, cnmc_tcia, folders or csv."),
+    layout: Layout = typer.Option("auto", help="The data set's layout (auto: detected)."),
     positive_class: str | None = typer.Option(
         None, help="For one-folder-per-class data: the ALL folder's name."
     ),
@@ -99,7 +106,7 @@ def inspect(
         else ""
     )
     console.print(
-        f"[bold]{dataset.root}[/]  layout={dataset.layout}  images={len(dataset.manifest)}{synthetic}"
+        f"[bold]{escape(str(dataset.root))}[/]  layout={dataset.layout}  images={len(dataset.manifest)}{synthetic}"
     )
     console.print(_table("Images and subjects per source split and class", report.by_split))
     console.print(_table("Per fold", report.by_fold))
@@ -110,15 +117,16 @@ def inspect(
         console.print(_table("Explicit conversions to RGB", _pairs(dataset.conversions, "mode")))
     if dataset.ignored:
         console.print(
-            f"[yellow]{len(dataset.ignored)} non-image file(s) ignored:[/] {', '.join(dataset.ignored)}"
+            f"[yellow]{len(dataset.ignored)} non-image file(s) ignored:[/] "
+            + escape(", ".join(dataset.ignored))
         )
     for note in dataset.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
     out = out or path.parent / f"{path.name}_inspect"
     images, labels = sample_images(dataset, per_class=per_class, seed=seed)
     title = "Sample cells per class" + (" (synthetic)" if dataset.synthetic else "")
     sheet = contact_sheet(images, labels, Path(out) / "sample_cells.png", title=title)
-    console.print(f"contact sheet: {sheet}")
+    console.print(f"contact sheet: {sheet}", markup=False)
 
 
 def _pairs(counts: dict[str, int], name: str):
@@ -134,7 +142,7 @@ def _table(title: str, frame) -> Table:
             str(column), justify="right" if frame[column].dtype.kind in "iuf" else "left"
         )
     for record in frame.itertuples(index=False):
-        table.add_row(*(str(v) for v in record))
+        table.add_row(*(escape(str(v)) for v in record))  # subjects and modes come from data
     return table
 
 

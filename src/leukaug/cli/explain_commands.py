@@ -7,6 +7,11 @@ from typing import Annotated
 
 import typer
 
+from leukaug.cli.conventions import choice
+from leukaug.explain import TARGETS
+
+Target = choice(TARGETS)
+
 
 def explain(
     arm_dir: Annotated[
@@ -15,7 +20,7 @@ def explain(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders of them.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the overlays and cam.csv.")],
     target: Annotated[
-        str, typer.Option("--target", help="Class to explain: predicted, all or hem.")
+        Target, typer.Option("--target", help="Class to explain (predicted: each image's).")
     ] = "predicted",
     crop: Annotated[
         float | None,

@@ -10,14 +10,36 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-augment_app = typer.Typer(help="Look at augmentations.", no_args_is_help=True)
-weights_app = typer.Typer(help="Pretrained (ImageNet) weights.", no_args_is_help=True)
+from leukaug.cli.conventions import LeukaugTyper
+
+augment_app = LeukaugTyper(help="Look at augmentations.", no_args_is_help=True)
+weights_app = LeukaugTyper(help="Pretrained (ImageNet) weights.", no_args_is_help=True)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def models() -> None:
+def models(as_json: JsonFlag = False) -> None:
     """List the registered models with input size, normalisation and parameter counts."""
     from leukaug.models import list_models, model_info, model_parameter_count
 
+    if as_json:
+        rows = []
+        for name in list_models():
+            info = model_info(name)
+            rows.append(
+                {
+                    "name": name,
+                    "input_size": info.input_size,
+                    "min_input_size": info.min_input_size,
+                    "mean": list(info.mean),
+                    "std": list(info.std),
+                    "heads": list(info.heads),
+                    "parameters": model_parameter_count(name),
+                    "imagenet_weights": info.imagenet_weights,
+                    "description": info.description,
+                }
+            )
+        typer.echo(json.dumps(rows, indent=2))
+        return
     table = Table(title="models (input: float RGB in [0, 1], then (x - mean) / std)")
     table.caption = (
         "Any timm model also works as timm:NAME (e.g. timm:efficientnet_b0, "
@@ -54,10 +76,21 @@ def models() -> None:
     Console(width=200).print(table)
 
 
-def augmentations() -> None:
+def augmentations(as_json: JsonFlag = False) -> None:
     """List the registered augmentations with their default parameters."""
     from leukaug.augment import AUGMENTATIONS, DEFAULT_P, list_augmentations
 
+    if as_json:
+        rows = [
+            {
+                "name": name,
+                "defaults": AUGMENTATIONS.get(name).defaults,
+                "description": AUGMENTATIONS.get(name).description,
+            }
+            for name in list_augmentations()
+        ]
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
     table = Table(
         title=f"augmentations (each image replaced with probability p, default {DEFAULT_P})"
     )

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
+from leukaug.cli.conventions import choice
+from leukaug.export import EXPORTERS, INPUT_DTYPES
 
-# leukaug.export's EXPORTERS and INPUT_DTYPES, spelled here so `--help` does not import torch;
-# tests/test_export.py checks that they agree.
-class ExportFormat(StrEnum):
-    torchscript = "torchscript"
-    onnx = "onnx"
-
-
-class InputDtype(StrEnum):
-    uint8 = "uint8"
-    float32 = "float32"
+ExportFormat = choice(EXPORTERS.names())
+InputDtype = choice(INPUT_DTYPES)
 
 
 def predict(
@@ -48,12 +41,13 @@ def predict(
     card = arm.card
     paths, ignored = collect_inputs(inputs)
     for path in ignored:
-        console.print(f"ignored (not an image): {path}", highlight=False)
+        console.print(f"ignored (not an image): {path}", highlight=False, markup=False)
     console.print(
         f"arm {card.get('arm_id') or arm_dir.name}: {card['model']} at {card['image_size']} px "
         f"(card from {arm.card_source}); operating threshold {arm.threshold:.4f} "
         f"[{card['threshold_source']}]",
         highlight=False,
+        markup=False,  # paths and names from the arm folder; the brackets above are text
     )
     table = predict_images(arm, paths, batch_size=batch_size, device=device, tta=tta)
     atomic.write_csv(out, table)
@@ -61,6 +55,7 @@ def predict(
     console.print(
         f"{len(table)} images: {n_all} predicted ALL, {len(table) - n_all} HEM -> {out}",
         highlight=False,
+        markup=False,
     )
 
 
@@ -69,19 +64,19 @@ def export(
     fmt: ExportFormat = typer.Option(
         ...,
         "--format",
-        help="ONNX needs the extra: pip install 'leukaug\\[onnx]'.",
+        help="ONNX needs the extra: pip install 'leukaug[onnx]'.",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="The model file to write."),
     input_dtype: InputDtype = typer.Option(
-        InputDtype.uint8,
+        "uint8",
         "--input-dtype",
-        help="uint8 in 0..255 or float32 in \\[0, 1] (TorchScript takes both).",
+        help="uint8 in 0..255 or float32 in [0, 1] (TorchScript takes both).",
     ),
 ) -> None:
     """A model taking (N, H, W, 3) RGB images and returning P(ALL), normalisation inside."""
     from leukaug.export import export_arm
 
-    result = export_arm(arm_dir, out, fmt=fmt.value, input_dtype=input_dtype.value)
+    result = export_arm(arm_dir, out, fmt=fmt, input_dtype=input_dtype)
     typer.echo(
         f"{result.format}: {result.path} takes (N, {result.image_size}, {result.image_size}, 3) "
         f"{result.input_dtype} RGB images, returns P(ALL); max |difference| from PyTorch "

@@ -17,6 +17,7 @@ from datetime import datetime
 from rich.console import Console, Group
 from rich.live import Live
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -29,6 +30,17 @@ from rich.progress import (
 
 from leukaug.jobs import STATUS_SKIPPED, ArmOutcome
 from leukaug.train import BatchProgress, EpochRecord, TrainingCallbacks
+
+_LOG_LEVEL = {"leukaug": logging.INFO}  # set once per command by `leukaug -v / -q`
+
+
+def set_log_level(level: int) -> None:
+    """The level of `leukaug.*` messages shown while a command runs (-v: DEBUG, -q: WARNING)."""
+    _LOG_LEVEL["leukaug"] = level
+
+
+def library_log_level() -> int:
+    return _LOG_LEVEL["leukaug"]
 
 
 def training_progress(console: Console | None = None, *, transient: bool = False) -> Progress:
@@ -65,7 +77,7 @@ class ProgressBars:
     def _task(self, label: str, total: int) -> TaskID:
         if label not in self.tasks:
             self.tasks[label] = self.training.add_task(
-                label, total=total, batch="-", ips=0.0, loss=float("nan")
+                escape(label), total=total, batch="-", ips=0.0, loss=float("nan")
             )
         return self.tasks[label]
 
@@ -74,7 +86,7 @@ class ProgressBars:
         task = self._task(record.label, record.images_total)
         self.training.update(
             task,
-            description=f"{record.label} epoch {record.epoch}/{record.epochs}".strip(),
+            description=f"{escape(record.label)} epoch {record.epoch}/{record.epochs}".strip(),
             total=record.images_total,
             completed=record.images_done,
             batch=record.batch,
@@ -88,7 +100,7 @@ class ProgressBars:
         task = self._task(record.label, record.epochs)
         self.training.update(
             task,
-            description=f"{record.label} epochs".strip(),
+            description=f"{escape(record.label)} epochs".strip(),
             total=record.epochs,
             completed=record.epoch,
             loss=record.train_loss,
@@ -107,6 +119,18 @@ class ProgressBars:
         if self.arms is not None and self.arms_task is not None:
             self.arms.advance(self.arms_task)
         self.console.print(arm_summary(outcome, markup=True), highlight=False)
+
+
+class Quiet:
+    """`-q`: no bars and no per-epoch or per-arm lines (the command prints its results)."""
+
+    callbacks = None
+
+    def on_start(self, n_arms: int) -> None:
+        return None
+
+    def on_arm_done(self, outcome: ArmOutcome) -> None:
+        return None
 
 
 class LogLines:
@@ -143,8 +167,8 @@ def epoch_line(record: EpochRecord) -> str:
 def arm_summary(outcome: ArmOutcome, *, markup: bool = True) -> str:
     """One line per finished arm: test accuracy with its interval, AUC, and time."""
     if outcome.failed:
-        failed = "[red]FAILED[/]" if markup else "FAILED"
-        return f"{failed} {outcome.arm_id}: {outcome.error_type}: {outcome.message}"
+        text = f"{outcome.arm_id}: {outcome.error_type}: {outcome.message}"
+        return f"[red]FAILED[/] {escape(text)}" if markup else f"FAILED {text}"
     test = (outcome.metrics.get("splits") or {}).get("test") or {}
     skipped = outcome.status == STATUS_SKIPPED
     parts = [f"{'skipped (done)' if skipped else 'done'} {outcome.arm_id}"]
@@ -157,14 +181,19 @@ def arm_summary(outcome: ArmOutcome, *, markup: bool = True) -> str:
         parts.append(f"AUC {test['auc']:.3f}")
     if not skipped:
         parts.append(f"{outcome.seconds:.0f} s")
-    return "  ".join(parts)
+    line = "  ".join(parts)
+    return escape(line) if markup else line
 
 
 @contextlib.contextmanager
-def arm_display(console: Console, *, study: bool) -> Iterator[ProgressBars | LogLines]:
-    """Progress bars on a terminal, else plain log lines; the library's log messages go to
-    the same console meanwhile. `study`: also show the arms-done bar with the study's ETA."""
+def arm_display(console: Console, *, study: bool) -> Iterator[ProgressBars | LogLines | Quiet]:
+    """Progress bars on a terminal, else plain log lines, nothing under `-q`; the library's
+    log messages go to the same console meanwhile. `study`: also show the arms-done bar with
+    the study's ETA."""
     with _library_logging(console):
+        if library_log_level() > logging.INFO:
+            yield Quiet()
+            return
         if not console.is_terminal:
             yield LogLines(
                 lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -191,7 +220,7 @@ def _arms_progress(console: Console) -> Progress:
 
 @contextlib.contextmanager
 def _library_logging(console: Console) -> Iterator[None]:
-    """INFO and above from `leukaug.*` printed on `console` while a command runs."""
+    """`leukaug.*` messages at the command's level (`set_log_level`) printed on `console`."""
     logger = logging.getLogger("leukaug")
     if console.is_terminal:
         handler: logging.Handler = RichHandler(
@@ -202,7 +231,7 @@ def _library_logging(console: Console) -> Iterator[None]:
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
     previous = logger.level
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(library_log_level())
     try:
         yield
     finally:

@@ -12,24 +12,34 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import typer
 from rich.console import Console
 
-from leukaug.arm import ARM_DEFAULTS, CHOICES, ArmResult, run_arm
+from leukaug.arm import ARM_DEFAULTS, CHOICES, ArmResult, load_state_file, run_arm
 from leukaug.augment import parse_augmentations
+from leukaug.cli.conventions import choice
 from leukaug.cli.progress import arm_display
 from leukaug.config import DataSection, StudyConfig, parse_study
+from leukaug.data.read import LAYOUTS
+from leukaug.layout import ArmFolder
+from leukaug.lock import clear_locked_folder, folder_lock
 from leukaug.plan import expand_arms
+from leukaug.preflight import check_device, check_output_folder
 from leukaug.study_data import prepare_data
 
 DATA_DEFAULTS = {name: field.default for name, field in DataSection.model_fields.items()}
 OPTIONS_SOURCE = "leukaug train options"
 
-
-def _choices(key: str) -> str:
-    return " | ".join(CHOICES[key]) + "."
+# Closed sets, from their single sources (ArmSpec's CHOICES, the study file, the readers).
+AugMode = choice(CHOICES["aug_mode"])
+Optimizer = choice(CHOICES["optimizer"])
+Regime = choice(CHOICES["regime"])
+ClassWeighting = choice(CHOICES["class_weighting"])
+Head = choice(CHOICES["head"])
+Split = choice(get_args(DataSection.model_fields["split"].annotation))
+Layout = choice(LAYOUTS)
 
 
 def register(app: typer.Typer) -> None:
@@ -52,16 +62,16 @@ def register(app: typer.Typer) -> None:
         aug_p: float = typer.Option(
             ARM_DEFAULTS["aug_p"], "--aug-p", help="Probability that a training image is augmented."
         ),
-        aug_mode: str = typer.Option(
-            ARM_DEFAULTS["aug_mode"], "--aug-mode", help=_choices("aug_mode")
+        aug_mode: AugMode = typer.Option(
+            ARM_DEFAULTS["aug_mode"],
+            "--aug-mode",
+            help="together: all augmentations on a chosen image; independent: each with p.",
         ),
         epochs: int = typer.Option(ARM_DEFAULTS["epochs"], "--epochs", min=1),
         batch_size: int = typer.Option(ARM_DEFAULTS["batch_size"], "--batch-size", min=1),
         lr: float = typer.Option(ARM_DEFAULTS["lr"], "--lr"),
         weight_decay: float = typer.Option(ARM_DEFAULTS["weight_decay"], "--weight-decay"),
-        optimizer: str = typer.Option(
-            ARM_DEFAULTS["optimizer"], "--optimizer", help=_choices("optimizer")
-        ),
+        optimizer: Optimizer = typer.Option(ARM_DEFAULTS["optimizer"], "--optimizer"),
         early_stopping: int | None = typer.Option(
             ARM_DEFAULTS["early_stopping_patience"],
             "--early-stopping",
@@ -72,7 +82,7 @@ def register(app: typer.Typer) -> None:
         image_size: int | None = typer.Option(
             ARM_DEFAULTS["image_size"], "--image-size", help="Default: the model's input size."
         ),
-        regime: str = typer.Option(ARM_DEFAULTS["regime"], "--regime", help=_choices("regime")),
+        regime: Regime = typer.Option(ARM_DEFAULTS["regime"], "--regime"),
         freeze_first: int = typer.Option(
             ARM_DEFAULTS["freeze_first"],
             "--freeze-first",
@@ -82,8 +92,8 @@ def register(app: typer.Typer) -> None:
         init_from: Path | None = typer.Option(
             None, "--init-from", help="Start from this checkpoint file."
         ),
-        class_weighting: str = typer.Option(
-            ARM_DEFAULTS["class_weighting"], "--class-weighting", help=_choices("class_weighting")
+        class_weighting: ClassWeighting = typer.Option(
+            ARM_DEFAULTS["class_weighting"], "--class-weighting"
         ),
         pretrained: bool = typer.Option(
             ARM_DEFAULTS["pretrained"], "--pretrained", help="Start from ImageNet weights."
@@ -91,19 +101,19 @@ def register(app: typer.Typer) -> None:
         weights_path: Path | None = typer.Option(
             None, "--weights-path", help="Local pretrained weights file."
         ),
-        head: str = typer.Option(ARM_DEFAULTS["head"], "--head", help=_choices("head")),
+        head: Head = typer.Option(ARM_DEFAULTS["head"], "--head"),
         tta: bool = typer.Option(
             ARM_DEFAULTS["tta"], "--tta", help="Average predictions over the 8 dihedral views."
         ),
-        split: str = typer.Option(
-            DATA_DEFAULTS["split"], "--split", help="subject | image (image leaks subjects)."
+        split: Split = typer.Option(
+            DATA_DEFAULTS["split"], "--split", help="image-level splits leak subjects."
         ),
         val_fraction: float = typer.Option(DATA_DEFAULTS["val_fraction"], "--val-fraction"),
         split_seed: int = typer.Option(
             DATA_DEFAULTS["split_seed"], "--split-seed", help="Seed of the train/val split."
         ),
-        layout: str = typer.Option(
-            DATA_DEFAULTS["layout"], "--layout", help="Data layout (default: detected)."
+        layout: Layout = typer.Option(
+            DATA_DEFAULTS["layout"], "--layout", help="Data layout (auto: detected)."
         ),
         positive_class: str | None = typer.Option(
             None, "--positive-class", help="For one-folder-per-class data: the ALL folder's name."
@@ -112,8 +122,13 @@ def register(app: typer.Typer) -> None:
             None, "--labels-csv", help="For CSV data: a CSV of path,label[,subject][,split]."
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-        cache_dir: Path = typer.Option(
-            Path(DATA_DEFAULTS["cache_dir"]), "--cache-dir", help="Image cache folder."
+        cache_dir: Path | None = typer.Option(
+            None,
+            "--cache-dir",
+            help="Image caches and generated data (default: the user cache folder).",
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Replace an arm of another configuration in OUT (else an error)."
         ),
     ) -> None:
         """Train one arm and write history.csv, predictions.csv, metrics.json and checkpoints to OUT."""
@@ -122,7 +137,8 @@ def register(app: typer.Typer) -> None:
             "study": {"name": out.name, "seeds": [seed], "device": device},
             "data": {
                 "source": str(data), "layout": layout, "positive_class": positive_class,
-                "labels_csv": str(labels_csv) if labels_csv else None, "cache_dir": str(cache_dir),
+                "labels_csv": str(labels_csv) if labels_csv else None,
+                "cache_dir": str(cache_dir) if cache_dir else None,
                 "split": split, "val_fraction": val_fraction, "split_seed": split_seed,
             },
             "training": {
@@ -143,8 +159,9 @@ def register(app: typer.Typer) -> None:
                 "kind": regime, "freeze_first": freeze_first, "class_weighting": class_weighting,
             }},
         }  # fmt: skip
-        result = train_one_arm(parse_study(_without_none(table), OPTIONS_SOURCE), out, init_from)
-        summarise(result, Console(stderr=True))
+        config = parse_study(_without_none(table), OPTIONS_SOURCE)
+        result = train_one_arm(config, out, init_from, force=force)
+        summarise(result, Console(stderr=True, markup=False))  # paths may hold "[...]"
 
 
 def _label(model: str) -> str:
@@ -161,12 +178,24 @@ def _without_none(table: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def train_one_arm(config: StudyConfig, out: Path, init_from: Path | None) -> ArmResult:
-    """Plan the config's one arm, prepare its data as a study does, and train it into `out`."""
+def train_one_arm(
+    config: StudyConfig, out: Path, init_from: Path | None, *, force: bool = False
+) -> ArmResult:
+    """Plan the config's one arm, prepare its data as a study does, and train it into `out`,
+    holding its lock; nothing is written before every check passed. With `force`, an arm
+    of another configuration in `out` is replaced."""
     (arm,) = expand_arms(config, out.parent)
     spec = replace(arm.spec, init_from=str(init_from)) if init_from else arm.spec
+    out = check_output_folder(out)
+    check_device(config.study.device, "--device")
+    if init_from:
+        load_state_file(init_from)  # "not a weights file" before any data work
     console = Console(stderr=True)
-    with arm_display(console, study=False) as display:
+    with folder_lock(out, "arm folder"), arm_display(console, study=False) as display:
+        previous = ArmFolder(out).read_info()
+        if force and previous and previous.get("config_hash") != spec.config_hash():
+            console.print(f"--force: replacing arm {previous.get('arm_id')} in {out}", markup=False)
+            clear_locked_folder(out)
         data = prepare_data(config, [arm.image_size])
         return run_arm(
             spec,
@@ -177,6 +206,9 @@ def train_one_arm(config: StudyConfig, out: Path, init_from: Path | None) -> Arm
             name=arm.name,
             device=config.study.device,
             callbacks=display.callbacks,
+            crop=data.crop,
+            tensorboard=config.tracking.tensorboard,
+            mlflow_uri=config.tracking.mlflow_uri,
         )
 
 

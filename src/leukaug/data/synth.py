@@ -49,7 +49,7 @@ CYTOPLASM_STAIN = np.array([0.55, 0.32, 0.12], dtype=np.float32)
 
 # Subject-level batch effects: standard deviations of log-scale stain perturbations.
 TRAIN_STAIN_SPREAD = 0.10
-TEST_STAIN_SPREAD = 0.28  # wider on the test subjects: the domain shift
+TEST_STAIN_SPREAD = 0.28  # default; wider on the test subjects: the domain shift
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ class SynthConfig:
     cells_per_subject: int = 20
     seed: int = 0
     difficulty: float = 0.5
+    test_stain_spread: float = TEST_STAIN_SPREAD  # log-scale SD of the test subjects' stain
 
     def validate(self) -> None:
         if not 16 <= self.size <= 2048:
@@ -79,6 +80,11 @@ class SynthConfig:
         if not 0.0 <= self.difficulty <= 1.0:
             raise ConfigError(
                 f"--difficulty {self.difficulty} is out of range; use 0 (separable) to 1 (no signal)."
+            )
+        if not 0.0 <= self.test_stain_spread <= 1.0:
+            raise ConfigError(
+                f"test_stain_spread {self.test_stain_spread} is out of range; use 0 to 1 "
+                f"(the training subjects' is {TRAIN_STAIN_SPREAD})."
             )
 
 
@@ -239,9 +245,15 @@ def render_cell(
 
 
 def _make_subject(
-    rng: np.random.Generator, name: str, label: int, split: str, fold: int, n_cells: int
+    rng: np.random.Generator,
+    name: str,
+    label: int,
+    split: str,
+    fold: int,
+    n_cells: int,
+    test_stain_spread: float = TEST_STAIN_SPREAD,
 ) -> Subject:
-    spread = TEST_STAIN_SPREAD if split == "test" else TRAIN_STAIN_SPREAD
+    spread = test_stain_spread if split == "test" else TRAIN_STAIN_SPREAD
     return Subject(
         name=name,
         label=label,
@@ -273,7 +285,9 @@ def make_subjects(config: SynthConfig) -> list[Subject]:
                 n_cells = max(1, round(base * rng.uniform(0.75, 1.25)))
                 name = f"{number}" if label == LABEL_ALL else f"H{number}"
                 fold = index % N_FOLDS if split == "train" else -1
-                subjects.append(_make_subject(rng, name, label, split, fold, n_cells))
+                subjects.append(
+                    _make_subject(rng, name, label, split, fold, n_cells, config.test_stain_spread)
+                )
                 number += 1
     return subjects
 

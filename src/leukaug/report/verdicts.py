@@ -131,7 +131,7 @@ def rule_sentence(verdicts: pd.DataFrame, metric: str, alpha: float = ALPHA) -> 
     methods = ", ".join(sorted(set(verdicts["method"].astype(str)))) if len(verdicts) else ""
     return (
         f"Rule: the primary metric is test {label}. An arm helps (hurts) when its difference from its "
-        f"matched reference is better (worse) on that metric with a Holm-adjusted p < {alpha}; otherwise "
+        f"matched reference is better (worse) on that metric with a Holm-adjusted p of at most {alpha}; otherwise "
         f"there is no detectable difference. The family is the {len(verdicts)} comparison(s) listed here "
         f"(verdicts.csv); Holm's correction applies to exactly these p-values. Differences are arm minus "
         f"reference, paired by seed and joined by image_id; the inference is over training runs (seeds) "
