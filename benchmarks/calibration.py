@@ -36,6 +36,7 @@ import numpy as np
 from scipy.stats import beta
 
 from leukaug.atomic import write_json
+from leukaug.inference.pooling import DEFAULT_SEED_VARIANCE, SEED_VARIANCES
 from leukaug.inference.simulate import SimulationModel, run_family, simulate_logits
 from leukaug.stats import fast_auc
 
@@ -46,27 +47,32 @@ SUBJECTS = (16, 28)
 NO_DIFFERENCE = "no detectable difference"
 
 
-def _families(task: tuple[float, float, int, list[int], str, int, float]) -> dict[str, int]:
-    """Run `n` families at one (heterogeneity, effect) cell; counts of the outcomes."""
-    heterogeneity, effect, n, seed, metric, n_seeds, separation = task
+def _families(task: tuple) -> dict[str, int]:
+    """Run `n` families at one (heterogeneity, effect) cell; counts of the outcomes per rule."""
+    heterogeneity, effect, n, seed, metric, n_seeds, separation, unstable, old_rule = task
     rng = np.random.default_rng(seed)
     effects = np.zeros(N_ARMS + 1)
     effects[1] = effect
-    counts = {"families": 0, "any_false": 0, "old_any_false": 0, "helps": 0, "wrong_sign": 0}
+    counts = {"families": 0, "old_any_false": 0}
+    for rule in SEED_VARIANCES:
+        counts.update({f"{rule}_any_false": 0, f"{rule}_helps": 0, f"{rule}_wrong_sign": 0})
     first_null = 0 if effect == 0 else 1  # index among the 9 arms; arm 1 carries the effect
     for _ in range(n):
         n_subjects = int(rng.integers(SUBJECTS[0], SUBJECTS[1] + 1))
         model = SimulationModel(
-            n_subjects=n_subjects, heterogeneity_sd=heterogeneity, separation=separation
+            n_subjects=n_subjects,
+            heterogeneity_sd=heterogeneity,
+            separation=separation,
+            unstable_arm_factor=unstable,
         )
-        outcome = run_family(model, effects, n_seeds, rng, metric)
-        verdicts = outcome.verdicts
+        outcome = run_family(model, effects, n_seeds, rng, metric, with_old_rule=old_rule)
         counts["families"] += 1
-        counts["any_false"] += int((verdicts[first_null:] != NO_DIFFERENCE).any())
         counts["old_any_false"] += int(outcome.old_rejected[first_null:].any())
-        if effect != 0:
-            counts["helps"] += int(verdicts[0] == "helps")
-            counts["wrong_sign"] += int(verdicts[0] == "hurts")
+        for rule, verdicts in outcome.rule_verdicts.items():
+            counts[f"{rule}_any_false"] += int((verdicts[first_null:] != NO_DIFFERENCE).any())
+            if effect != 0:
+                counts[f"{rule}_helps"] += int(verdicts[0] == "helps")
+                counts[f"{rule}_wrong_sign"] += int(verdicts[0] == "hurts")
     return counts
 
 
@@ -101,6 +107,8 @@ def run(
     separation: float,
     workers: int,
     metric: str,
+    unstable: float = 1.0,
+    old_rule: bool = True,
 ) -> dict:
     chunk = 25
     tasks, keys = [], []
@@ -109,7 +117,19 @@ def run(
             for start in range(0, n, chunk):
                 seed = [int(10 * heterogeneity), int(100 * effect), start]
                 size = min(chunk, n - start)
-                tasks.append((heterogeneity, effect, size, seed, metric, n_seeds, separation))
+                tasks.append(
+                    (
+                        heterogeneity,
+                        effect,
+                        size,
+                        seed,
+                        metric,
+                        n_seeds,
+                        separation,
+                        unstable,
+                        old_rule,
+                    )
+                )
                 keys.append((heterogeneity, effect))
     totals: dict[tuple[float, float], dict[str, int]] = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -124,37 +144,54 @@ def run(
             "heterogeneity_sd": heterogeneity,
             "effect_logit": effect,
             "families": n,
-            "false_verdict_rate": counts["any_false"] / n,
-            "false_verdict_rate_upper95": upper_bound(counts["any_false"], n),
-            "old_rule_false_verdict_rate": counts["old_any_false"] / n,
+            "old_rule_false_verdict_rate": (
+                counts["old_any_false"] / n if old_rule and effect == 0 else None
+            ),
         }
+        for rule in SEED_VARIANCES:
+            row[f"{rule}_false_verdict_rate"] = counts[f"{rule}_any_false"] / n
+            row[f"{rule}_false_verdict_rate_upper95"] = upper_bound(counts[f"{rule}_any_false"], n)
+            if effect != 0:
+                row[f"{rule}_power"] = counts[f"{rule}_helps"] / n
+                row[f"{rule}_wrong_sign_rate"] = counts[f"{rule}_wrong_sign"] / n
         if effect != 0:
             reference_auc, arm_auc = population_auc(effect, heterogeneity, separation)
             row["reference_auc"] = reference_auc
             row["auc_gain"] = arm_auc - reference_auc
-            row["power"] = counts["helps"] / n
-            row["wrong_sign_rate"] = counts["wrong_sign"] / n
         rows.append(row)
-    return {"metric": metric, "n_seeds": n_seeds, "separation": separation, "rows": rows}
+    return {
+        "metric": metric,
+        "n_seeds": n_seeds,
+        "separation": separation,
+        "unstable_arm_factor": unstable,
+        "rule_in_use": DEFAULT_SEED_VARIANCE,
+        "rows": rows,
+    }
 
 
 def print_table(result: dict) -> None:
     print(
         f"primary metric: {result['metric']}; {N_ARMS} arms + reference, "
-        f"{result['n_seeds']} seeds, separation {result['separation']:g}"
+        f"{result['n_seeds']} seeds, separation {result['separation']:g}, "
+        f"last arm's seed SD x{result['unstable_arm_factor']:g}"
     )
+    rules = "  ".join(f"{rule:>17}" for rule in SEED_VARIANCES)
     print(
-        "hetero SD  effect  ref AUC  AUC gain  families  false-verdict (95% upper)  old rule  power"
+        f"hetero SD  effect  ref AUC  AUC gain  families  old rule  false-verdict / power: {rules}"
     )
     for row in result["rows"]:
         reference = f"{row['reference_auc']:.3f}" if "reference_auc" in row else "    -"
         gain = f"{row['auc_gain']:+.3f}" if "auc_gain" in row else "     -"
-        power = f"{row['power']:.3f}" if "power" in row else "  -"
+        old = row["old_rule_false_verdict_rate"]
+        cells = "  ".join(
+            f"{row[f'{rule}_false_verdict_rate']:.3f} / "
+            + (f"{row[f'{rule}_power']:.3f}" if f"{rule}_power" in row else "    -")
+            + "    "
+            for rule in SEED_VARIANCES
+        )
         print(
             f"{row['heterogeneity_sd']:9.1f}  {row['effect_logit']:6.2f}  {reference:>7}  {gain:>8}  "
-            f"{row['families']:8d}  {row['false_verdict_rate']:.3f} "
-            f"({row['false_verdict_rate_upper95']:.3f})            "
-            f"{row['old_rule_false_verdict_rate']:.3f}     {power}"
+            f"{row['families']:8d}  {'-' if old is None else f'{old:.3f}':>8}  {cells}"
         )
 
 
@@ -164,13 +201,19 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="50 null / 25 power families per cell")
     parser.add_argument("--families", type=int, default=500, help="null families per level")
-    parser.add_argument("--power-families", type=int, default=200, help="families per effect")
-    parser.add_argument("--effects", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--power-families", type=int, default=100, help="families per effect")
+    parser.add_argument("--effects", type=float, nargs="+", default=[0.2, 0.4, 0.75])
     parser.add_argument("--heterogeneity", type=float, nargs="+", default=list(HETEROGENEITY))
     parser.add_argument("--seeds", type=int, default=3, help="training runs per arm")
     parser.add_argument("--separation", type=float, default=SimulationModel.separation)
     parser.add_argument("--metric", default="auc")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--unstable-factor", type=float, default=1.0, help="the last null arm's seed SD multiplier"
+    )
+    parser.add_argument(
+        "--no-old-rule", action="store_true", help="skip the image-level rule (faster)"
+    )
     args = parser.parse_args()
     n_null, n_power = (50, 25) if args.quick else (args.families, args.power_families)
     start = time.perf_counter()
@@ -183,6 +226,8 @@ def main() -> None:
         separation=args.separation,
         workers=args.workers,
         metric=args.metric,
+        unstable=args.unstable_factor,
+        old_rule=not args.no_old_rule,
     )
     result.update(
         {
@@ -199,6 +244,8 @@ def main() -> None:
     print(f"{result['seconds']:.0f} s with {args.workers} workers")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     tag = f"{args.metric}_{args.seeds}seeds_separation{args.separation:g}"
+    if args.unstable_factor != 1:
+        tag += f"_unstable{args.unstable_factor:g}"
     name = "calibration_quick.json" if args.quick else f"calibration_{tag}_{stamp}.json"
     write_json(RESULTS / name, json.loads(json.dumps(result)))
 

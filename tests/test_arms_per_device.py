@@ -78,8 +78,9 @@ def test_ray_takes_a_fraction_of_a_gpu_per_arm(tmp_path: Path, monkeypatch) -> N
         tiny_config(tmp_path, num_gpus=1.5)
 
 
-def test_the_resolved_study_file_keeps_the_setting(tmp_path: Path) -> None:
+def test_the_study_file_and_the_command_line_set_it(tmp_path: Path) -> None:
     study = write_tiny_study(tmp_path, data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+    assert read_study_file(study, ["arms_per_device=3"]).executor.arms_per_device == 3  # --set
     text = study.read_text().replace("[executor]\n", "[executor]\narms_per_device = 2\n")
     study.write_text(text)
     assert read_study_file(study).executor.arms_per_device == 2

@@ -537,7 +537,10 @@ def test_a_description_with_control_characters_runs_resumes_and_reruns(
     resolved = tomllib.loads((out / "study.toml").read_text(encoding="utf-8"))
     assert resolved["study"]["description"] == description
     capsys.readouterr()
-    assert run_cli(monkeypatch, "run", str(study), "--out", str(out)) == 0
+    ring = "study.description=ring\a\x1b"  # a bare word: --set takes it as a string
+    assert run_cli(monkeypatch, "run", str(study), "--out", str(out), "--set", ring) == 0
+    header = (out / "study.toml").read_text(encoding="utf-8").splitlines()[0]
+    assert header.endswith("--set study.description=ring\\x07\\x1b.")  # escaped comment
     assert run_cli(monkeypatch, "run", str(out / "study.toml"), "--out", str(out)) == 0
     stdout, _ = output(capsys)
     assert stdout.count("skipped(done)") == 2  # both reruns resumed the finished arm

@@ -24,7 +24,7 @@ from leukaug.plan import expand_arms
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_STUDIES = ROOT / "src" / "leukaug" / "studies"
-STUDY_NAMES = ("paper", "epochs", "extended", "demo")
+STUDY_NAMES = ("paper", "epochs", "extended", "demo", "beyond")
 
 MINIMAL = """
 [models.custom_cnn]

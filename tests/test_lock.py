@@ -117,9 +117,11 @@ def test_a_record_from_another_host_is_refused_with_the_file_to_delete(tmp_path:
 def test_released_when_the_block_raises(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="arm crashed"), folder_lock(tmp_path / "arm"):
         raise RuntimeError("arm crashed")
-    assert sorted(os.listdir(tmp_path / "arm")) == []
-    with folder_lock(tmp_path / "arm"):
-        pass
+    assert not (tmp_path / "arm").exists()  # made for the lock, left empty: removed again
+    with folder_lock(tmp_path / "arm" / "deeper") as me:
+        (tmp_path / "arm" / "deeper" / "result.csv").write_text("x\n")
+        assert read_holder(tmp_path / "arm" / "deeper") == me
+    assert os.listdir(tmp_path / "arm" / "deeper") == ["result.csv"]  # results stay, lock goes
 
 
 def test_one_holder_within_a_process_too(tmp_path: Path) -> None:

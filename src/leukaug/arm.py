@@ -220,7 +220,8 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror or error}.") from None
     except Exception as error:  # garbage makes the unpickler fail in any way (IndexError, ...)
-        # PyTorch's own message advises weights_only=False, i.e. running the file's code: never
+        # PyTorch's own message suggests turning the safe loader off (running the file's
+        # code): it is never passed on
         raise ConfigError(
             f"not a weights file: {path} ({_not_weights_reason(error)}). Give a leukaug "
             "checkpoint.pt or a state dict saved with torch.save(model.state_dict(), PATH)."

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from leukaug import __version__, atomic
@@ -101,12 +102,17 @@ class ArmRunner(Protocol):
 
 @dataclass(frozen=True)
 class ArmKind:
-    """One way to run an arm; `cnn`: its model is a network of the model registry (image
-    size, regimes, Grad-CAM apply), else `FEATURES_MODEL`."""
+    """One way to run an arm. `model`: the one model name of a kind that trains no network
+    (its arms' `model`); None: the arm's model is a network of the model registry."""
 
     run: ArmRunner
-    cnn: bool
     summary: str
+    model: str | None = None
+
+    @property
+    def cnn(self) -> bool:
+        """Trains networks: image size, regimes and Grad-CAM apply."""
+        return self.model is None
 
 
 ARM_KINDS: Registry[ArmKind] = Registry("arm kind")
@@ -142,9 +148,9 @@ def check_kind_options(kind: str, model: str, regions: Sequence[str], stacker: s
         raise ConfigError(f"regions only apply to kind = 'bagged_regions', not {kind!r}.")
     elif stacker != "mean":
         raise ConfigError(f"stacker only applies to kind = 'bagged_regions', not {kind!r}.")
-    if not entry.cnn and model != FEATURES_MODEL:
+    if entry.model is not None and model != entry.model:
         raise ConfigError(
-            f"kind = {kind!r} trains no network: its model is {FEATURES_MODEL!r}, not {model!r}."
+            f"kind = {kind!r} trains no network: its model is {entry.model!r}, not {model!r}."
         )
 
 
@@ -158,17 +164,17 @@ def check_spec(spec: ArmSpec) -> None:
             f"kind = {spec.kind!r} needs an image size (training.image_size or the model's "
             "image_size): its features are measured on the cached cells at that size."
         )
-    ignored = {
+    ignored = {  # network settings a classifier of features cannot honour
         "regime": (spec.regime, "full"),
         "init_from": (spec.init_from, None),
         "pretrained": (spec.pretrained, False),
-        "class_weighting": (spec.class_weighting, "balanced"),
+        "class_weighting": (spec.class_weighting, "balanced"),  # it always balances
     }
     for key, (value, allowed) in ignored.items():
         if value != allowed:
             raise ConfigError(
-                f"kind = {spec.kind!r} trains no network, so {key} = {value!r} would be ignored; "
-                f"use {allowed!r} (the classifier always balances the classes)."
+                f"kind = {spec.kind!r} trains no network, so {key} = {value!r} would be "
+                f"ignored; use {allowed!r} (the study's default)."
             )
 
 
@@ -342,7 +348,6 @@ def _save_overlays(path: Path, table: pd.DataFrame, images: np.ndarray, cams: np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     groups = [(1, True), (1, False), (0, True), (0, False)]
     fig, axes = plt.subplots(
@@ -571,14 +576,10 @@ def run_features(
     return _finish(folder, arm_json, predictions, pd.DataFrame(columns=HISTORY_COLUMNS), extra)
 
 
-ARM_KINDS.add("single", ArmKind(run_single, cnn=True, summary="one network (the default)"))
+ARM_KINDS.add(SINGLE, ArmKind(run_single, "one network (the default)"))
+ARM_KINDS.add("bagged_regions", ArmKind(run_bagged_regions, "one network per cell region, bagged"))
 ARM_KINDS.add(
-    "bagged_regions",
-    ArmKind(run_bagged_regions, cnn=True, summary="one network per cell region, bagged"),
-)
-ARM_KINDS.add(
-    "features",
-    ArmKind(run_features, cnn=False, summary="cell features + gradient boosting, no CNN"),
+    "features", ArmKind(run_features, "cell features + gradient boosting", model=FEATURES_MODEL)
 )
 
 

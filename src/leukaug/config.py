@@ -16,7 +16,7 @@ Layout of a study file (see `studies/*.toml` for complete examples):
     [regimes.X]    kind (full | freeze_first | freeze_backbone), class_weighting, init_from
     [[experiments]] optional sub-grids (models x augmentations x regimes); default: all
     [executor]     kind (local | ray), address, num_cpus, num_gpus, max_retries,
-                   threads, deterministic
+                   threads, deterministic, arms_per_device, checkpoint_interval_s
     [tracking]     tensorboard (event files per arm, default true), mlflow_uri
 """
 

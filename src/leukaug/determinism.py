@@ -5,11 +5,14 @@ On the CPU a result depends on how many threads an operation is split over: a re
 adds per-thread partial sums, and MKL and oneDNN choose their blocking per thread count.
 The default count is picked at run time (the CPUs this process may use when it starts;
 MKL's own default is the physical cores, and without an explicit count MKL may also
-choose fewer threads per call, MKL_DYNAMIC), so the same study gave different numbers
-on a busy machine, locally (default threads) and on Ray (one thread per task), in the
-7th digit to the 4th. So every executor applies one explicit count per arm, in the
-process that runs it (`apply_execution`), `arm.json` records it (`execution_record`),
-and an interrupted arm resumes with the count it started with.
+choose fewer threads per call, MKL_DYNAMIC). So one study gave other numbers locally
+(default threads) and on Ray (one thread per task), and on the 2-core development
+machine the same arm started under `taskset -c 0` (as a busy machine's scheduler, a
+container or a batch system may start it) ran on 1 thread and its predictions moved in
+the 6th digit; busy loops on both cores alone did not change a byte. So every executor
+applies one explicit count per arm, in the process that runs it (`apply_execution`),
+`arm.json` records it (`execution_record`), and an interrupted arm resumes with the
+count it started with.
 
 On CUDA `deterministic = true` selects deterministic cuDNN and cuBLAS kernels
 (`torch.use_deterministic_algorithms`; cuBLAS needs CUBLAS_WORKSPACE_CONFIG set before

@@ -248,12 +248,12 @@ def _run_on_ray(
     on_arm_done: OnArmDone | None,
     callbacks: TrainingCallbacks | None,
 ) -> list[ArmOutcome]:
-    task = ray.remote(_ray_task).options(
+    task = ray.remote(
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         max_retries=max_retries,
         retry_exceptions=[RetryableArmError],
-    )
+    )(_ray_task)
     job_ref = ray.put(job)
     threads = job.threads or max(1, int(num_cpus))  # the study's count: same numbers as local
     waiting = list(arms)

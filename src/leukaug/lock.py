@@ -99,7 +99,7 @@ def read_holder(folder: Path) -> Holder | None:
     """The recorded holder of `folder`'s lock, or None when there is no readable record."""
     try:
         record = atomic.read_json(holder_path(folder))
-    except DataError:
+    except (DataError, ValueError, OSError):  # not JSON, not UTF-8, unreadable
         return None
     return Holder.from_dict(record) if record is not None else None
 
@@ -107,8 +107,9 @@ def read_holder(folder: Path) -> Holder | None:
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike[str], what: str = "folder") -> Iterator[Holder]:
     """Hold `folder`'s lock for the block (the folder is created, and removed again if the
-    block left it empty); released on exit and on exceptions. Raises `FolderLocked`, naming the holder, when another run holds it.
-    `what` names the folder in messages ("study folder", "arm folder")."""
+    block left it empty); released on exit and on exceptions. Raises `FolderLocked`,
+    naming the holder, when another run holds it. `what` names the folder in messages
+    ("study folder", "arm folder")."""
     folder = Path(folder).resolve()
     created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,11 @@ variance adds the two ways a new study would differ:
   image's influence on the metric summed per subject, with subjects stratified by their
   (majority) label (for AUC: Obuchowski 1997, the clustered DeLong variance).
 
-The test uses a t reference with S - 1 degrees of freedom (Hsu's conservative choice: the
-between-seed variance rests on S seeds; a Welch-Satterthwaite df estimated from the same
-few seeds was anti-conservative in benchmarks/calibration.py). With one seed only the
+On its own a comparison uses a t reference with S - 1 degrees of freedom (Hsu's conservative
+choice: the between-seed variance rests on S seeds; a Welch-Satterthwaite df estimated from
+the same few seeds was anti-conservative in benchmarks/calibration.py). `decide_verdicts`
+then borrows strength for the between-seed variance across the family's arms
+(`leukaug.inference.pooling`), which is what gives 3 seeds power. With one seed only the
 subject-level part exists (df: subjects minus strata): the result is conditional on that
 one training run, and the Comparison says so.
 """
@@ -63,6 +65,7 @@ class Comparison:
     n_images: int
     method: str
     note: str
+    df_subjects: float = 0.0  # subjects minus class strata: the subject variance's df
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -101,15 +104,20 @@ def _predictions(frame: pd.DataFrame, side: str, seed: int) -> _Predictions:
         )
     if frame.empty:
         raise DataError(f"{side} seed {seed}: no test predictions.")
-    frame = frame.assign(image_id=frame["image_id"].astype(str))
-    if not frame["image_id"].is_monotonic_increasing:
-        frame = frame.sort_values("image_id", kind="stable")
-    if not frame["image_id"].is_unique:
-        repeated = frame.loc[frame["image_id"].duplicated(), "image_id"].iloc[0]
+    image_id = frame["image_id"].to_numpy().astype(str)  # numpy arrays: fast in simulations
+    order = None if np.all(image_id[1:] >= image_id[:-1]) else np.argsort(image_id, kind="stable")
+    if order is not None:
+        image_id = image_id[order]
+    repeated = np.flatnonzero(image_id[1:] == image_id[:-1])
+    if len(repeated):
         raise DataError(
-            f"{side} seed {seed}: image_id {repeated!r} appears twice; pass the test split only."
+            f"{side} seed {seed}: image_id {image_id[repeated[0]]!r} appears twice; "
+            "pass the test split only."
         )
-    prob = pd.to_numeric(frame["prob"], errors="coerce").to_numpy(dtype=float)
+    prob = frame["prob"].to_numpy()
+    if prob.dtype.kind not in "fiu":
+        prob = pd.to_numeric(frame["prob"], errors="coerce").to_numpy()
+    prob = prob.astype(float)
     if not ((prob >= 0) & (prob <= 1)).all():
         raise DataError(
             f"{side} seed {seed}: `prob` must be a probability in [0, 1], no missing values."
@@ -117,8 +125,9 @@ def _predictions(frame: pd.DataFrame, side: str, seed: int) -> _Predictions:
     label = frame["label"].to_numpy()
     if not np.isin(label, (0, 1)).all():
         raise DataError(f"{side} seed {seed}: `label` must be 0 (HEM) or 1 (ALL).")
-    image_id = frame["image_id"].to_numpy()
-    subject = frame["subject"].astype(str).to_numpy()
+    subject = frame["subject"].to_numpy().astype(str)
+    if order is not None:
+        prob, label, subject = prob[order], label[order], subject[order]
     return _Predictions(image_id, subject, label.astype(int), prob)
 
 
@@ -185,7 +194,7 @@ def _subject_variance(pairs: list[_SeedPair]) -> tuple[float, int, int]:
     return variance, df, len(codes)
 
 
-def _test(effect: float, se: float, df: float, alpha: float) -> tuple[float, float]:
+def t_test(effect: float, se: float, df: float, alpha: float) -> tuple[float, float]:
     """Two-sided p-value and the matching (1 - alpha) CI half-width."""
     if se > 1e-12:
         p_value = float(2 * student_t.sf(abs(effect) / se, df))
@@ -260,7 +269,7 @@ def compare_arm(
     df = float(len(seeds) - 1 if len(seeds) > 1 else max(df_subjects, 1))
     effect = float(effects.mean())
     se = math.sqrt(var_seeds + var_subjects)
-    p_value, half_width = _test(effect, se, df, alpha)
+    p_value, half_width = t_test(effect, se, df, alpha)
     return Comparison(
         effect=effect,
         ci_low=effect - half_width,
@@ -273,5 +282,6 @@ def compare_arm(
         var_subjects=var_subjects,
         n_subjects=n_subjects,
         note="" if len(seeds) > 1 else ONE_SEED_NOTE,
+        df_subjects=float(df_subjects),
         **common,
     )

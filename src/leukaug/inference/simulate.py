@@ -9,6 +9,7 @@ with sign = +1 for ALL and -1 for HEM and independent normal terms:
 - run_s (`seed_sd`): a training-run effect shared by every arm of seed s (same split, same
   data order), which pairing by seed cancels;
 - run_as (`seed_arm_sd`): the arm's own training-run luck (initialisation, augmentation draws);
+  the last arm's is `unstable_arm_factor` times larger (a null arm less stable than the rest);
 - hetero_ak (`heterogeneity_sd`): subject-by-augmentation heterogeneity: arm a helps some
   patients and hurts others; every arm, the reference included, draws its own, so with
   effect_a = 0 all arms are exchangeable and none is better on new patients;
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from leukaug.inference.compare import compare_arm
+from leukaug.inference.pooling import DEFAULT_SEED_VARIANCE, SEED_VARIANCES
 from leukaug.inference.verdicts import decide_verdicts
 from leukaug.metrics import predicted_all
 from leukaug.stats import delong_test, holm, mcnemar_exact
@@ -46,6 +48,7 @@ class SimulationModel:
     seed_arm_sd: float = 0.15
     cell_sd: float = 1.0
     run_cell_sd: float = 0.5
+    unstable_arm_factor: float = 1.0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -63,6 +66,7 @@ def simulate_logits(
     n_arms, n_images = len(effects), len(y)
     run = rng.normal(0, model.seed_sd, (1, n_seeds, 1))
     run_arm = rng.normal(0, model.seed_arm_sd, (n_arms, n_seeds, 1))
+    run_arm[-1] *= model.unstable_arm_factor
     hetero = rng.normal(0, model.heterogeneity_sd, (n_arms, 1, model.n_subjects))[:, :, subject]
     shift = rng.normal(0, model.subject_sd, model.n_subjects)[subject]
     cell = rng.normal(0, model.cell_sd, n_images)
@@ -92,10 +96,15 @@ def simulate_study(
 
 @dataclass(frozen=True)
 class FamilyOutcome:
-    """Verdicts of one simulated family: the rule in use and the old image-level rule."""
+    """Verdicts of one simulated family: per seed-variance rule, and the old image-level rule."""
 
-    verdicts: np.ndarray  # per non-reference arm: "helps" / "hurts" / "no detectable difference"
+    rule_verdicts: dict[str, np.ndarray]  # rule -> per arm: "helps" / "hurts" / "no detectable..."
     old_rejected: np.ndarray  # per arm: old rule's Holm-adjusted image-level p <= alpha
+
+    @property
+    def verdicts(self) -> np.ndarray:
+        """The verdicts of the rule in use (the default seed-variance rule)."""
+        return self.rule_verdicts[DEFAULT_SEED_VARIANCE]
 
 
 def old_rule_rejections(
@@ -123,12 +132,19 @@ def run_family(
     rng: np.random.Generator,
     metric: str = "auc",
     alpha: float = 0.05,
+    *,
+    with_old_rule: bool = True,
 ) -> FamilyOutcome:
-    """Simulate one study (effects[0] is the reference) and decide it with the verdicts.csv path."""
+    """Simulate one study (effects[0] is the reference) and decide it with the verdicts.csv path,
+    once per seed-variance rule ("own" is the unpooled t on S - 1 df)."""
     study = simulate_study(model, effects, n_seeds, rng)
     rows = [
         (f"arm{a}", "reference", compare_arm(study[a], study[0], metric, alpha=alpha))
         for a in range(1, len(study))
     ]
-    verdicts = decide_verdicts(rows, metric, alpha)["verdict"].to_numpy()
-    return FamilyOutcome(verdicts, old_rule_rejections(study, metric, alpha))
+    verdicts = {
+        rule: decide_verdicts(rows, metric, alpha, seed_variance=rule)["verdict"].to_numpy()
+        for rule in SEED_VARIANCES
+    }
+    old = old_rule_rejections(study, metric, alpha) if with_old_rule else np.zeros(len(rows), bool)
+    return FamilyOutcome(verdicts, old)

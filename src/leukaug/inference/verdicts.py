@@ -1,5 +1,9 @@
 """The verdict rule: Holm over exactly the family of primary tests that decide the verdicts.
 
+The family's comparisons first borrow strength for their between-seed variance
+(`leukaug.inference.pooling`: by default max(own, pooled over the arms that share the
+reference and seeds), on K(S - 1) df), so 3 seeds can detect realistic effects.
+
 An arm "helps" (or "hurts") when its Holm-adjusted p-value is <= alpha, in the metric's
 better (worse) direction; otherwise there is "no detectable difference", reported with
 what the study could have detected. The printed interval is the one that matches the
@@ -20,6 +24,7 @@ from scipy.stats import t as student_t
 from leukaug.errors import DataError
 from leukaug.inference.compare import Comparison
 from leukaug.inference.metrics import get_metric
+from leukaug.inference.pooling import DEFAULT_SEED_VARIANCE, pool_seed_variance
 from leukaug.stats import holm
 
 VERDICT_COLUMNS = (
@@ -73,9 +78,17 @@ def minimum_detectable_effect(se: float, df: float, alpha: float, family: int) -
 
 
 def decide_verdicts(
-    rows: Sequence[tuple[str, str, Comparison]], metric: str, alpha: float = 0.05
+    rows: Sequence[tuple[str, str, Comparison]],
+    metric: str,
+    alpha: float = 0.05,
+    *,
+    seed_variance: str = DEFAULT_SEED_VARIANCE,
 ) -> pd.DataFrame:
-    """The verdicts.csv table: one row per (arm, reference, comparison), Holm over all rows."""
+    """The verdicts.csv table: one row per (arm, reference, comparison), Holm over all rows.
+
+    `seed_variance` picks how the between-seed variance borrows strength across the rows
+    (see `leukaug.inference.pooling.SEED_VARIANCES`).
+    """
     definition = get_metric(metric)
     for arm, _reference, comparison in rows:
         if comparison.metric != metric:
@@ -83,6 +96,8 @@ def decide_verdicts(
                 f"arm {arm!r} was compared on {comparison.metric!r}, but the verdicts are on "
                 f"{metric!r}; compare every arm on the study's primary metric."
             )
+    pooled = pool_seed_variance(rows, seed_variance)
+    rows = [(arm, reference, c) for (arm, reference, _), c in zip(rows, pooled, strict=True)]
     p_values = np.array([c.p_value for _, _, c in rows], dtype=float)
     adjusted = holm(p_values)
     family = int(np.isfinite(p_values).sum())

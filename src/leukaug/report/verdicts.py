@@ -175,7 +175,7 @@ def headline(verdicts: pd.DataFrame, plan: ReferencePlan, metric: str) -> list[s
     if (sentence := seeds_sentence(verdicts)) is not None:
         lines.append(sentence)
     if plan.untested:
-        described = "; ".join(f"{arm} ({why})" for arm, why in plan.untested.items())
+        described = "; ".join(f"{arm} ({why.rstrip('.')})" for arm, why in plan.untested.items())
         lines.append(f"Described, not tested: {described}.")
     return lines
 
