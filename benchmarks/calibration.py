@@ -1,16 +1,21 @@
-"""Calibration of the verdict rule by simulation (issue 8, item 6).
+"""Calibration and power of the verdict rule by simulation (issue 8, item 6).
 
-    python benchmarks/calibration.py                 # >= 500 null families per level, 2 workers
-    python benchmarks/calibration.py --quick         # smoke test, about 2 minutes
+    python benchmarks/calibration.py --separation 0.75 --workers 4   # 500 null families per level
+    python benchmarks/calibration.py --separation 0.75 --unstable-factor 2 --effects 0.4 --no-old-rule
+    python benchmarks/calibration.py --seeds 5 --families 200 --no-old-rule
+    python benchmarks/calibration.py --quick                          # smoke test
 
 Each family is one simulated study: a reference and 9 arms, 3 seeds (`--seeds`), 16-28 test subjects
 (half ALL, half HEM, drawn per family), 15-45 images per subject, predictions from the
 generative model in `leukaug.inference.simulate` (subject effects, subject-by-augmentation
 heterogeneity SD 0 / 0.3 / 0.6 on the logit scale, shared and arm-specific training-run
-effects, cell noise). Every family goes through the code path that writes verdicts.csv
-(`compare_arm` for each arm, then `decide_verdicts`, Holm over the 9 arms).
+effects, cell noise; `--unstable-factor` multiplies the last null arm's training-run SD).
+Every family goes through the code path that writes verdicts.csv (`compare_arm` for each arm,
+then `decide_verdicts`, Holm over the 9 arms), once per seed-variance rule of
+`leukaug.inference.pooling` ("max" is the rule in use, "pooled", and "own": the unpooled
+t on S - 1 df), all on the same simulated families.
 
-Reported per heterogeneity level:
+Reported per heterogeneity level and rule:
 - null (all 10 arms exchangeable): the family-wise false-verdict rate, i.e. the share of
   families with at least one "helps" or "hurts"; and, for contrast, the old rule's (seed 0,
   image-level DeLong with Holm);
@@ -18,7 +23,7 @@ Reported per heterogeneity level:
   families in which arm 1 is called "helps", with the false-verdict rate among the 8 nulls.
 The population AUCs (reference, and its gain) are computed once from 200,000 simulated subjects.
 
-Results go to benchmarks/results/calibration_<time>.json (calibration_quick.json with --quick).
+Results go to benchmarks/results/calibration_<tag>_<time>.json (calibration_quick.json with --quick).
 """
 
 from __future__ import annotations

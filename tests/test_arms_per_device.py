@@ -53,8 +53,9 @@ def test_arms_per_device_defaults_by_device_and_is_validated(tmp_path: Path) -> 
     config = tiny_config(tmp_path)
     assert config.executor.arms_per_device is None
     assert executors.arms_per_device(config.executor, "cpu") == 1
-    assert executors.arms_per_device(config.executor, "cuda:0") == (
-        executors.DEFAULT_ARMS_PER_DEVICE["cuda"]
+    assert (
+        executors.arms_per_device(config.executor, "cuda:0")
+        == (executors.DEFAULT_ARMS_PER_DEVICE["cuda"])
     )
     assert executors.arms_per_device(tiny_config(tmp_path, arms_per_device=3).executor, "cpu") == 3
     with pytest.raises(ConfigError, match="arms_per_device"):

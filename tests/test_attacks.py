@@ -365,6 +365,7 @@ def test_brackets_in_a_folder_name_survive_in_output_and_errors(
     assert squeeze(root / "[red]nope") in err
 
 
+@pytest.mark.slow  # trains an arm or more
 def test_train_into_a_folder_with_brackets(
     tiny_cnmc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
@@ -484,6 +485,7 @@ def train_args(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
             "--device", "cpu", *extra]  # fmt: skip
 
 
+@pytest.mark.slow  # trains an arm or more
 def test_train_writes_nothing_until_valid_and_takes_force(
     tiny_cnmc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
@@ -493,6 +495,8 @@ def test_train_writes_nothing_until_valid_and_takes_force(
     )
     assert run_cli(monkeypatch, *bad) == 2
     assert not out.exists()  # no arm.json saying "running" to block the corrected command
+    too_small = train_args(tiny_cnmc, out, cache, "--image-size", "16")  # the last one counts
+    assert run_cli(monkeypatch, *too_small) == 2 and not out.exists()
     assert run_cli(monkeypatch, *train_args(tiny_cnmc, out, cache)) == 0
     first = json.loads((out / "arm.json").read_text())
     capsys.readouterr()
@@ -506,6 +510,7 @@ def test_train_writes_nothing_until_valid_and_takes_force(
     assert second["config_hash"] != first["config_hash"]
 
 
+@pytest.mark.slow  # trains an arm or more
 def test_train_takes_positive_class_and_labels_csv(
     class_folders: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
