@@ -34,6 +34,7 @@ from leukaug.models import get_model
 from leukaug.plan import expand_arms
 from leukaug.regions import QUADRANTS
 from leukaug.report.cams import cam_notes, cam_summary, cam_table
+from leukaug.report.figures import FOREST_METRICS, forest_plot
 from leukaug.report.load import ArmResults, Study, load_study_results
 from leukaug.report.references import plan_references
 from leukaug.study import run_study
@@ -312,7 +313,9 @@ def test_new_kinds_are_matched_and_reported(beyond_study: Path) -> None:
     assert ("features_gbm-none-full", "custom_cnn-none-full") in pairs
     verdicts = pd.read_csv(beyond_study / "verdicts.csv")
     assert {"bagged-none-full", "features_gbm-none-full"} <= set(verdicts["arm"])
-    assert (beyond_study / "report.html").is_file()
+    page = (beyond_study / "report.html").read_text(encoding="utf-8")
+    assert "Where custom_cnn-none-full looks" in page and "Share on cell" in page
+    assert "Where features_gbm-none-full looks" not in page  # no network, no CAM
 
 
 @pytest.mark.slow
@@ -356,3 +359,16 @@ def test_an_arm_looking_at_the_background_is_flagged(tmp_path: Path) -> None:
     table = cam_table(cam_summary(study))
     assert [row[-1] for row in table.rows] == ["", "looks mostly at the background"]
     assert cam_table(cam_summary(planted_study(tmp_path / "none", {}))) is None
+
+
+def test_forest_plot_shows_an_arm_with_two_references_twice() -> None:
+    """A bagged arm is compared with its unaugmented twin and with the single network."""
+    rows = [
+        {"arm": "bagged-flip", "reference": reference, "test": test, "metric": metric,
+         "effect": 0.01, "ci_low": -0.02, "ci_high": 0.04, "p_adjusted": 0.5}
+        for reference in ("bagged-none", "cnn-flip")
+        for test, metric in FOREST_METRICS
+    ]  # fmt: skip
+    figure = forest_plot(pd.DataFrame(rows), "matched reference")
+    labels = [tick.get_text() for tick in figure.axes[0].get_yticklabels()]
+    assert sorted(labels) == ["bagged-flip vs bagged-none", "bagged-flip vs cnn-flip"]

@@ -26,7 +26,11 @@ from leukaug.inference import (
     subject_bootstrap_ci,
 )
 from leukaug.inference.compare import METHOD_ONE_SEED, METHOD_SEEDS
-from leukaug.inference.pooling import pool_seed_variance, residual_variance
+from leukaug.inference.pooling import (
+    DEFAULT_SEED_VARIANCE,
+    pool_seed_variance,
+    residual_variance,
+)
 from leukaug.inference.simulate import SimulationModel, run_family, simulate_study
 from leukaug.metrics import predicted_all
 from leukaug.stats import obuchowski_components
@@ -127,6 +131,16 @@ def test_seeds_combine_between_seed_and_subject_variance() -> None:
     assert comparison.df == 2  # S - 1: the between-seed variance rests on 3 seeds
     assert comparison.method == METHOD_SEEDS and comparison.note == ""
     assert comparison.ci_low < comparison.effect < comparison.ci_high
+
+
+def test_overlap_is_the_seed_specific_share_of_the_subject_variance() -> None:
+    """var_overlap = (mean of the one-seed subject variances - var_subjects) / (S - 1)."""
+    study = _study(seed=14, n_seeds=4)
+    comparison = compare_arm(study[1], study[0])
+    single = [compare_arm({s: study[1][s]}, {s: study[0][s]}).var_subjects for s in range(4)]
+    expected = (np.mean(single) - comparison.var_subjects) / 3
+    assert expected > 0 and comparison.var_overlap == pytest.approx(expected, rel=1e-10)
+    assert compare_arm({0: study[1][0]}, {0: study[0][0]}).var_overlap == 0
 
 
 def test_seeds_are_paired_and_images_joined_by_image_id() -> None:
@@ -281,6 +295,10 @@ def test_pooling_borrows_the_seed_variance_across_arms_sharing_a_reference() -> 
         assert safe.var_seeds == pytest.approx(max(before.var_seeds, after.var_seeds))
         assert safe.df == after.df and "max(own, pooled over 4 arms)" in safe.method
         assert after.ci_low < after.effect < after.ci_high
+    for before, net in zip(own, pool_seed_variance(rows, "max_net"), strict=True):
+        largest_seed = max(before.var_seeds, 2 * sigma2 / 3)
+        assert net.var_seeds == pytest.approx(max(largest_seed - before.var_overlap, 0.0))
+        assert net.method.endswith("(overlap removed)")
     # Another reference (or other seeds) is another pooling group.
     split = rows[:2] + [(arm, "other", c) for arm, _, c in rows[2:]]
     regrouped = pool_seed_variance(split, "pooled")
@@ -299,15 +317,17 @@ def test_one_seed_rows_are_not_pooled() -> None:
 
 @pytest.mark.slow
 def test_quick_power_pooled_rule_detects_what_own_seed_variance_cannot() -> None:
-    """A large planted improvement (logit +1.0, about +0.17 AUC) among 8 null arms, 3 seeds,
-    20 families: the rule in use finds it far more often than the unpooled t(S - 1) rule."""
+    """A large planted improvement (logit +1.5 on separation 0.75, about +0.2 AUC) among 8 null
+    arms, 3 seeds, 20 families: the rule in use finds it in at least 8 (it measured ~0.8 per
+    family; P(< 8 of 20) < 0.001 at that power) and far more often than the unpooled t(S - 1)
+    rule, which needs |t| > 13 at Holm's first step and measured 0.00 at +0.15 AUC."""
     rng = np.random.default_rng(7)
-    effects = np.r_[0.0, 1.0, np.zeros(8)]
-    found = {"max": 0, "own": 0}
+    effects = np.r_[0.0, 1.5, np.zeros(8)]
+    found = {DEFAULT_SEED_VARIANCE: 0, "own": 0}
     for _ in range(20):
         model = SimulationModel(n_subjects=int(rng.integers(16, 29)), separation=0.75)
         outcome = run_family(model, effects, 3, rng, with_old_rule=False)
         for rule in found:
             found[rule] += int(outcome.rule_verdicts[rule][0] == "helps")
-    assert found["own"] <= 3
-    assert found["max"] >= found["own"] + 8
+    assert found[DEFAULT_SEED_VARIANCE] >= 8
+    assert found[DEFAULT_SEED_VARIANCE] >= found["own"] + 6

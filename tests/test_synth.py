@@ -102,6 +102,31 @@ def test_test_stain_spread_sets_the_domain_shift_and_only_the_test_subjects() ->
     np.testing.assert_allclose(log_stain(wide, "test"), 2 * log_stain(base, "test"), rtol=1e-5)
 
 
+def test_test_stain_shift_darkens_only_the_test_subjects() -> None:
+    base = SynthConfig(
+        size=24, subjects_per_class=2, test_subjects_per_class=2, cells_per_subject=2, seed=5
+    )
+    shifted = SynthConfig(**{**base.__dict__, "test_stain_shift": 0.3})
+    before, after = make_subjects(base), make_subjects(shifted)
+    for old, new in zip(before, after, strict=True):
+        ratio = new.concentration / old.concentration
+        expected = np.exp(0.3) if old.split == "test" else 1.0
+        assert ratio == pytest.approx(expected, rel=1e-9), (old.name, old.split)
+        np.testing.assert_array_equal(old.stain_nuclear, new.stain_nuclear)
+    # Training images are byte-identical; test images are darker (more stain, less light).
+    np.testing.assert_array_equal(render_split(base, "train")[0], render_split(shifted, "train")[0])
+    test_before = render_split(base, "test")[0].astype(float)
+    test_after = render_split(shifted, "test")[0].astype(float)
+    cells = test_before > 0
+    assert test_after[cells].mean() < test_before[cells].mean() - 3
+    # No shift by default, and a zero shift is exactly the identity on the test subjects.
+    assert SynthConfig().test_stain_shift == 0.0
+    lighter = make_subjects(SynthConfig(**{**base.__dict__, "test_stain_shift": -0.3}))
+    for old, new in zip(before, lighter, strict=True):
+        expected = np.exp(-0.3) if old.split == "test" else 1.0
+        assert new.concentration / old.concentration == pytest.approx(expected, rel=1e-9)
+
+
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     config = SynthConfig(
         size=24, subjects_per_class=2, test_subjects_per_class=1, cells_per_subject=2, seed=3
@@ -135,6 +160,7 @@ def test_sample_cells_shapes_and_labels() -> None:
         {"cells_per_subject": 0},
         {"difficulty": 1.5},
         {"test_stain_spread": -0.1},
+        {"test_stain_shift": 1.5},
     ],
 )
 def test_bad_config_raises(changes: dict) -> None:

@@ -11,7 +11,9 @@ in morphology, not in overall colour:
 The denser HEM nucleus balances the smaller HEM nuclear area, so the mean colour of an
 image says little about its class; per-subject stain, brightness, focus and noise (a batch
 effect) say much more. Test subjects are disjoint from training subjects and their stain
-varies more widely, a domain shift that stain/colour augmentation can address. Random
+varies more widely, a domain shift that stain/colour augmentation can address; optionally
+(`test_stain_shift`) all test subjects also come from one darker- or lighter-stained batch,
+a systematic shift beyond the training subjects' range. Random
 orientation and position jitter make flips and rotations label-preserving.
 
 THE DATA ARE SYNTHETIC: results on them say nothing about real leukaemia.
@@ -63,6 +65,9 @@ class SynthConfig:
     seed: int = 0
     difficulty: float = 0.5
     test_stain_spread: float = TEST_STAIN_SPREAD  # log-scale SD of the test subjects' stain
+    # log-scale shift of every test subject's stain concentration: one batch stained darker
+    # (> 0) or lighter (< 0) than the training subjects (whose log-scale SD is 0.10)
+    test_stain_shift: float = 0.0
 
     def validate(self) -> None:
         if not 16 <= self.size <= 2048:
@@ -85,6 +90,11 @@ class SynthConfig:
             raise ConfigError(
                 f"test_stain_spread {self.test_stain_spread} is out of range; use 0 to 1 "
                 f"(the training subjects' is {TRAIN_STAIN_SPREAD})."
+            )
+        if not -1.0 <= self.test_stain_shift <= 1.0:
+            raise ConfigError(
+                f"test_stain_shift {self.test_stain_shift} is out of range; use -1 to 1 "
+                "(a log-scale shift of the test subjects' stain concentration, 0 for none)."
             )
 
 
@@ -252,8 +262,10 @@ def _make_subject(
     fold: int,
     n_cells: int,
     test_stain_spread: float = TEST_STAIN_SPREAD,
+    test_stain_shift: float = 0.0,
 ) -> Subject:
     spread = test_stain_spread if split == "test" else TRAIN_STAIN_SPREAD
+    shift = test_stain_shift if split == "test" else 0.0
     return Subject(
         name=name,
         label=label,
@@ -262,7 +274,7 @@ def _make_subject(
         n_cells=n_cells,
         stain_nuclear=(NUCLEAR_STAIN * np.exp(rng.normal(0, spread, 3))).astype(np.float32),
         stain_cytoplasm=(CYTOPLASM_STAIN * np.exp(rng.normal(0, spread, 3))).astype(np.float32),
-        concentration=float(np.exp(rng.normal(0, spread))),
+        concentration=float(np.exp(rng.normal(0, spread) + shift)),
         brightness=float(np.clip(np.exp(rng.normal(-0.05, spread / 2)), 0.6, 1.0)),
         blur_sigma=float(rng.uniform(0.5, 3.0)),
         noise_sigma=float(rng.uniform(1.0, 5.0)),
@@ -286,7 +298,16 @@ def make_subjects(config: SynthConfig) -> list[Subject]:
                 name = f"{number}" if label == LABEL_ALL else f"H{number}"
                 fold = index % N_FOLDS if split == "train" else -1
                 subjects.append(
-                    _make_subject(rng, name, label, split, fold, n_cells, config.test_stain_spread)
+                    _make_subject(
+                        rng,
+                        name,
+                        label,
+                        split,
+                        fold,
+                        n_cells,
+                        config.test_stain_spread,
+                        config.test_stain_shift,
+                    )
                 )
                 number += 1
     return subjects

@@ -66,6 +66,9 @@ class Comparison:
     method: str
     note: str
     df_subjects: float = 0.0  # subjects minus class strata: the subject variance's df
+    # Seed-specific test-sampling noise / S, counted in both var_seeds and var_subjects:
+    # (mean of the seeds' own subject variances - var_subjects) / (S - 1), at least 0.
+    var_overlap: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -182,16 +185,25 @@ def stratified_cluster_variance(contributions: np.ndarray, strata: np.ndarray) -
     return variance, df
 
 
-def _subject_variance(pairs: list[_SeedPair]) -> tuple[float, int, int]:
-    """Subject-level variance of the seed-averaged difference, its df, and the subject count."""
+def _subject_variance(pairs: list[_SeedPair]) -> tuple[float, int, int, float]:
+    """Subject-level variance of the seed-averaged difference, its df, the subject count, and
+    the mean of the seeds' own subject-level variances."""
     subjects = np.concatenate([p.subjects for p in pairs])
     codes, index = np.unique(subjects, return_inverse=True)
-    weights = np.concatenate([p.influence for p in pairs]) / len(pairs)
-    contributions = np.bincount(index, weights=weights, minlength=len(codes))
     labels = np.concatenate([p.labels for p in pairs])
     share_all = np.bincount(index, weights=labels, minlength=len(codes)) / np.bincount(index)
-    variance, df = stratified_cluster_variance(contributions, np.round(share_all))
-    return variance, df, len(codes)
+    strata = np.round(share_all)
+    influence = np.concatenate([p.influence for p in pairs])
+    contributions = np.bincount(index, weights=influence / len(pairs), minlength=len(codes))
+    variance, df = stratified_cluster_variance(contributions, strata)
+    seed_of = np.repeat(np.arange(len(pairs)), [len(p.labels) for p in pairs])
+    per_seed = [
+        stratified_cluster_variance(
+            np.bincount(index[seed_of == s], influence[seed_of == s], len(codes)), strata
+        )[0]
+        for s in range(len(pairs))
+    ]
+    return variance, df, len(codes), float(np.mean(per_seed))
 
 
 def t_test(effect: float, se: float, df: float, alpha: float) -> tuple[float, float]:
@@ -246,7 +258,7 @@ def compare_arm(
         n_images=n_images,
         method=METHOD_SEEDS if len(seeds) > 1 else METHOD_ONE_SEED,
     )
-    var_subjects, df_subjects, n_subjects = _subject_variance(pairs)
+    var_subjects, df_subjects, n_subjects, var_within = _subject_variance(pairs)
     if not np.isfinite(effects).all() or not math.isfinite(var_subjects):
         nan = math.nan
         return Comparison(
@@ -283,5 +295,8 @@ def compare_arm(
         n_subjects=n_subjects,
         note="" if len(seeds) > 1 else ONE_SEED_NOTE,
         df_subjects=float(df_subjects),
+        var_overlap=max(var_within - var_subjects, 0.0) / (len(seeds) - 1)
+        if len(seeds) > 1
+        else 0.0,
         **common,
     )

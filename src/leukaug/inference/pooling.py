@@ -33,12 +33,13 @@ import numpy as np
 from leukaug.errors import ConfigError, unknown_name_message
 from leukaug.inference.compare import Comparison, t_test
 
-SEED_VARIANCES = ("max", "pooled", "own")
+SEED_VARIANCES = ("max", "pooled", "max_net", "pooled_net", "own")
 DEFAULT_SEED_VARIANCE = "max"
 _METHODS = {
     "pooled": "seed-paired t, seed variance pooled over {k} arms (df {df}) + subjects",
     "max": "seed-paired t, seed variance max(own, pooled over {k} arms) (df {df}) + subjects",
 }
+_NET = " (overlap removed)"
 ALONE_NOTE = (
     "only arm against this reference with these seeds: seed variance from its own "
     "{s} seeds (df {df}), nothing to pool"
@@ -104,9 +105,12 @@ def pool_seed_variance(
         for i in members:
             own = comparisons[i]
             var_seeds = 2 * sigma2 / n_seeds
-            if seed_variance == "max":
+            base, _, net = seed_variance.partition("_")
+            if base == "max":
                 var_seeds = max(var_seeds, own.var_seeds)
+            if net:  # the seed-specific test noise is already in var_subjects
+                var_seeds = max(var_seeds - own.var_overlap, 0.0)
             df = float(min(df_seeds, own.df_subjects)) if own.df_subjects > 0 else float(df_seeds)
-            method = _METHODS[seed_variance].format(k=len(members), df=f"{df:g}")
+            method = _METHODS[base].format(k=len(members), df=f"{df:g}") + (_NET if net else "")
             pooled[i] = _retest(own, var_seeds, df, method=method)
     return pooled

@@ -18,11 +18,11 @@ from leukaug.metrics import (
     SPLIT_ORDER,
     accuracy_ci,
     expected_calibration_error,
+    operating_threshold,
     predicted_all,
     split_metrics,
     subject_table,
     threshold_sweep,
-    youden_threshold,
 )
 from leukaug.report.load import Study
 from leukaug.report.references import ReferencePlan
@@ -42,14 +42,6 @@ COMPARISON_SPLIT = "test"
 def _splits(frame: pd.DataFrame) -> list[str]:
     present = set(frame["split"])
     return [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER))
-
-
-def operating_threshold(predictions: pd.DataFrame) -> float | None:
-    """Youden's J threshold chosen on the validation split (None without one)."""
-    val = predictions[predictions["split"] == "val"]
-    if val.empty:
-        return None
-    return youden_threshold(val["label"].to_numpy(), val["prob"].to_numpy())
 
 
 SUBJECT_CI_METRICS = ("accuracy", "auc")

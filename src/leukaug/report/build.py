@@ -21,6 +21,7 @@ from leukaug.report.analysis import (
     seed_summary,
     training_table,
 )
+from leukaug.report.cams import cam_figures, cam_notes, cam_summary, cam_table
 from leukaug.report.figure_specs import render_figures
 from leukaug.report.html import ReportContent, render_html
 from leukaug.report.load import Study, load_study_results
@@ -180,15 +181,18 @@ def build_report(
     training = training_table(study)
     if not training.empty:
         tables.append(training_display(training))
+    cams = cam_summary(study)  # where the CNN arms look (Grad-CAM; report/cams.py)
+    if (where := cam_table(cams)) is not None:
+        tables.append(where)
     content = ReportContent(
         title=_title(study),
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         synthetic=study.synthetic,
         headline=headline(verdicts, plan, metric),
         verdict_table=verdict_table(verdicts, metric),
-        notes=_notes(metrics, plan),
+        notes=_notes(metrics, plan) + cam_notes(cams),
         tables=tables,
-        figures=figure_entries,
+        figures=figure_entries + cam_figures(study),
         dataset=study.dataset,
         study_toml=study.study_toml,
         specs={

@@ -292,7 +292,16 @@ FOREST_TICKS = 4  # at most this many intervals per panel, so the labels never t
 def forest_plot(comparisons: pd.DataFrame, baseline: str) -> Figure:
     """Each arm's difference from the baseline with its 95% CI and Holm-adjusted p."""
     with plt.rc_context(STYLE):
-        arms = list(dict.fromkeys(comparisons["arm"]))
+        # one row per (arm, reference); "arm vs reference" where an arm has several references
+        pairs = comparisons[["arm", "reference"]].drop_duplicates()
+        several = set(pairs.loc[pairs["arm"].duplicated(keep=False), "arm"])
+        comparisons = comparisons.assign(
+            row=[
+                f"{arm} vs {reference}" if arm in several else arm
+                for arm, reference in zip(comparisons["arm"], comparisons["reference"], strict=True)
+            ]
+        )
+        arms = list(dict.fromkeys(comparisons["row"]))
         figure, axes = plt.subplots(
             1,
             len(FOREST_METRICS),
@@ -304,7 +313,7 @@ def forest_plot(comparisons: pd.DataFrame, baseline: str) -> Figure:
         for ax, ((test, metric), title) in zip(axes[0], FOREST_METRICS.items(), strict=True):
             rows = comparisons[
                 (comparisons["test"] == test) & (comparisons["metric"] == metric)
-            ].set_index("arm")
+            ].set_index("row")
             for pos, arm in zip(positions, arms, strict=True):
                 if arm not in rows.index:
                     continue
