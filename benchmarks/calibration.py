@@ -12,7 +12,7 @@ heterogeneity SD 0 / 0.3 / 0.6 on the logit scale, shared and arm-specific train
 effects, cell noise; `--unstable-factor` multiplies the last null arm's training-run SD).
 Every family goes through the code path that writes verdicts.csv (`compare_arm` for each arm,
 then `decide_verdicts`, Holm over the 9 arms), once per seed-variance rule of
-`leukaug.inference.pooling` ("max" is the rule in use, "pooled", and "own": the unpooled
+`leukaug.inference.pooling` ("pooled_net" is the rule in use; "own" is the unpooled
 t on S - 1 df), all on the same simulated families.
 
 Reported per heterogeneity level and rule:

@@ -298,7 +298,7 @@ def test_pooling_borrows_the_seed_variance_across_arms_sharing_a_reference() -> 
     for before, net in zip(own, pool_seed_variance(rows, "max_net"), strict=True):
         largest_seed = max(before.var_seeds, 2 * sigma2 / 3)
         assert net.var_seeds == pytest.approx(max(largest_seed - before.var_overlap, 0.0))
-        assert net.method.endswith("(overlap removed)")
+        assert net.method.endswith("seed-specific test noise counted once")
     # Another reference (or other seeds) is another pooling group.
     split = rows[:2] + [(arm, "other", c) for arm, _, c in rows[2:]]
     regrouped = pool_seed_variance(split, "pooled")
@@ -317,17 +317,17 @@ def test_one_seed_rows_are_not_pooled() -> None:
 
 @pytest.mark.slow
 def test_quick_power_pooled_rule_detects_what_own_seed_variance_cannot() -> None:
-    """A large planted improvement (logit +1.5 on separation 0.75, about +0.2 AUC) among 8 null
-    arms, 3 seeds, 20 families: the rule in use finds it in at least 8 (it measured ~0.8 per
-    family; P(< 8 of 20) < 0.001 at that power) and far more often than the unpooled t(S - 1)
+    """A large planted improvement (logit +1.5 on separation 0.75) among 8 null arms, 3 seeds,
+    40 families: the rule in use finds it in at least 6 (power ~0.4 at +0.15 AUC in the
+    benchmark; P(< 6 of 40) < 0.005 at 0.35) and far more often than the unpooled t(S - 1)
     rule, which needs |t| > 13 at Holm's first step and measured 0.00 at +0.15 AUC."""
     rng = np.random.default_rng(7)
     effects = np.r_[0.0, 1.5, np.zeros(8)]
     found = {DEFAULT_SEED_VARIANCE: 0, "own": 0}
-    for _ in range(20):
+    for _ in range(40):
         model = SimulationModel(n_subjects=int(rng.integers(16, 29)), separation=0.75)
         outcome = run_family(model, effects, 3, rng, with_old_rule=False)
         for rule in found:
             found[rule] += int(outcome.rule_verdicts[rule][0] == "helps")
-    assert found[DEFAULT_SEED_VARIANCE] >= 8
-    assert found[DEFAULT_SEED_VARIANCE] >= found["own"] + 6
+    assert found[DEFAULT_SEED_VARIANCE] >= 6
+    assert found[DEFAULT_SEED_VARIANCE] >= found["own"] + 5

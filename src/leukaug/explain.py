@@ -27,7 +27,11 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from torch import nn
 
 from leukaug import atomic
+from leukaug.arm import ArmSpec, load_arm_weights
+from leukaug.data.cache import prepare_image
+from leukaug.data.images import is_image_file, open_rgb
 from leukaug.errors import ConfigError, DataError
+from leukaug.models import apply_regime, get_model, model_info
 from leukaug.models.custom_cnn import CustomCNN
 from leukaug.models.timm_models import TimmClassifier
 from leukaug.models.torchvision_models import TorchvisionClassifier
@@ -222,8 +226,6 @@ def load_trained_arm(arm_dir: str | Path) -> TrainedArm:
     Built without ImageNet weights (the checkpoint replaces them, so nothing downloads) and
     with the arm's regime applied, so frozen BatchNorms match the saved state.
     """
-    from leukaug.arm import ArmSpec, load_arm_weights
-    from leukaug.models import apply_regime, get_model, model_info
 
     arm_dir = Path(arm_dir)
     arm_json = atomic.read_json(arm_dir / "arm.json")
@@ -247,8 +249,6 @@ def read_inputs(
 ) -> tuple[list[str], np.ndarray]:
     """Image files (or folders of them, recursively) decoded and resized as the cache does;
     returns unique names (file stems) and uint8 (N, size, size, 3)."""
-    from leukaug.data.cache import prepare_image
-    from leukaug.data.images import is_image_file, open_rgb
 
     paths: list[Path] = []
     for item in map(Path, inputs):

@@ -1,8 +1,8 @@
 """The verdict rule: Holm over exactly the family of primary tests that decide the verdicts.
 
 The family's comparisons first borrow strength for their between-seed variance
-(`leukaug.inference.pooling`: by default max(own, pooled over the arms that share the
-reference and seeds), on K(S - 1) df), so 3 seeds can detect realistic effects.
+(`leukaug.inference.pooling`: by default the arm x seed ANOVA residual variance of the arms
+that share the reference and seeds, on K(S - 1) df), so 3 seeds can detect large effects.
 
 An arm "helps" (or "hurts") when its Holm-adjusted p-value is <= alpha, in the metric's
 better (worse) direction; otherwise there is "no detectable difference", reported with
