@@ -14,6 +14,7 @@ from leukaug import LABEL_ALL, LABEL_HEM
 from leukaug.data.synth import (
     MARKER_FILE,
     NUCLEAR_STAIN,
+    STAIN_SHIFT_DIRECTION,
     TEST_LABELS_CSV,
     SynthConfig,
     generate,
@@ -102,29 +103,30 @@ def test_test_stain_spread_sets_the_domain_shift_and_only_the_test_subjects() ->
     np.testing.assert_allclose(log_stain(wide, "test"), 2 * log_stain(base, "test"), rtol=1e-5)
 
 
-def test_test_stain_shift_darkens_only_the_test_subjects() -> None:
+def test_test_stain_shift_moves_the_hue_of_only_the_test_subjects() -> None:
     base = SynthConfig(
         size=24, subjects_per_class=2, test_subjects_per_class=2, cells_per_subject=2, seed=5
     )
     shifted = SynthConfig(**{**base.__dict__, "test_stain_shift": 0.3})
-    before, after = make_subjects(base), make_subjects(shifted)
-    for old, new in zip(before, after, strict=True):
-        ratio = new.concentration / old.concentration
-        expected = np.exp(0.3) if old.split == "test" else 1.0
-        assert ratio == pytest.approx(expected, rel=1e-9), (old.name, old.split)
-        np.testing.assert_array_equal(old.stain_nuclear, new.stain_nuclear)
-    # Training images are byte-identical; test images are darker (more stain, less light).
+    for old, new in zip(make_subjects(base), make_subjects(shifted), strict=True):
+        expected = np.exp(0.3 * STAIN_SHIFT_DIRECTION) if old.split == "test" else np.ones(3)
+        for before, after in (
+            (old.stain_nuclear, new.stain_nuclear),
+            (old.stain_cytoplasm, new.stain_cytoplasm),
+        ):
+            np.testing.assert_allclose(after / before, expected, rtol=1e-5)
+        assert old.concentration == new.concentration
+    # Training images are byte-identical; test cells absorb more red, less blue.
     np.testing.assert_array_equal(render_split(base, "train")[0], render_split(shifted, "train")[0])
     test_before = render_split(base, "test")[0].astype(float)
     test_after = render_split(shifted, "test")[0].astype(float)
-    cells = test_before > 0
-    assert test_after[cells].mean() < test_before[cells].mean() - 3
-    # No shift by default, and a zero shift is exactly the identity on the test subjects.
+    cells = test_before.max(axis=-1) > 0
+    assert test_after[cells][:, 0].mean() < test_before[cells][:, 0].mean() - 3
+    assert test_after[cells][:, 2].mean() > test_before[cells][:, 2].mean() + 3
+    # No shift by default, and a zero shift is exactly the identity.
     assert SynthConfig().test_stain_shift == 0.0
-    lighter = make_subjects(SynthConfig(**{**base.__dict__, "test_stain_shift": -0.3}))
-    for old, new in zip(before, lighter, strict=True):
-        expected = np.exp(-0.3) if old.split == "test" else 1.0
-        assert new.concentration / old.concentration == pytest.approx(expected, rel=1e-9)
+    zero = SynthConfig(**{**base.__dict__, "test_stain_shift": 0.0})
+    np.testing.assert_array_equal(render_split(base, "test")[0], render_split(zero, "test")[0])
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:

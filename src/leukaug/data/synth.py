@@ -12,8 +12,8 @@ The denser HEM nucleus balances the smaller HEM nuclear area, so the mean colour
 image says little about its class; per-subject stain, brightness, focus and noise (a batch
 effect) say much more. Test subjects are disjoint from training subjects and their stain
 varies more widely, a domain shift that stain/colour augmentation can address; optionally
-(`test_stain_shift`) all test subjects also come from one darker- or lighter-stained batch,
-a systematic shift beyond the training subjects' range. Random
+(`test_stain_shift`) all test subjects also come from one batch whose stains have another
+hue, a systematic shift beyond the training subjects' range. Random
 orientation and position jitter make flips and rotations label-preserving.
 
 THE DATA ARE SYNTHETIC: results on them say nothing about real leukaemia.
@@ -52,6 +52,9 @@ CYTOPLASM_STAIN = np.array([0.55, 0.32, 0.12], dtype=np.float32)
 # Subject-level batch effects: standard deviations of log-scale stain perturbations.
 TRAIN_STAIN_SPREAD = 0.10
 TEST_STAIN_SPREAD = 0.28  # default; wider on the test subjects: the domain shift
+# Direction of `test_stain_shift` on the log stain vectors (R, G, B): both stains absorb
+# more red and less blue, a bluer batch. Chosen because the strong HED jitter covers it.
+STAIN_SHIFT_DIRECTION = np.array([1.0, 0.0, -1.0])
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,8 @@ class SynthConfig:
     seed: int = 0
     difficulty: float = 0.5
     test_stain_spread: float = TEST_STAIN_SPREAD  # log-scale SD of the test subjects' stain
-    # log-scale shift of every test subject's stain concentration: one batch stained darker
-    # (> 0) or lighter (< 0) than the training subjects (whose log-scale SD is 0.10)
+    # one batch with another hue: every test subject's log stain vectors move by this times
+    # STAIN_SHIFT_DIRECTION (the training subjects' log-scale SD is 0.10)
     test_stain_shift: float = 0.0
 
     def validate(self) -> None:
@@ -94,7 +97,7 @@ class SynthConfig:
         if not -1.0 <= self.test_stain_shift <= 1.0:
             raise ConfigError(
                 f"test_stain_shift {self.test_stain_shift} is out of range; use -1 to 1 "
-                "(a log-scale shift of the test subjects' stain concentration, 0 for none)."
+                "(a log-scale shift of the test subjects' stain hue, 0 for none)."
             )
 
 
@@ -265,16 +268,18 @@ def _make_subject(
     test_stain_shift: float = 0.0,
 ) -> Subject:
     spread = test_stain_spread if split == "test" else TRAIN_STAIN_SPREAD
-    shift = test_stain_shift if split == "test" else 0.0
+    shift = (test_stain_shift if split == "test" else 0.0) * STAIN_SHIFT_DIRECTION
     return Subject(
         name=name,
         label=label,
         split=split,
         fold=fold,
         n_cells=n_cells,
-        stain_nuclear=(NUCLEAR_STAIN * np.exp(rng.normal(0, spread, 3))).astype(np.float32),
-        stain_cytoplasm=(CYTOPLASM_STAIN * np.exp(rng.normal(0, spread, 3))).astype(np.float32),
-        concentration=float(np.exp(rng.normal(0, spread) + shift)),
+        stain_nuclear=(NUCLEAR_STAIN * np.exp(rng.normal(0, spread, 3) + shift)).astype(np.float32),
+        stain_cytoplasm=(CYTOPLASM_STAIN * np.exp(rng.normal(0, spread, 3) + shift)).astype(
+            np.float32
+        ),
+        concentration=float(np.exp(rng.normal(0, spread))),
         brightness=float(np.clip(np.exp(rng.normal(-0.05, spread / 2)), 0.6, 1.0)),
         blur_sigma=float(rng.uniform(0.5, 3.0)),
         noise_sigma=float(rng.uniform(1.0, 5.0)),
