@@ -45,8 +45,13 @@ def _number(value: Any, digits: int = 3) -> str:
 def results_table(rows: list[dict[str, Any]]) -> Table:
     """arm, its reference, seeds, the primary metric's difference with its CI, the verdict."""
     metric = rows[0].get("metric", "metric") if rows else "metric"
-    table = Table(title=f"Verdicts (primary metric: {metric}; difference from the reference)")
-    for column in ("arm", "reference", "seeds", f"{metric} difference [95% CI]", "p (Holm)"):
+    table = Table(
+        title=f"Verdicts (primary metric: {metric}; difference from the reference)",
+        caption="interval: at the level matching Holm's adjusted p (ci_level in verdicts.csv)",
+    )
+    for column in ("arm", "reference"):
+        table.add_column(column, overflow="fold")  # names are the answer: never truncated
+    for column in ("seeds", f"{metric} difference [interval]", "p (Holm)"):
         table.add_column(column, justify="right" if column in ("seeds", "p (Holm)") else "left")
     table.add_column("verdict")
     for row in rows:
