@@ -318,13 +318,54 @@ def _versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "leukaug": __version__}
 
 
-def _now() -> str:
+def now() -> str:
+    """The UTC time stamp of `arm.json`'s `started_at` / `finished_at`."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _load_result(
+def check_folder(
+    spec: ArmSpec, folder: ArmFolder, arm_id: str, name: str
+) -> tuple[dict[str, Any] | None, ArmResult | None]:
+    """The folder's previous `arm.json` and, when it is complete, its result (skipped).
+
+    A folder holding another configuration -> ConfigError (the study decides `--force`)."""
+    config_hash = spec.config_hash()
+    previous = folder.read_info()
+    if previous is None:
+        return None, None
+    if previous.get("config_hash") != config_hash:
+        raise ConfigError(
+            f"{folder.path} holds arm {previous.get('arm_id')!r} with config hash "
+            f"{previous.get('config_hash')!r}, not {config_hash!r}; use a new folder, or --force to replace it."
+        )
+    if folder.is_complete():
+        return previous, load_result(folder, arm_id, name, config_hash, skipped=True)
+    return previous, None
+
+
+def running_record(
+    spec: ArmSpec, arm_id: str, name: str, device: str, previous: dict[str, Any] | None
+) -> dict[str, Any]:
+    """`arm.json` of an arm being run (`status` running; `started_at` kept on resume)."""
+    return {
+        "arm_id": arm_id,
+        "name": name,
+        "seed": spec.seed,
+        "spec": spec.to_dict(),
+        "config_hash": spec.config_hash(),
+        "status": STATUS_RUNNING,
+        "started_at": (previous or {}).get("started_at") or now(),
+        "finished_at": None,
+        "device": device,
+        "execution": execution_record(),  # CPU threads, CUDA determinism (results depend on them)
+        "versions": _versions(),
+    }
+
+
+def load_result(
     folder: ArmFolder, arm_id: str, name: str, config_hash: str, skipped: bool
 ) -> ArmResult:
+    """An arm folder's result, read back."""
     return ArmResult(
         arm_id=arm_id,
         name=name,
@@ -399,15 +440,9 @@ def run_arm(
     out_dir = Path(out_dir)
     folder = ArmFolder(out_dir)
     config_hash = spec.config_hash()
-    previous = folder.read_info()
-    if previous is not None:
-        if previous.get("config_hash") != config_hash:
-            raise ConfigError(
-                f"{out_dir} holds arm {previous.get('arm_id')!r} with config hash "
-                f"{previous.get('config_hash')!r}, not {config_hash!r}; use a new folder, or --force to replace it."
-            )
-        if folder.is_complete():
-            return _load_result(folder, arm_id, name, config_hash, skipped=True)
+    previous, finished = check_folder(spec, folder, arm_id, name)
+    if finished is not None:
+        return finished
     if "split" not in split_manifest.columns:
         raise DataError(
             "run_arm needs a manifest with a 'split' column (see leukaug.data.split_manifest)."
@@ -422,19 +457,7 @@ def run_arm(
         )
     torch_device = resolve_device(device)
     damaged = (previous or {}).get("damaged_files", []) + checkpoints.set_aside_damaged(folder)
-    arm_json = {
-        "arm_id": arm_id,
-        "name": name,
-        "seed": spec.seed,
-        "spec": spec.to_dict(),
-        "config_hash": config_hash,
-        "status": STATUS_RUNNING,
-        "started_at": (previous or {}).get("started_at") or _now(),
-        "finished_at": None,
-        "device": _device_name(torch_device),
-        "execution": execution_record(),  # CPU threads, CUDA determinism (results depend on them)
-        "versions": _versions(),
-    }
+    arm_json = running_record(spec, arm_id, name, _device_name(torch_device), previous)
     if damaged:
         arm_json["damaged_files"] = damaged
 
@@ -473,9 +496,7 @@ def run_arm(
     embed_model_card(out_dir, model_card(spec, predictions, crop=crop, arm_id=arm_id, name=name))
     for tracker in trackers:
         tracker.on_end(out_dir, predictions, spec)
-    atomic.write_json(
-        folder.arm_json, arm_json | {"status": STATUS_COMPLETE, "finished_at": _now()}
-    )
+    atomic.write_json(folder.arm_json, arm_json | {"status": STATUS_COMPLETE, "finished_at": now()})
     return ArmResult(
         arm_id, name, out_dir, config_hash, history, predictions, metrics, skipped=False
     )

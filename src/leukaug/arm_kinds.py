@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import io
 import logging
-import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,12 +41,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from leukaug import __version__, atomic
-from leukaug.arm import ArmResult, ArmSpec, run_arm
+from leukaug import atomic
+from leukaug.arm import ArmResult, ArmSpec, check_folder, now, run_arm, running_record
 from leukaug.augment import build_augmenter
 from leukaug.batches import AUGMENT_STREAM, resolve_device, stream_seed
 from leukaug.data.cache import ImageCache
-from leukaug.determinism import execution_record
 from leukaug.errors import ConfigError, DataError, unknown_name_message
 from leukaug.explain import (
     TARGET_LAYERS,
@@ -58,7 +55,7 @@ from leukaug.explain import (
     target_layer,
 )
 from leukaug.features import cell_features, fit_feature_classifier, predict_probabilities
-from leukaug.layout import STATUS_COMPLETE, STATUS_RUNNING, ArmFolder
+from leukaug.layout import STATUS_COMPLETE, ArmFolder
 from leukaug.metrics import arm_metrics, predicted_all
 from leukaug.regions import QUADRANTS, REGIONS, bag_probabilities, fit_stacker, region_images
 from leukaug.registry import Registry
@@ -181,42 +178,14 @@ def check_spec(spec: ArmSpec) -> None:
 # --------------------------------------------------------------------------- shared
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def _start(
     spec: ArmSpec, folder: ArmFolder, arm_id: str, name: str, device: str
 ) -> tuple[dict[str, Any] | None, ArmResult | None]:
     """The arm.json to write (None when the folder is already complete: then its result)."""
-    config_hash = spec.config_hash()
-    previous = folder.read_info()
-    if previous is not None:
-        if previous.get("config_hash") != config_hash:
-            raise ConfigError(
-                f"{folder.path} holds arm {previous.get('arm_id')!r} with config hash "
-                f"{previous.get('config_hash')!r}, not {config_hash!r}; use a new folder "
-                "(or --force in a study)."
-            )
-        if folder.is_complete():
-            return None, read_result(folder, arm_id, name, config_hash, skipped=True)
-    arm_json = {
-        "arm_id": arm_id,
-        "name": name,
-        "seed": spec.seed,
-        "spec": spec.to_dict(),
-        "config_hash": config_hash,
-        "status": STATUS_RUNNING,
-        "started_at": (previous or {}).get("started_at") or _now(),
-        "finished_at": None,
-        "device": str(resolve_device(device)),
-        "execution": execution_record(),
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "leukaug": __version__,
-        },
-    }
+    previous, finished = check_folder(spec, folder, arm_id, name)
+    if finished is not None:
+        return None, finished
+    arm_json = running_record(spec, arm_id, name, str(resolve_device(device)), previous)
     atomic.write_json(folder.arm_json, arm_json)
     return arm_json, None
 
@@ -234,33 +203,12 @@ def _finish(
         atomic.write_csv(folder.history, history)
     metrics = arm_metrics(predictions) if len(predictions) else {}
     atomic.write_json(folder.metrics, metrics)
-    done = arm_json | extra | {"status": STATUS_COMPLETE, "finished_at": _now()}
+    done = arm_json | extra | {"status": STATUS_COMPLETE, "finished_at": now()}
     atomic.write_json(folder.arm_json, done)
     return ArmResult(
         arm_json["arm_id"], arm_json["name"], folder.path, arm_json["config_hash"],
         history, predictions, metrics, skipped=False,
     )  # fmt: skip
-
-
-def read_result(
-    folder: ArmFolder, arm_id: str, name: str, config_hash: str, *, skipped: bool
-) -> ArmResult:
-    """An arm folder's result, read back."""
-    history = (
-        pd.read_csv(folder.history)
-        if folder.history.is_file()
-        else pd.DataFrame(columns=HISTORY_COLUMNS)
-    )
-    return ArmResult(
-        arm_id,
-        name,
-        folder.path,
-        config_hash,
-        history,
-        pd.read_csv(folder.predictions, dtype={"image_id": str, "subject": str}),
-        atomic.read_json(folder.metrics) or {},
-        skipped=skipped,
-    )
 
 
 def _prediction_frame(split_manifest: pd.DataFrame, split: str) -> pd.DataFrame:
