@@ -104,6 +104,8 @@ def test_study_threads_are_applied_and_recorded_in_every_arm(tmp_path: Path) -> 
         assert arm["execution"] == {"threads": 1, "deterministic": False}
     resolved = tomllib.loads((tmp_path / "out" / "study.toml").read_text(encoding="utf-8"))
     assert resolved["executor"]["threads"] == 1
+    # the arm's count applied only while it ran: the calling process keeps its own
+    assert torch.get_num_threads() == 2
 
 
 def test_a_study_without_threads_records_this_machines_count(tmp_path: Path) -> None:

@@ -21,8 +21,10 @@ its first call). It costs speed; an operation without a deterministic kernel rai
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,26 @@ def apply_execution(arm_dir: Path, threads: int | None, deterministic: bool) -> 
     if threads is not None:
         configure_threads(threads)
     configure_deterministic(deterministic)
+
+
+@contextlib.contextmanager
+def arm_execution(arm_dir: Path, threads: int | None, deterministic: bool) -> Iterator[None]:
+    """`apply_execution` for the duration of one arm, then this process's own settings
+    again: running a study in-process (the local executor, a notebook) leaves torch's
+    thread count and deterministic switches as it found them."""
+    before = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    try:
+        apply_execution(arm_dir, threads, deterministic)
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2:]
 
 
 def execution_record() -> dict[str, Any]:

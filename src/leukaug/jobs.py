@@ -21,7 +21,7 @@ from leukaug import atomic
 from leukaug.arm import ArmSpec
 from leukaug.arm_kinds import run_any_arm
 from leukaug.data.cache import ImageCache, load_or_build_cache
-from leukaug.determinism import apply_execution
+from leukaug.determinism import arm_execution
 from leukaug.layout import ArmFolder, StudyFolder
 from leukaug.lock import FolderLocked, folder_lock
 from leukaug.train import TrainingCallbacks
@@ -150,21 +150,21 @@ class ArmJob:
         folder.remove_interrupted_writes()
         started = time.perf_counter()
         try:
-            apply_execution(folder.path, self.threads, self.deterministic)
-            result = run_any_arm(  # dispatches on arm.spec.kind (arm_kinds.ARM_KINDS)
-                arm.spec,
-                self.manifest,
-                cache if cache is not None else self.cache(arm.image_size),
-                folder.path,
-                arm_id=arm.arm_id,
-                name=arm.name,
-                device=self.device,
-                callbacks=callbacks,
-                crop=self.crop,
-                tensorboard=self.tensorboard,
-                mlflow_uri=self.mlflow_uri,
-                checkpoint_interval_s=self.checkpoint_interval_s,
-            )
+            with arm_execution(folder.path, self.threads, self.deterministic):
+                result = run_any_arm(  # dispatches on arm.spec.kind (arm_kinds.ARM_KINDS)
+                    arm.spec,
+                    self.manifest,
+                    cache if cache is not None else self.cache(arm.image_size),
+                    folder.path,
+                    arm_id=arm.arm_id,
+                    name=arm.name,
+                    device=self.device,
+                    callbacks=callbacks,
+                    crop=self.crop,
+                    tensorboard=self.tensorboard,
+                    mlflow_uri=self.mlflow_uri,
+                    checkpoint_interval_s=self.checkpoint_interval_s,
+                )
         except Exception as error:
             release_accelerator_memory()
             outcome = write_error(folder.path, arm, error)
