@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -19,8 +22,10 @@ from leukaug.config import (
     parse_study,
     read_study_file,
 )
+from leukaug.data.synth import SynthConfig
 from leukaug.errors import ConfigError
 from leukaug.plan import expand_arms
+from leukaug.study_data import embedded_data_dir, ensure_embedded_data
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_STUDIES = ROOT / "src" / "leukaug" / "studies"
@@ -229,3 +234,24 @@ def test_a_regime_overrides_training_settings_for_its_arms_only() -> None:
     assert specs["custom_cnn-none-full"].epochs == 3
     assert specs["custom_cnn-none-short"].epochs == 1
     assert specs["custom_cnn-none-short"].lr == 0.01
+
+
+def test_synth_settings_added_later_keep_the_data_folders_generated_before(
+    tmp_path: Path,
+) -> None:
+    """A data set generated before `test_stain_shift_fraction` existed records no such key:
+    at its default the folder name and the recorded settings still match."""
+    plain = parse(MINIMAL + f"[data]\ncache_dir = '{tmp_path}'\n[data.synth]\nsize = 24\n")
+    settings = {**asdict(SynthConfig(size=24))}
+    del settings["test_stain_shift_fraction"]
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    assert embedded_data_dir(plain) == tmp_path / f"embedded-{digest}"
+    root = embedded_data_dir(plain)
+    root.mkdir()
+    (root / "synthetic_config.json").write_text(json.dumps({"config": settings}))
+    assert ensure_embedded_data(plain) == root  # accepted as is, nothing regenerated
+    half = parse(
+        MINIMAL + f"[data]\ncache_dir = '{tmp_path}'\n"
+        "[data.synth]\nsize = 24\ntest_stain_shift_fraction = 0.5\n"
+    )
+    assert embedded_data_dir(half) != root

@@ -129,6 +129,27 @@ def test_test_stain_shift_moves_the_hue_of_only_the_test_subjects() -> None:
     np.testing.assert_array_equal(render_split(base, "test")[0], render_split(zero, "test")[0])
 
 
+def test_a_shift_fraction_puts_the_first_test_subjects_of_each_class_in_the_shifted_batch() -> None:
+    base = SynthConfig(
+        size=24, subjects_per_class=2, test_subjects_per_class=4, cells_per_subject=2, seed=5
+    )
+    all_shifted = SynthConfig(**{**base.__dict__, "test_stain_shift": 0.4})
+    half = SynthConfig(**{**all_shifted.__dict__, "test_stain_shift_fraction": 0.5})
+    assert SynthConfig().test_stain_shift_fraction == 1.0
+    moved: dict[int, list[bool]] = {LABEL_ALL: [], LABEL_HEM: []}
+    for old, full, new in zip(
+        make_subjects(base), make_subjects(all_shifted), make_subjects(half), strict=True
+    ):
+        same_as = full if not np.allclose(new.stain_nuclear, old.stain_nuclear) else old
+        np.testing.assert_array_equal(new.stain_nuclear, same_as.stain_nuclear)
+        np.testing.assert_array_equal(new.stain_cytoplasm, same_as.stain_cytoplasm)
+        if new.split == "test":
+            moved[new.label].append(same_as is full)
+        else:
+            assert same_as is old
+    assert moved == {LABEL_ALL: [True, True, False, False], LABEL_HEM: [True, True, False, False]}
+
+
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     config = SynthConfig(
         size=24, subjects_per_class=2, test_subjects_per_class=1, cells_per_subject=2, seed=3
@@ -163,6 +184,8 @@ def test_sample_cells_shapes_and_labels() -> None:
         {"difficulty": 1.5},
         {"test_stain_spread": -0.1},
         {"test_stain_shift": 1.5},
+        {"test_stain_shift_fraction": 1.2},
+        {"test_stain_shift_fraction": -0.5},
     ],
 )
 def test_bad_config_raises(changes: dict) -> None:

@@ -13,7 +13,8 @@ image says little about its class; per-subject stain, brightness, focus and nois
 effect) say much more. Test subjects are disjoint from training subjects and their stain
 varies more widely, a domain shift that stain/colour augmentation can address; optionally
 (`test_stain_shift`) all test subjects also come from one batch whose stains have another
-hue, a systematic shift beyond the training subjects' range. Random
+hue, a systematic shift beyond the training subjects' range (or a share of them,
+`test_stain_shift_fraction`: a test set from two batches). Random
 orientation and position jitter make flips and rotations label-preserving.
 
 THE DATA ARE SYNTHETIC: results on them say nothing about real leukaemia.
@@ -71,6 +72,9 @@ class SynthConfig:
     # one batch with another hue: every test subject's log stain vectors move by this times
     # STAIN_SHIFT_DIRECTION (the training subjects' log-scale SD is 0.10)
     test_stain_shift: float = 0.0
+    # the share of each class's test subjects in that batch (the first ones; 1.0: all), so
+    # one test set holds patients from both batches
+    test_stain_shift_fraction: float = 1.0
 
     def validate(self) -> None:
         if not 16 <= self.size <= 2048:
@@ -99,6 +103,16 @@ class SynthConfig:
                 f"test_stain_shift {self.test_stain_shift} is out of range; use -1 to 1 "
                 "(a log-scale shift of the test subjects' stain hue, 0 for none)."
             )
+        if not 0.0 <= self.test_stain_shift_fraction <= 1.0:
+            raise ConfigError(
+                f"test_stain_shift_fraction {self.test_stain_shift_fraction} is out of range; "
+                "use 0 to 1 (the share of each class's test subjects in the shifted batch)."
+            )
+
+    def shifted(self, split: str, index: int) -> bool:
+        """Whether the `index`-th subject of its class and split is in the shifted batch."""
+        shifted_per_class = round(self.test_stain_shift_fraction * self.test_subjects_per_class)
+        return split == "test" and index < shifted_per_class
 
 
 @dataclass(frozen=True)
@@ -311,7 +325,7 @@ def make_subjects(config: SynthConfig) -> list[Subject]:
                         fold,
                         n_cells,
                         config.test_stain_spread,
-                        config.test_stain_shift,
+                        config.test_stain_shift if config.shifted(split, index) else 0.0,
                     )
                 )
                 number += 1
