@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
@@ -144,48 +144,23 @@ def run_local_parallel(
     ones it gets run alone; `callbacks.on_epoch` receives epochs read from `history.csv`.
     """
     job = replace(job, threads=job.threads or torch.get_num_threads())
-    waiting = list(arms)
-    running: dict[Future[ArmOutcome], StudyArm] = {}
-    outcomes: dict[str, ArmOutcome] = {}
-    n_train = int((job.manifest["split"] == "train").sum())
-    watch = EpochWatch(callbacks, StudyFolder(job.out_dir), n_train)
-
-    def finish(outcome: ArmOutcome) -> None:
-        outcomes[outcome.arm_id] = outcome
-        watch.poll()
-        watch.stop(outcome.arm_id)
-        if on_arm_done is not None:
-            on_arm_done(outcome)
-
     context = multiprocessing.get_context("spawn")  # no forked copy of torch's thread pools
     with ProcessPoolExecutor(arms_per_device, mp_context=context) as pool:
-        while waiting or running:
-            for arm in list(waiting):
-                if len(running) >= arms_per_device:
-                    break
-                if arm.depends_on is not None and arm.depends_on not in outcomes:
-                    continue
-                waiting.remove(arm)
-                if _blocked(arm, outcomes):
-                    finish(dependency_failed(arm, job.out_dir))
-                else:
-                    running[pool.submit(_local_task, job, arm)] = arm
-                    watch.start(arm)
-            if not running:
-                if waiting:  # cannot happen for arms in dependency order; never spin
-                    raise ConfigError(
-                        f"arm {waiting[0].arm_id!r} waits for an arm not in the study."
-                    )
-                continue
-            done, _ = wait(list(running), timeout=RAY_POLL_SECONDS, return_when=FIRST_COMPLETED)
-            watch.poll()
-            for future in done:
-                arm = running.pop(future)
-                try:
-                    finish(future.result())
-                except Exception as error:  # the worker process died
-                    finish(_worker_failure(arm, error, job.out_dir))
-    return [outcomes[arm.arm_id] for arm in arms]
+
+        def ready(running: list[Future[ArmOutcome]]) -> set[Future[ArmOutcome]]:
+            done, _ = wait(running, timeout=RAY_POLL_SECONDS, return_when=FIRST_COMPLETED)
+            return done
+
+        return dispatch(
+            arms,
+            job,
+            submit=lambda arm: pool.submit(_local_task, job, arm),
+            ready=ready,
+            result=lambda future: future.result(),
+            capacity=arms_per_device,
+            on_arm_done=on_arm_done,
+            callbacks=callbacks,
+        )
 
 
 class RetryableArmError(RuntimeError):
@@ -256,6 +231,38 @@ def _run_on_ray(
     )(_ray_task)
     job_ref = ray.put(job)
     threads = job.threads or max(1, int(num_cpus))  # the study's count: same numbers as local
+
+    def ready(running: list[Any]) -> list[Any]:
+        done, _ = ray.wait(running, num_returns=1, timeout=RAY_POLL_SECONDS)
+        return done
+
+    return dispatch(
+        arms,
+        job,
+        submit=lambda arm: task.options(name=arm.arm_id).remote(job_ref, arm, threads),
+        ready=ready,
+        result=ray.get,
+        capacity=None,  # Ray's scheduler holds tasks until their resources are free
+        on_arm_done=on_arm_done,
+        callbacks=callbacks,
+    )
+
+
+def dispatch(
+    arms: Sequence[StudyArm],
+    job: ArmJob,
+    *,
+    submit: Callable[[StudyArm], Any],
+    ready: Callable[[list[Any]], Iterable[Any]],
+    result: Callable[[Any], ArmOutcome],
+    capacity: int | None,
+    on_arm_done: OnArmDone | None,
+    callbacks: TrainingCallbacks | None,
+) -> list[ArmOutcome]:
+    """Run arms in other processes, each once the arm it starts from has finished (an arm
+    whose source failed is not run). `submit(arm)` starts one and returns a handle,
+    `ready(handles)` waits up to RAY_POLL_SECONDS for finished ones, `result(handle)` is its
+    outcome (raising if the worker failed); at most `capacity` run at once (None: all)."""
     waiting = list(arms)
     running: dict[Any, StudyArm] = {}
     outcomes: dict[str, ArmOutcome] = {}
@@ -271,24 +278,26 @@ def _run_on_ray(
 
     while waiting or running:
         for arm in list(waiting):
+            if capacity is not None and len(running) >= capacity:
+                break
             if arm.depends_on is not None and arm.depends_on not in outcomes:
                 continue
             waiting.remove(arm)
             if _blocked(arm, outcomes):
                 finish(dependency_failed(arm, job.out_dir))
             else:
-                running[task.options(name=arm.arm_id).remote(job_ref, arm, threads)] = arm
+                running[submit(arm)] = arm
                 watch.start(arm)
         if not running:
             if waiting:  # cannot happen for arms in dependency order; never spin
                 raise ConfigError(f"arm {waiting[0].arm_id!r} waits for an arm not in the study.")
             continue
-        ready, _ = ray.wait(list(running), num_returns=1, timeout=RAY_POLL_SECONDS)
+        done = ready(list(running))
         watch.poll()
-        for ref in ready:
-            arm = running.pop(ref)
+        for handle in done:
+            arm = running.pop(handle)
             try:
-                finish(ray.get(ref))
+                finish(result(handle))
             except Exception as error:  # retries exhausted, or the worker died
                 finish(_worker_failure(arm, error, job.out_dir))
     return [outcomes[arm.arm_id] for arm in arms]
