@@ -167,9 +167,8 @@ class RetryableArmError(RuntimeError):
     """Raised in a Ray worker for a failure worth retrying (not a LeukaugError)."""
 
 
-def _ray_task(job: ArmJob, arm: StudyArm, threads: int) -> ArmOutcome:
+def _ray_task(job: ArmJob, arm: StudyArm) -> ArmOutcome:
     """Body of one Ray task: run the arm; raise RetryableArmError so Ray retries."""
-    torch.set_num_threads(threads)
     try:
         return job.run(arm, reraise=lambda error: not isinstance(error, LeukaugError))
     except Exception as error:
@@ -229,8 +228,8 @@ def _run_on_ray(
         max_retries=max_retries,
         retry_exceptions=[RetryableArmError],
     )(_ray_task)
-    job_ref = ray.put(job)
-    threads = job.threads or max(1, int(num_cpus))  # the study's count: same numbers as local
+    # the study's count (same numbers as local), else one thread per reserved CPU
+    job_ref = ray.put(replace(job, threads=job.threads or max(1, int(num_cpus))))
 
     def ready(running: list[Any]) -> list[Any]:
         done, _ = ray.wait(running, num_returns=1, timeout=RAY_POLL_SECONDS)
@@ -239,7 +238,7 @@ def _run_on_ray(
     return dispatch(
         arms,
         job,
-        submit=lambda arm: task.options(name=arm.arm_id).remote(job_ref, arm, threads),
+        submit=lambda arm: task.options(name=arm.arm_id).remote(job_ref, arm),
         ready=ready,
         result=ray.get,
         capacity=None,  # Ray's scheduler holds tasks until their resources are free

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from leukaug.config import StudyConfig
 from leukaug.data.cache import ImageCache, load_or_build_cache
 from leukaug.data.read import read_dataset
 from leukaug.data.split import split_manifest
-from leukaug.data.synth import MARKER_FILE, SynthConfig, generate
+from leukaug.data.synth import MARKER_FILE, SynthConfig, generate, settings_identity
 from leukaug.errors import ConfigError
 from leukaug.layout import StudyFolder
 from leukaug.user_cache import default_cache_dir
@@ -55,10 +55,6 @@ def cache_root(config: StudyConfig) -> Path:
     return default_cache_dir()
 
 
-# generator settings added after data sets were generated, with their defaults
-ADDED_SYNTH_SETTINGS = {"test_stain_shift_fraction": 1.0}
-
-
 def embedded_data_dir(config: StudyConfig) -> Path:
     """Where the embedded synthetic data go: data.dir, else <cache>/embedded-<settings hash>."""
     if config.data.dir:
@@ -68,17 +64,7 @@ def embedded_data_dir(config: StudyConfig) -> Path:
 
 
 def _synth_config_dict(config: StudyConfig) -> dict[str, Any]:
-    """The generator's settings; settings added later are left out at their defaults, so
-    data generated before they existed keep their folder and stay valid."""
-    return _without_added_defaults(asdict(SynthConfig(**config.data.synth)))
-
-
-def _without_added_defaults(settings: dict[str, Any]) -> dict[str, Any]:
-    return {
-        name: value
-        for name, value in settings.items()
-        if name not in ADDED_SYNTH_SETTINGS or value != ADDED_SYNTH_SETTINGS[name]
-    }
+    return SynthConfig(**config.data.synth).identity()
 
 
 def ensure_embedded_data(config: StudyConfig) -> Path:
@@ -88,7 +74,7 @@ def ensure_embedded_data(config: StudyConfig) -> Path:
     record = root / "synthetic_config.json"
     if record.is_file():
         existing = json.loads(record.read_text(encoding="utf-8")).get("config")
-        if isinstance(existing, dict) and _without_added_defaults(existing) == settings:
+        if isinstance(existing, dict) and settings_identity(existing) == settings:
             return root
         raise ConfigError(
             f"{root} holds synthetic data generated with other settings ({existing}); "
