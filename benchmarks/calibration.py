@@ -7,12 +7,12 @@
 
 Each family is one simulated study: a reference and 9 arms, 3 seeds (`--seeds`), 16-28 test subjects
 (half ALL, half HEM, drawn per family), 15-45 images per subject, predictions from the
-generative model in `leukaug.inference.simulate` (subject effects, subject-by-augmentation
+generative model in `leukaug.stats.simulate` (subject effects, subject-by-augmentation
 heterogeneity SD 0 / 0.3 / 0.6 on the logit scale, shared and arm-specific training-run
 effects, cell noise; `--unstable-factor` multiplies the last null arm's training-run SD).
 Every family goes through the code path that writes verdicts.csv (`compare_arm` for each arm,
 then `decide_verdicts`, Holm over the 9 arms), once per seed-variance rule of
-`leukaug.inference.pooling` ("pooled_net" is the rule in use; "own" is the unpooled
+`leukaug.stats.pooling` ("pooled_net" is the rule in use; "own" is the unpooled
 t on S - 1 df), all on the same simulated families.
 
 Reported per heterogeneity level and rule:
@@ -40,10 +40,10 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import beta
 
-from leukaug.atomic import write_json
-from leukaug.inference.pooling import DEFAULT_SEED_VARIANCE, SEED_VARIANCES
-from leukaug.inference.simulate import SimulationModel, run_family, simulate_logits
-from leukaug.stats import fast_auc
+from leukaug.core.atomic import write_json
+from leukaug.stats.classical import fast_auc
+from leukaug.stats.pooling import DEFAULT_SEED_VARIANCE, SEED_VARIANCES
+from leukaug.stats.simulate import SimulationModel, run_family, simulate_logits
 
 RESULTS = Path(__file__).parent / "results"
 HETEROGENEITY = (0.0, 0.3, 0.6)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leukaug.atomic import write_json
+from leukaug.core.atomic import write_json
 from leukaug.data import cache as cache_module
 from leukaug.data.cache import default_workers, load_or_build_cache
 from leukaug.data.images import check_pixels

@@ -7,7 +7,7 @@ kernels off and on, side by side in one process (issue 13, item 16).
 
 Each model runs the model step alone (forward, class-weighted loss, backward, optimiser step
 on a ready batch, bf16 autocast and channels_last on CUDA, as leukaug trains) with
-`leukaug.determinism.configure_deterministic(False)`, then `(True)`, then off again; the
+`leukaug.arm.determinism.configure_deterministic(False)`, then `(True)`, then off again; the
 cost is the on/off ratio of the medians. Results go to
 benchmarks/results/deterministic_cost_<device>_<time>.json.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from leukaug.batches import resolve_device
-from leukaug.determinism import configure_deterministic
+from leukaug.arm.batches import resolve_device
+from leukaug.arm.determinism import configure_deterministic
 from train_throughput import build, model_step_rate  # benchmarks/ is the script's folder
 
 RESULTS = Path(__file__).resolve().parent / "results"

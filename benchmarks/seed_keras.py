@@ -102,13 +102,14 @@ def leukaug_epochs(folder: Path, size: int, epochs: int, cache_dir: Path) -> dic
     import numpy as np
     import torch
 
-    from leukaug.arm import ArmSpec, make_optimizer
+    from leukaug.arm.batches import SplitImages, make_pipeline
+    from leukaug.arm.loop import train_one_epoch
+    from leukaug.arm.network import make_optimizer
+    from leukaug.arm.spec import ArmSpec
     from leukaug.augment import AugmentationSpec, build_augmenter
-    from leukaug.batches import SplitImages, make_pipeline
     from leukaug.data.cache import load_or_build_cache
     from leukaug.data.read import read_dataset
     from leukaug.models import get_model, model_info
-    from leukaug.train import train_one_epoch
 
     manifest = read_dataset(folder, layout="folders", positive_class="all").manifest
     started = time.perf_counter()

@@ -53,10 +53,12 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
-from leukaug import arm, study, study_data  # noqa: E402
+from leukaug.arm import single as arm  # noqa: E402
 from leukaug.cli.progress import arm_display  # noqa: E402
 from leukaug.cli.study_commands import DEMO_STUDY, packaged_study  # noqa: E402
-from leukaug.config import read_study_file  # noqa: E402
+from leukaug.study import prepare as study_data  # noqa: E402
+from leukaug.study import run as study  # noqa: E402
+from leukaug.study.study_file import read_study_file  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -40,11 +40,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from leukaug.arm import ArmSpec, make_optimizer
+from leukaug.arm.batches import SplitImages, make_pipeline, place_store, prepare, resolve_device
+from leukaug.arm.loop import train_one_epoch, train_step
+from leukaug.arm.network import make_optimizer
+from leukaug.arm.spec import ArmSpec
 from leukaug.augment import AugmentationSpec, build_augmenter
-from leukaug.batches import SplitImages, make_pipeline, place_store, prepare, resolve_device
 from leukaug.models import get_model, model_info
-from leukaug.train import train_one_epoch, train_step
 
 RESULTS = Path(__file__).parent / "results"
 PAPER_AUGS = ("flip", "rotate", "blur", "noise")

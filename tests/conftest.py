@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from leukaug.core.user_cache import CACHE_DIR_ENV
 from leukaug.data.read import read_dataset
 from leukaug.data.synth import SynthConfig, generate
-from leukaug.user_cache import CACHE_DIR_ENV
 
 TINY_SYNTH = SynthConfig(
     size=40, subjects_per_class=3, test_subjects_per_class=2, cells_per_subject=4, seed=0

@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from leukaug import executors
-from leukaug.config import parse_study, read_study_file
-from leukaug.errors import ConfigError
-from leukaug.study import run_study
+from leukaug.core.errors import ConfigError
+from leukaug.study import executors
+from leukaug.study.run import run_study
+from leukaug.study.study_file import parse_study, read_study_file
 from study_fixtures import TINY_ARMS, write_tiny_study
 
 

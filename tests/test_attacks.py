@@ -25,9 +25,9 @@ import pytest
 from PIL import Image, ImageFile
 
 from leukaug.cli import main
+from leukaug.core.errors import DataError
 from leukaug.data.cache import load_or_build_cache
 from leukaug.data.read import read_dataset
-from leukaug.errors import DataError
 
 KAGGLE_TRAIN = Path("training_data", "fold_0")
 KAGGLE_TEST = Path("validation_data", "C-NMC_test_prelim_phase_data")
@@ -460,12 +460,12 @@ def test_an_absent_accelerator_is_refused_before_running(
 def test_no_report_path_is_printed_when_no_report_was_written(
     tmp_path: Path, attack_data: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    import leukaug.jobs
+    import leukaug.study.jobs
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the accelerator vanished")
 
-    monkeypatch.setattr(leukaug.jobs, "run_any_arm", broken)
+    monkeypatch.setattr(leukaug.study.jobs, "run_any_arm", broken)
     out = tmp_path / "out"
     assert (
         run_cli(monkeypatch, "run", str(attack_study(tmp_path, attack_data)), "--out", str(out))
@@ -614,9 +614,9 @@ def test_init_from_a_file_that_is_not_weights(
 def test_init_from_not_weights_in_a_study_arm_error_json(
     tiny_manifest: pd.DataFrame, tmp_path: Path
 ) -> None:
-    from leukaug.arm import ArmSpec
+    from leukaug.arm.spec import ArmSpec
     from leukaug.data.split import split_manifest
-    from leukaug.jobs import ArmJob, StudyArm
+    from leukaug.study.jobs import ArmJob, StudyArm
 
     manifest = split_manifest(tiny_manifest, strategy="image")
     bad = not_weights("pickled_object", tmp_path / "source.pt")
@@ -636,7 +636,8 @@ FAULT_ARM_SIZE = 72
 @pytest.fixture(scope="module")
 def fault_arm(tmp_path_factory: pytest.TempPathFactory, tiny_cnmc: Path):
     """(spec, manifest, cache, clean run's folder): a tiny two-epoch arm run once, uninterrupted."""
-    from leukaug.arm import ArmSpec, run_arm
+    from leukaug.arm.single import run_arm
+    from leukaug.arm.spec import ArmSpec
     from leukaug.data.split import split_manifest
 
     manifest = split_manifest(read_dataset(tiny_cnmc).manifest, "subject", val_fraction=0.3)
@@ -653,8 +654,8 @@ def fault_arm(tmp_path_factory: pytest.TempPathFactory, tiny_cnmc: Path):
 def test_a_damaged_resume_file_is_set_aside_and_the_arm_restarts(
     fault_arm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog, damaged: str, damage: str
 ) -> None:
-    from leukaug import train
-    from leukaug.arm import run_arm
+    from leukaug.arm import loop as train
+    from leukaug.arm.single import run_arm
 
     spec, manifest, cache, clean = fault_arm
     arm_dir = tmp_path / "arm"
@@ -691,7 +692,7 @@ def test_a_damaged_resume_file_is_set_aside_and_the_arm_restarts(
 def test_a_damaged_checkpoint_of_a_finished_arm_is_named_by_predict(
     fault_arm, tmp_path: Path
 ) -> None:
-    from leukaug.predict import load_trained_arm
+    from leukaug.trained.loader import load_trained_arm
 
     *_, clean = fault_arm
     arm_dir = tmp_path / "arm"
@@ -707,7 +708,7 @@ def test_a_damaged_checkpoint_of_a_finished_arm_is_named_by_predict(
 
 HOLD_LOCKS = """
 import contextlib, sys
-from leukaug.lock import folder_lock
+from leukaug.core.lock import folder_lock
 
 with contextlib.ExitStack() as stack:
     for folder in sys.argv[1:]:
@@ -764,8 +765,8 @@ def test_train_into_a_locked_arm_folder_is_refused(
 def test_an_arm_worker_leaves_a_locked_arm_folder_alone(
     held_folders: tuple[int, Path], tiny_manifest: pd.DataFrame, tmp_path: Path
 ) -> None:
-    from leukaug.arm import ArmSpec
-    from leukaug.jobs import ArmJob, StudyArm
+    from leukaug.arm.spec import ArmSpec
+    from leukaug.study.jobs import ArmJob, StudyArm
 
     pid, root = held_folders
     arm_dir = root / "study" / "arms" / "a-s0"

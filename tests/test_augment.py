@@ -15,9 +15,9 @@ from leukaug.augment import (
     list_augmentations,
     parse_augmentations,
 )
+from leukaug.augment.preview import render_preview
 from leukaug.augment.stain import rgb_to_hed
-from leukaug.augment_preview import render_preview
-from leukaug.errors import ConfigError
+from leukaug.core.errors import ConfigError
 
 NAMES = list_augmentations()
 SIZE = 32

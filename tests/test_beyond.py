@@ -9,36 +9,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leukaug.arm import ArmSpec
-from leukaug.arm_kinds import (
-    ARM_KINDS,
-    CAM_GROUP_CELLS,
-    cam_cells,
-    cam_layer,
-    check_kind_options,
-    check_spec,
-    combine_members,
-    expand_regions,
-    member_history,
-    member_seed,
-    region_cache,
-)
-from leukaug.config import read_study_file
+from leukaug.arm.bagged import combine_members, member_history, member_seed, region_cache
+from leukaug.arm.kinds import ARM_KINDS, check_kind_options, check_spec, expand_regions
+from leukaug.arm.loop import HISTORY_COLUMNS
+from leukaug.arm.spec import ArmSpec
+from leukaug.core.errors import ConfigError
+from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.data.cache import ImageCache
+from leukaug.data.regions import QUADRANTS
 from leukaug.data.synth import sample_cells
-from leukaug.errors import ConfigError
-from leukaug.explain import target_layer
-from leukaug.layout import ArmFolder, StudyFolder
-from leukaug.metrics import PREDICTION_COLUMNS
 from leukaug.models import get_model
-from leukaug.plan import expand_arms
-from leukaug.regions import QUADRANTS
 from leukaug.report.cams import cam_notes, cam_summary, cam_table
 from leukaug.report.figures import FOREST_METRICS, forest_plot
-from leukaug.report.load import ArmResults, Study, load_study_results
-from leukaug.report.references import plan_references
-from leukaug.study import run_study
-from leukaug.train import HISTORY_COLUMNS
+from leukaug.stats.metrics import PREDICTION_COLUMNS
+from leukaug.stats.pairs import plan_references
+from leukaug.stats.study_results import ArmResults, Study, load_study_results
+from leukaug.study.plan import expand_arms
+from leukaug.study.run import run_study
+from leukaug.study.study_file import read_study_file
+from leukaug.trained.arm_cams import CAM_GROUP_CELLS, cam_cells, cam_layer
+from leukaug.trained.explain import target_layer
 
 ROOT = Path(__file__).resolve().parents[1]
 

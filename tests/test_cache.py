@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from leukaug.core.errors import ConfigError, DataError
 from leukaug.data import cache as cache_module
 from leukaug.data.cache import load_or_build_cache, prepare_image
 from leukaug.data.images import open_rgb
 from leukaug.data.read import read_dataset
-from leukaug.errors import ConfigError, DataError
 
 
 def test_round_trip(tiny_manifest: pd.DataFrame, tmp_path: Path) -> None:

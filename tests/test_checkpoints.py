@@ -11,10 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from leukaug import checkpoints, explain, predict, train
-from leukaug.arm import ArmSpec, build_model, load_arm_weights, run_arm
-from leukaug.augment import AugmentationSpec
-from leukaug.checkpoints import (
+from leukaug.arm import checkpoints
+from leukaug.arm import loop as train
+from leukaug.arm.checkpoints import (
     AUTO_COST_FACTOR,
     DamagedCheckpointError,
     FrozenWeights,
@@ -25,9 +24,14 @@ from leukaug.checkpoints import (
     set_aside_damaged,
     weights_entry,
 )
+from leukaug.arm.network import build_model, load_arm_weights
+from leukaug.arm.single import run_arm
+from leukaug.arm.spec import ArmSpec
+from leukaug.augment import AugmentationSpec
+from leukaug.core.errors import ConfigError, DataError
+from leukaug.core.layout import ArmFolder
 from leukaug.data import load_or_build_cache, read_dataset, split_manifest
-from leukaug.errors import ConfigError, DataError
-from leukaug.layout import ArmFolder
+from leukaug.trained import explain, loader
 
 
 class TwoPart(nn.Module):
@@ -235,7 +239,7 @@ def test_every_reader_rebuilds_a_slim_checkpoint_to_the_trained_model(arm_data, 
     load_arm_weights(reference, tmp_path / "arm")
     expected = reference.state_dict()
     for loaded in (
-        predict.load_trained_arm(tmp_path / "arm").model,
+        loader.load_trained_arm(tmp_path / "arm").model,
         explain.load_trained_arm(tmp_path / "arm").model,
     ):
         assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())

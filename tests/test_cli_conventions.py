@@ -17,14 +17,14 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from leukaug.arm import CHOICES
+from leukaug.arm.model_card import MODEL_CARD_KEY
+from leukaug.arm.spec import CHOICES
 from leukaug.cli import app
 from leukaug.cli.studies_commands import packaged_studies
-from leukaug.errors import ConfigError, LeukaugError
-from leukaug.export import EXPORTERS
-from leukaug.model_card import MODEL_CARD_KEY
-from leukaug.overrides import apply_overrides, parse_value
-from leukaug.user_cache import CACHE_DIR_ENV, default_cache_dir
+from leukaug.core.errors import ConfigError, LeukaugError
+from leukaug.core.user_cache import CACHE_DIR_ENV, default_cache_dir
+from leukaug.study.overrides import apply_overrides, parse_value
+from leukaug.trained.export import EXPORTERS
 
 WIDE = {"TERMINAL_WIDTH": "400", "COLUMNS": "400"}  # help texts on one line each
 

@@ -11,9 +11,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from leukaug.arm import ARM_DEFAULTS, CHOICES, ArmSpec
+from leukaug.arm.spec import ARM_DEFAULTS, CHOICES, ArmSpec
 from leukaug.augment import AugmentationSpec
-from leukaug.config import (
+from leukaug.core.errors import ConfigError
+from leukaug.data.synth import SynthConfig
+from leukaug.study.plan import expand_arms
+from leukaug.study.prepare import embedded_data_dir, ensure_embedded_data
+from leukaug.study.study_file import (
     ModelEntry,
     RegimeEntry,
     StudyConfig,
@@ -22,10 +26,6 @@ from leukaug.config import (
     parse_study,
     read_study_file,
 )
-from leukaug.data.synth import SynthConfig
-from leukaug.errors import ConfigError
-from leukaug.plan import expand_arms
-from leukaug.study_data import embedded_data_dir, ensure_embedded_data
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_STUDIES = ROOT / "src" / "leukaug" / "studies"

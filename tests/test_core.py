@@ -9,9 +9,9 @@ import sys
 import pandas as pd
 import pytest
 
-from leukaug import atomic
-from leukaug.errors import ConfigError, unknown_name_message
-from leukaug.registry import Registry
+from leukaug.core import atomic
+from leukaug.core.errors import ConfigError, unknown_name_message
+from leukaug.core.registry import Registry
 
 
 def test_registry_registers_and_looks_up() -> None:
@@ -78,7 +78,7 @@ def test_cli_help_and_unknown_command_exit_codes() -> None:
 
 
 def test_read_json_returns_none_when_missing_and_names_a_corrupt_file(tmp_path) -> None:
-    from leukaug.errors import DataError
+    from leukaug.core.errors import DataError
 
     assert atomic.read_json(tmp_path / "absent.json") is None
     atomic.write_json(tmp_path / "ok.json", {"status": "complete"})

@@ -18,11 +18,12 @@ import pandas as pd
 import pytest
 import torch
 
-from leukaug import atomic, determinism
-from leukaug.batches import SplitImages, make_pipeline, training_batches
-from leukaug.config import read_study_file
-from leukaug.errors import ConfigError
-from leukaug.study import run_study
+from leukaug.arm import determinism
+from leukaug.arm.batches import SplitImages, make_pipeline, training_batches
+from leukaug.core import atomic
+from leukaug.core.errors import ConfigError
+from leukaug.study.run import run_study
+from leukaug.study.study_file import read_study_file
 from study_fixtures import TINY_ARMS, write_tiny_study
 
 

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 
 import study_fixtures
-from leukaug.config import read_study_file
-from leukaug.errors import ConfigError, TrainingError
-from leukaug.executors import require, run_local, run_ray
-from leukaug.jobs import ArmJob, ArmOutcome, write_error
-from leukaug.layout import ArmFolder
-from leukaug.plan import expand_arms
-from leukaug.study import run_study
+from leukaug.core.errors import ConfigError, TrainingError
+from leukaug.core.layout import ArmFolder
+from leukaug.study.executors import require, run_local, run_ray
+from leukaug.study.jobs import ArmJob, ArmOutcome, write_error
+from leukaug.study.plan import expand_arms
+from leukaug.study.run import run_study
+from leukaug.study.study_file import read_study_file
 from study_fixtures import TINY_ARMS, write_tiny_study
 
 ERROR_FILE = ArmFolder(Path()).error.name

@@ -11,11 +11,12 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
-from leukaug import atomic
-from leukaug.arm import ArmSpec
+from leukaug.arm.spec import ArmSpec
 from leukaug.cli import app
-from leukaug.errors import ConfigError, DataError
-from leukaug.explain import (
+from leukaug.core import atomic
+from leukaug.core.errors import ConfigError, DataError
+from leukaug.models import get_model, model_info
+from leukaug.trained.explain import (
     CAM_CSV,
     explain_images,
     foreground_share,
@@ -23,7 +24,6 @@ from leukaug.explain import (
     normalise,
     target_layer,
 )
-from leukaug.models import get_model, model_info
 
 SIZE = 64
 FAMILIES = [

@@ -11,11 +11,11 @@ import torch
 from typer.testing import CliRunner
 
 from leukaug.cli import app
+from leukaug.core.errors import ConfigError
 from leukaug.data.cache import prepare_image
 from leukaug.data.images import open_rgb
-from leukaug.errors import ConfigError
-from leukaug.export import TOLERANCE, example_images, export_arm, probability_model
-from leukaug.predict import load_trained_arm
+from leukaug.trained.export import TOLERANCE, example_images, export_arm, probability_model
+from leukaug.trained.loader import load_trained_arm
 from test_predict import own_images, train_tiny_arm
 
 
@@ -103,7 +103,7 @@ def test_the_commands_choices_are_the_registered_formats_and_dtypes():
     from typing import get_args
 
     from leukaug.cli.predict_commands import ExportFormat, InputDtype
-    from leukaug.export import EXPORTERS, INPUT_DTYPES
+    from leukaug.trained.export import EXPORTERS, INPUT_DTYPES
 
     assert sorted(get_args(ExportFormat)) == EXPORTERS.names()
     assert sorted(get_args(InputDtype)) == sorted(INPUT_DTYPES)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leukaug.errors import ConfigError
-from leukaug.features import (
+from leukaug.core.errors import ConfigError
+from leukaug.models.cell_features import (
     FEATURE_NAMES,
     cell_features,
     fit_feature_classifier,

@@ -17,23 +17,19 @@ from sklearn.metrics import (
 )
 from statsmodels.stats.multitest import multipletests
 
-from leukaug.errors import ConfigError, DataError
-from leukaug.inference import (
+from leukaug.core.errors import ConfigError, DataError
+from leukaug.stats import (
     PRIMARY_METRICS,
     compare_arm,
     decide_verdicts,
     get_metric,
     subject_bootstrap_ci,
 )
-from leukaug.inference.compare import METHOD_ONE_SEED, METHOD_SEEDS
-from leukaug.inference.pooling import (
-    DEFAULT_SEED_VARIANCE,
-    pool_seed_variance,
-    residual_variance,
-)
-from leukaug.inference.simulate import SimulationModel, run_family, simulate_study
-from leukaug.metrics import predicted_all
-from leukaug.stats import obuchowski_components
+from leukaug.stats.classical import obuchowski_components
+from leukaug.stats.compare import METHOD_ONE_SEED, METHOD_SEEDS
+from leukaug.stats.metrics import predicted_all
+from leukaug.stats.pooling import DEFAULT_SEED_VARIANCE, pool_seed_variance, residual_variance
+from leukaug.stats.simulate import SimulationModel, run_family, simulate_study
 
 
 def _sklearn(name: str, y: np.ndarray, prob: np.ndarray, weight: np.ndarray | None = None) -> float:

@@ -1,4 +1,4 @@
-"""The folder lock (`leukaug.lock`): one holder at a time, the holder named, stale locks
+"""The folder lock (`leukaug.core.lock`): one holder at a time, the holder named, stale locks
 taken over, released however the block ends."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from leukaug.lock import HOLDER_FILE, LOCK_FILE, FolderLocked, Holder, folder_lock, read_holder
+from leukaug.core.lock import HOLDER_FILE, LOCK_FILE, FolderLocked, Holder, folder_lock, read_holder
 
 HOLD_LOCK = textwrap.dedent(
     """
     import sys
-    from leukaug.lock import folder_lock
+    from leukaug.core.lock import folder_lock
 
     with folder_lock(sys.argv[1], "study folder"):
         print("held", flush=True)
@@ -82,7 +82,7 @@ def test_a_killed_holder_leaves_a_stale_lock_that_is_taken_over(
     other_process_holds.wait(timeout=30)
     stale = read_holder(study)
     assert stale is not None and stale.pid == other_process_holds.pid  # nobody cleaned up
-    with caplog.at_level(logging.WARNING, logger="leukaug.lock"), folder_lock(study) as me:
+    with caplog.at_level(logging.WARNING, logger="leukaug.core.lock"), folder_lock(study) as me:
         assert read_holder(study) == me
     assert f"Taking over the stale lock of {study}: process {stale.pid} is gone" in caplog.text
 
@@ -92,7 +92,7 @@ def test_a_record_of_a_dead_pid_on_this_host_is_stale(
 ) -> None:
     dead = Holder(a_dead_pid(), socket.gethostname(), "2026-01-01T00:00:00+00:00", "leukaug run")
     tmp_path.joinpath(HOLDER_FILE).write_text(json.dumps(dead.__dict__))
-    with caplog.at_level(logging.WARNING, logger="leukaug.lock"), folder_lock(tmp_path):
+    with caplog.at_level(logging.WARNING, logger="leukaug.core.lock"), folder_lock(tmp_path):
         pass
     assert f"process {dead.pid} is gone" in caplog.text
 

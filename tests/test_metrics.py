@@ -11,8 +11,9 @@ import pytest
 from sklearn import metrics as skm
 from statsmodels.stats.proportion import proportion_confint
 
-from leukaug.errors import DataError
-from leukaug.metrics import (
+from leukaug.core.errors import DataError
+from leukaug.stats.classical import DegenerateDataWarning
+from leukaug.stats.metrics import (
     accuracy_ci,
     arm_metrics,
     binary_metrics,
@@ -23,7 +24,6 @@ from leukaug.metrics import (
     validate_predictions,
     youden_threshold,
 )
-from leukaug.stats import DegenerateDataWarning
 
 
 def random_predictions(seed: int = 0, n: int = 400) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from leukaug.augment import list_augmentations
 from leukaug.cli import app
-from leukaug.errors import ConfigError, WeightsError
+from leukaug.core.errors import ConfigError, WeightsError
 from leukaug.models import list_models
 
 runner = CliRunner()

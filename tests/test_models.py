@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from leukaug.errors import ConfigError, WeightsError
+from leukaug.core.errors import ConfigError, WeightsError
 from leukaug.models import (
     apply_regime,
     count_parameters,

@@ -13,19 +13,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from leukaug.arm import ArmSpec, run_arm
+from leukaug.arm.model_card import MODEL_CARD_KEY, embed_model_card, model_card
+from leukaug.arm.single import run_arm
+from leukaug.arm.spec import ArmSpec
 from leukaug.cli import app
+from leukaug.core.errors import DataError
 from leukaug.data import load_or_build_cache, read_dataset, split_manifest
-from leukaug.errors import DataError
-from leukaug.metrics import operating_threshold
-from leukaug.model_card import MODEL_CARD_KEY, embed_model_card, model_card
-from leukaug.predict import (
-    OUTPUT_COLUMNS,
-    collect_inputs,
-    load_trained_arm,
-    predict_images,
-    read_arm_predictions,
-)
+from leukaug.stats.metrics import operating_threshold
+from leukaug.trained.loader import load_trained_arm, read_arm_predictions
+from leukaug.trained.predict import OUTPUT_COLUMNS, collect_inputs, predict_images
 
 ARM_SIZE = 72  # custom_cnn's minimum
 

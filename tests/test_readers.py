@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from leukaug.core.errors import DataError
 from leukaug.data.images import open_rgb
 from leukaug.data.read import MANIFEST_COLUMNS, read_dataset
-from leukaug.errors import DataError
 
 TEST_DIR = Path("validation_data", "C-NMC_test_prelim_phase_data")
 LABELS = Path("validation_data", "C-NMC_test_prelim_phase_data_labels.csv")

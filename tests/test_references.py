@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from leukaug.errors import ConfigError
+from leukaug.core.errors import ConfigError
 from leukaug.report import build_report
-from leukaug.report.load import load_study_results
-from leukaug.report.references import match_key, plan_references
+from leukaug.stats.pairs import match_key, plan_references
+from leukaug.stats.study_results import load_study_results
 from report_fixtures import make_study
 
 PAPER_LIKE = """
@@ -173,7 +173,7 @@ flip = ["flip"]
 def test_study_file_checks_the_comparison_settings(study: str, expected: str) -> None:
     import tomllib
 
-    from leukaug.config import parse_study
+    from leukaug.study.study_file import parse_study
 
     with pytest.raises(ConfigError, match=expected):
         parse_study(tomllib.loads(STUDY.format(study=study)), "study.toml")
@@ -182,8 +182,8 @@ def test_study_file_checks_the_comparison_settings(study: str, expected: str) ->
 def test_study_runner_accepts_a_reference_augmentation_and_checks_names(tmp_path: Path) -> None:
     import tomllib
 
-    from leukaug.config import parse_study
-    from leukaug.plan import expand_arms
+    from leukaug.study.plan import expand_arms
+    from leukaug.study.study_file import parse_study
 
     def arms(study: str) -> list:
         return expand_arms(parse_study(tomllib.loads(STUDY.format(study=study))), tmp_path)

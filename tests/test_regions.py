@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leukaug.errors import ConfigError, DataError
-from leukaug.regions import (
+from leukaug.core.errors import ConfigError, DataError
+from leukaug.data.regions import (
     QUADRANTS,
     REGIONS,
     bag_probabilities,

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from leukaug.errors import ConfigError
+from leukaug.core.errors import ConfigError
 from leukaug.report import build_report
-from leukaug.report.load import load_study_results
-from leukaug.report.references import plan_references
+from leukaug.stats.pairs import plan_references
+from leukaug.stats.study_results import load_study_results
 from report_fixtures import make_study
 
 RESAMPLES = 200

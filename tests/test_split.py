@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from leukaug.core.errors import ConfigError, DataError
 from leukaug.data.split import check_no_subject_leak, split_manifest, split_report
-from leukaug.errors import ConfigError, DataError
 
 
 def _subjects(frame: pd.DataFrame, split: str) -> set[str]:

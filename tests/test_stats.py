@@ -12,8 +12,8 @@ from sklearn.metrics import roc_auc_score
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from leukaug.errors import DataError
-from leukaug.stats import (
+from leukaug.core.errors import DataError
+from leukaug.stats.classical import (
     DegenerateDataWarning,
     delong_ci,
     delong_test,
@@ -206,7 +206,7 @@ def test_bootstrap_rejects_unknown_metric() -> None:
 
 def test_bootstrap_auc_by_multiplicity_equals_the_auc_of_the_resample() -> None:
     """The bootstrap's AUC shortcut (weights per original image) must equal re-ranking."""
-    from leukaug.stats import _ResampledAuc, fast_auc
+    from leukaug.stats.classical import _ResampledAuc, fast_auc
 
     rng = np.random.default_rng(7)
     for _ in range(100):

@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 import torch
 
-from leukaug import jobs as jobs_module
 from leukaug.cli.study_commands import DEMO_STUDY, packaged_study
-from leukaug.config import parse_study, read_study_file
-from leukaug.errors import ConfigError, TrainingError
-from leukaug.layout import ArmFolder
-from leukaug.plan import expand_arms
-from leukaug.study import run_study
+from leukaug.core.errors import ConfigError, TrainingError
+from leukaug.core.layout import ArmFolder
+from leukaug.study import jobs as jobs_module
+from leukaug.study.plan import expand_arms
+from leukaug.study.run import run_study
+from leukaug.study.study_file import parse_study, read_study_file
 from study_fixtures import TINY_ARMS, write_tiny_study
 
 ERROR_FILE = ArmFolder(Path()).error.name

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from leukaug import LABEL_ALL, LABEL_HEM
+from leukaug.core.errors import ConfigError
 from leukaug.data.synth import (
     MARKER_FILE,
     NUCLEAR_STAIN,
@@ -22,7 +23,6 @@ from leukaug.data.synth import (
     render_split,
     sample_cells,
 )
-from leukaug.errors import ConfigError
 
 TRAIN_NAME = re.compile(r"^UID_(H?\d+)_\d+_\d+_(all|hem)\.bmp$")
 

@@ -10,7 +10,7 @@ from timm.layers import BatchNormAct2d, FrozenBatchNormAct2d
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from leukaug.errors import ConfigError, WeightsError
+from leukaug.core.errors import ConfigError, WeightsError
 from leukaug.models import apply_regime, count_parameters, get_model, model_info, weights
 from leukaug.models.timm_models import TimmWeights, hf_cache_dir
 

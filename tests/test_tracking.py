@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from leukaug.arm import ArmSpec
-from leukaug.augment import AugmentationSpec
-from leukaug.errors import ConfigError
-from leukaug.tracking import (
+from leukaug.arm.spec import ArmSpec
+from leukaug.arm.tracking import (
     MLflowTracker,
     TensorBoardTracker,
     build_trackers,
     final_metrics,
     flat_params,
 )
+from leukaug.augment import AugmentationSpec
+from leukaug.core.errors import ConfigError
 
 SPEC = ArmSpec(
     model="custom_cnn",

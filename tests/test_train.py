@@ -13,17 +13,19 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from leukaug import LABEL_ALL, LABEL_HEM, train
-from leukaug import arm as arm_module
-from leukaug.arm import ArmSpec, make_optimizer
-from leukaug.augment import AugmentationSpec
-from leukaug.batches import SplitImages, fetch, make_pipeline, place_store, prepare, resolve_device
-from leukaug.cli.progress import LogLines, ProgressBars, training_progress
-from leukaug.data import load_or_build_cache, read_dataset, split_manifest
-from leukaug.errors import ConfigError, TrainingError
-from leukaug.jobs import ArmOutcome
-from leukaug.layout import ArmFolder
-from leukaug.train import (
+from leukaug import LABEL_ALL, LABEL_HEM
+from leukaug.arm import loop as train
+from leukaug.arm import network
+from leukaug.arm import single as arm_module
+from leukaug.arm.batches import (
+    SplitImages,
+    fetch,
+    make_pipeline,
+    place_store,
+    prepare,
+    resolve_device,
+)
+from leukaug.arm.loop import (
     EpochRecord,
     TrainingCallbacks,
     class_weights,
@@ -31,6 +33,14 @@ from leukaug.train import (
     fit,
     train_one_epoch,
 )
+from leukaug.arm.network import make_optimizer
+from leukaug.arm.spec import ArmSpec
+from leukaug.augment import AugmentationSpec
+from leukaug.cli.progress import LogLines, ProgressBars, training_progress
+from leukaug.core.errors import ConfigError, TrainingError
+from leukaug.core.layout import ArmFolder
+from leukaug.data import load_or_build_cache, read_dataset, split_manifest
+from leukaug.study.jobs import ArmOutcome
 
 SIZE = 16
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -432,8 +442,8 @@ def test_run_arm_freeze_first_from_a_checkpoint(arm_data, tmp_path):
     start = torch.load(init, weights_only=True)["model"]
     slim = torch.load(tmp_path / "tuned" / "last.pt", weights_only=True)["model"]
     assert min(int(key.split(".")[1]) for key in slim) >= 19  # frozen layers are not stored
-    model = arm_module.build_model(spec, ARM_SIZE)
-    arm_module.load_arm_weights(model, tmp_path / "tuned")  # rebuilt from init_from, hash-checked
+    model = network.build_model(spec, ARM_SIZE)
+    network.load_arm_weights(model, tmp_path / "tuned")  # rebuilt from init_from, hash-checked
     tuned = model.state_dict()
     for key, value in start.items():
         index = int(key.split(".")[1])  # layers.<keras index>.weight
@@ -452,7 +462,7 @@ def test_run_arm_rejects_a_cache_of_the_wrong_size(arm_data, tmp_path):
 def test_init_from_a_mismatched_checkpoint_is_a_config_error(tmp_path):
     torch.save({"something": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ConfigError, match="does not fit"):
-        arm_module.build_model(tiny_arm(init_from=str(tmp_path / "other.pt")), ARM_SIZE)
+        network.build_model(tiny_arm(init_from=str(tmp_path / "other.pt")), ARM_SIZE)
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

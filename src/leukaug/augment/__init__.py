@@ -7,7 +7,7 @@ augmenter.last_draw.for_sample(0)      # what happened to sample 0
 """
 
 from leukaug.augment import transforms as _transforms  # noqa: F401 - registers the entries
-from leukaug.augment.core import (
+from leukaug.augment.augmenter import (
     AUGMENTATIONS,
     DEFAULT_P,
     MODES,

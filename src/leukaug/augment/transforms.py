@@ -12,9 +12,9 @@ from kornia.enhance import adjust_brightness, adjust_contrast
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import rotate, scale, translate
 
-from leukaug.augment.core import Augmentation, register
+from leukaug.augment.augmenter import Augmentation, register
 from leukaug.augment.stain import STAIN_PRESETS, hed_to_rgb, rgb_to_hed
-from leukaug.errors import ConfigError
+from leukaug.core.errors import ConfigError
 
 REFERENCE_SIZE = 256  # pixel sizes below are the seed's, at its 256 px input
 

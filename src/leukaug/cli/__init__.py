@@ -28,7 +28,7 @@ from leukaug.cli import (
     train_commands,
 )
 from leukaug.cli.conventions import LeukaugTyper
-from leukaug.errors import LeukaugError
+from leukaug.core.errors import LeukaugError
 
 app = LeukaugTyper(
     name="leukaug",

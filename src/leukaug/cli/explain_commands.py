@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from leukaug.cli.conventions import choice
-from leukaug.explain import TARGETS
+from leukaug.trained.explain import TARGETS
 
 Target = choice(TARGETS)
 
@@ -30,7 +30,8 @@ def explain(
     ] = None,
 ) -> None:
     """Write one Grad-CAM overlay per image and cam.csv (P(ALL), share of the CAM on the cell)."""
-    from leukaug.explain import CAM_CSV, LOW_FOREGROUND_SHARE, explain_arm
+    from leukaug.data.regions import LOW_FOREGROUND_SHARE
+    from leukaug.trained.explain import CAM_CSV, explain_arm
 
     table = explain_arm(arm_dir, inputs, out, target=target, crop=crop)
     share = table["foreground_share"].mean()

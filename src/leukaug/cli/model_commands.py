@@ -120,7 +120,7 @@ def preview(
 ) -> None:
     """Write a grid of a few cells per class under every augmentation (the paper's Figure 2)."""
     from leukaug.augment import AugmentationSpec, list_augmentations, parse_augmentations
-    from leukaug.augment_preview import cells_from_dataset, render_preview
+    from leukaug.augment.preview import cells_from_dataset, render_preview
 
     specs = (
         parse_augmentations(aug)

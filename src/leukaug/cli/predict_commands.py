@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from leukaug.cli.conventions import choice
-from leukaug.export import EXPORTERS, INPUT_DTYPES
+from leukaug.trained.export import EXPORTERS, INPUT_DTYPES
 
 ExportFormat = choice(EXPORTERS.names())
 InputDtype = choice(INPUT_DTYPES)
@@ -33,8 +33,9 @@ def predict(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
     """P(ALL) for new images; predicted = 1 (ALL) when P(ALL) >= the arm's operating threshold."""
-    from leukaug import atomic
-    from leukaug.predict import collect_inputs, load_trained_arm, predict_images
+    from leukaug.core import atomic
+    from leukaug.trained.loader import load_trained_arm
+    from leukaug.trained.predict import collect_inputs, predict_images
 
     console = Console(stderr=True)
     arm = load_trained_arm(arm_dir)
@@ -74,7 +75,7 @@ def export(
     ),
 ) -> None:
     """A model taking (N, H, W, 3) RGB images and returning P(ALL), normalisation inside."""
-    from leukaug.export import export_arm
+    from leukaug.trained.export import export_arm
 
     result = export_arm(arm_dir, out, fmt=fmt, input_dtype=input_dtype)
     typer.echo(

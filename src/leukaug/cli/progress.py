@@ -28,8 +28,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from leukaug.jobs import STATUS_SKIPPED, ArmOutcome
-from leukaug.train import BatchProgress, EpochRecord, TrainingCallbacks
+from leukaug.arm.loop import BatchProgress, EpochRecord, TrainingCallbacks
+from leukaug.study.jobs import STATUS_SKIPPED, ArmOutcome
 
 _LOG_LEVEL = {"leukaug": logging.INFO}  # set once per command by `leukaug -v / -q`
 

@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-from leukaug.study_preview import StudyPreview
+from leukaug.study.dry_run import StudyPreview
 
-VERDICTS_CSV = "verdicts.csv"  # written by the report (leukaug.inference's primary analysis)
+VERDICTS_CSV = "verdicts.csv"  # written by the report (leukaug.stats's primary analysis)
 RESULT_COLUMNS = ("arm", "reference", "metric", "n_seeds", "effect", "ci_low", "ci_high")
 RESULT_COLUMNS += ("p_adjusted", "verdict")
 

@@ -16,9 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from leukaug import atomic
 from leukaug.cli.conventions import LeukaugTyper
-from leukaug.errors import ConfigError, unknown_name_message
+from leukaug.core import atomic
+from leukaug.core.errors import ConfigError, unknown_name_message
 
 STUDY_SUFFIX = ".toml"
 

@@ -20,11 +20,11 @@ from leukaug.cli.conventions import choice
 from leukaug.cli.progress import arm_display
 from leukaug.cli.results import preview_lines, preview_table, read_results, results_table
 from leukaug.cli.studies_commands import packaged_study, resolve_study
-from leukaug.config import StudyConfig, read_study_file
-from leukaug.executors import EXECUTORS
-from leukaug.overrides import describe
-from leukaug.study import StudyResult, run_study
-from leukaug.study_preview import preview_study
+from leukaug.study.dry_run import preview_study
+from leukaug.study.executors import EXECUTORS
+from leukaug.study.overrides import describe
+from leukaug.study.run import StudyResult, run_study
+from leukaug.study.study_file import StudyConfig, read_study_file
 
 EXIT_ARM_FAILED = 1
 DEMO_STUDY = "demo.toml"

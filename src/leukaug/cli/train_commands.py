@@ -17,17 +17,20 @@ from typing import Any, get_args
 import typer
 from rich.console import Console
 
-from leukaug.arm import ARM_DEFAULTS, CHOICES, ArmResult, load_state_file, run_arm
+from leukaug.arm.lifecycle import ArmResult
+from leukaug.arm.network import load_state_file
+from leukaug.arm.single import run_arm
+from leukaug.arm.spec import ARM_DEFAULTS, CHOICES
 from leukaug.augment import parse_augmentations
 from leukaug.cli.conventions import choice
 from leukaug.cli.progress import arm_display
-from leukaug.config import DataSection, StudyConfig, parse_study
+from leukaug.core.layout import ArmFolder
+from leukaug.core.lock import clear_locked_folder, folder_lock
 from leukaug.data.read import LAYOUTS
-from leukaug.layout import ArmFolder
-from leukaug.lock import clear_locked_folder, folder_lock
-from leukaug.plan import expand_arms
-from leukaug.preflight import check_device, check_output_folder
-from leukaug.study_data import prepare_data
+from leukaug.study.plan import expand_arms
+from leukaug.study.preflight import check_device, check_output_folder
+from leukaug.study.prepare import prepare_data
+from leukaug.study.study_file import DataSection, StudyConfig, parse_study
 
 DATA_DEFAULTS = {name: field.default for name, field in DataSection.model_fields.items()}
 OPTIONS_SOURCE = "leukaug train options"

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from leukaug.core.errors import ConfigError, DataError
 from leukaug.data.images import MAX_PIXELS, check_pixels, open_rgb
-from leukaug.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from leukaug.core.errors import DataError
 from leukaug.data.cnmc_names import CLASS_FOLDERS, parse_cnmc_name
 from leukaug.data.files import (
     Row,
@@ -21,7 +22,6 @@ from leukaug.data.files import (
     read_csv_table,
     resolve_inside,
 )
-from leukaug.errors import DataError
 
 KAGGLE = "cnmc_kaggle"
 TCIA = "cnmc_tcia"

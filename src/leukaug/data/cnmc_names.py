@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from leukaug import LABEL_ALL, LABEL_HEM
-from leukaug.errors import DataError
+from leukaug.core.errors import DataError
 
 CNMC_NAME = re.compile(r"^UID_(H?\d+)_(\d+)_(\d+)_(all|hem)\.bmp$", re.IGNORECASE)
 CLASS_FOLDERS = {"all": LABEL_ALL, "hem": LABEL_HEM}

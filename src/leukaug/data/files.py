@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from leukaug.core.errors import DataError
 from leukaug.data.images import is_image_file
-from leukaug.errors import DataError
 
 Row = dict[str, object]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from leukaug import LABEL_ALL, LABEL_HEM
+from leukaug.core.errors import DataError, unknown_name_message
 from leukaug.data.cnmc_names import try_parse_cnmc_name
 from leukaug.data.files import (
     Row,
@@ -15,7 +16,6 @@ from leukaug.data.files import (
     resolve_inside,
 )
 from leukaug.data.images import is_image_file
-from leukaug.errors import DataError, unknown_name_message
 
 
 def subject_from_parts(relative: Path, class_folder_depth: int) -> str | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from leukaug.errors import DataError
+from leukaug.core.errors import DataError
 
 # 50 megapixels: over 200 times a C-NMC image (450 x 450), about 150 MB once decoded as RGB.
 MAX_PIXELS = 50_000_000

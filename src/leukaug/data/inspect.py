@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from leukaug import CLASS_NAMES, LABEL_ALL, LABEL_HEM
-from leukaug.atomic import save_figure
+from leukaug.core.atomic import save_figure
 from leukaug.data.images import open_rgb
 from leukaug.data.read import Dataset
 

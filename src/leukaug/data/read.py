@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from leukaug.core.errors import DataError
 from leukaug.data import cnmc, folders
 from leukaug.data.images import CONVERSION_RULES, MAX_PIXELS, check_pixels, open_rgb
 from leukaug.data.synth import MARKER_FILE
-from leukaug.errors import DataError
 
 LAYOUTS = ("auto", cnmc.KAGGLE, cnmc.TCIA, "folders", "csv")
 MANIFEST_COLUMNS = ["image_id", "path", "label", "subject", "source_split", "fold"]

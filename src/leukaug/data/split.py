@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from leukaug import CLASS_NAMES
-from leukaug.errors import ConfigError, DataError
+from leukaug.core.errors import ConfigError, DataError
 
 STRATEGIES = ("subject", "image")
 SPLITS = ("train", "val", "test")

@@ -38,7 +38,7 @@ from PIL import Image
 from scipy import ndimage
 
 from leukaug import LABEL_ALL, LABEL_HEM
-from leukaug.errors import ConfigError
+from leukaug.core.errors import ConfigError
 
 MARKER_FILE = "SYNTHETIC_DATA.txt"
 TEST_FOLDER = "C-NMC_test_prelim_phase_data"

@@ -11,8 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from leukaug.models.regimes import REGIMES, apply_regime
-from leukaug.models.registry import (
+from leukaug.models.catalog import (
     MODELS,
     PREFIXES,
     ModelEntry,
@@ -25,6 +24,7 @@ from leukaug.models.registry import (
     model_info,
     model_parameter_count,
 )
+from leukaug.models.regimes import REGIMES, apply_regime
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")

@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from leukaug.errors import ConfigError, WeightsError
-from leukaug.models.registry import MODELS, ModelEntry, ModelInfo
+from leukaug.core.errors import ConfigError, WeightsError
+from leukaug.models.catalog import MODELS, ModelEntry, ModelInfo
 from leukaug.models.weights import load_state_dict
 
 # (kind, argument) per Keras layer, in the seed's order.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from leukaug.models.catalog import MODELS, ModelEntry, ModelInfo
 from leukaug.models.custom_cnn import (
     DEFAULT_INPUT_SIZE,
     SEED_FREEZE_UNITS,
@@ -27,7 +28,6 @@ from leukaug.models.custom_cnn import (
     build_seed_cnn,
     min_input_size,
 )
-from leukaug.models.registry import MODELS, ModelEntry, ModelInfo
 
 
 class SkipConv(nn.Module):

@@ -18,7 +18,7 @@ from timm.layers import BatchNormAct2d, freeze_batch_norm_2d
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from leukaug.errors import ConfigError
+from leukaug.core.errors import ConfigError
 
 REGIMES = ("full", "freeze_first", "freeze_backbone")
 

@@ -28,8 +28,8 @@ import torch
 from timm.models import get_pretrained_cfg, group_modules
 from torch import nn
 
-from leukaug.errors import ConfigError, WeightsError
-from leukaug.models.registry import (
+from leukaug.core.errors import ConfigError, WeightsError
+from leukaug.models.catalog import (
     HEADS,
     IMAGENET_MEAN,
     IMAGENET_STD,

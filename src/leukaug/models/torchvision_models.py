@@ -23,15 +23,8 @@ from torchvision.models import (
     resnet50,
 )
 
-from leukaug.errors import ConfigError, WeightsError
-from leukaug.models.registry import (
-    HEADS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MODELS,
-    ModelEntry,
-    ModelInfo,
-)
+from leukaug.core.errors import ConfigError, WeightsError
+from leukaug.models.catalog import HEADS, IMAGENET_MEAN, IMAGENET_STD, MODELS, ModelEntry, ModelInfo
 from leukaug.models.weights import TorchvisionWeights, load_state_dict
 
 

@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 import torch
 from torchvision.models import WeightsEnum
 
-from leukaug.errors import ConfigError, WeightsError
-from leukaug.models.registry import MODELS, OFFLINE_ENV, ImagenetWeights, model_entry
+from leukaug.core.errors import ConfigError, WeightsError
+from leukaug.models.catalog import MODELS, OFFLINE_ENV, ImagenetWeights, model_entry
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention: name-<sha256 prefix>.pth
 

@@ -11,22 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from leukaug import atomic
-from leukaug.errors import ConfigError
-from leukaug.report.analysis import (
-    COMPARISON_SPLIT,
-    comparisons_table,
-    figure_data,
-    metrics_table,
-    seed_summary,
-    training_table,
-)
+from leukaug.core import atomic
+from leukaug.core.errors import ConfigError
 from leukaug.report.cams import cam_figures, cam_notes, cam_summary, cam_table
 from leukaug.report.figure_specs import render_figures
 from leukaug.report.html import ReportContent, render_html
-from leukaug.report.load import Study, load_study_results
 from leukaug.report.markdown import render_markdown
-from leukaug.report.references import ReferencePlan, plan_references
 from leukaug.report.tables import (
     comparisons_display_table,
     extended_table,
@@ -36,14 +26,19 @@ from leukaug.report.tables import (
     splits_table,
 )
 from leukaug.report.tables import training_table as training_display
-from leukaug.report.verdicts import (
-    family_notes,
-    headline,
-    primary_metric,
-    primary_verdicts,
-    verdict_table,
+from leukaug.report.verdict_text import family_notes, headline, verdict_table
+from leukaug.stats.analysis import (
+    COMPARISON_SPLIT,
+    comparisons_table,
+    figure_data,
+    metrics_table,
+    seed_summary,
+    training_table,
 )
-from leukaug.stats import DegenerateDataWarning
+from leukaug.stats.classical import DegenerateDataWarning
+from leukaug.stats.family import primary_metric, primary_verdicts
+from leukaug.stats.pairs import ReferencePlan, plan_references
+from leukaug.stats.study_results import Study, load_study_results
 
 PACKAGES = (
     "leukaug",
@@ -63,10 +58,10 @@ CI_NAMES = {
 }
 METHODS = [
     "Metrics use P(ALL) with ALL (leukemic) = 1 as the positive class; an image is called ALL when P(ALL) >= 0.5 "
-    "unless stated (one rule everywhere: leukaug.metrics.predicted_all).",
+    "unless stated (one rule everywhere: leukaug.stats.metrics.predicted_all).",
     "Primary analysis (the verdicts; verdicts.csv): each arm is compared with its matched reference, the arm that "
     "differs from it only in its augmentations, on the study's primary metric. The comparison is paired by seed and "
-    "joined by image_id, and its inference covers both training runs (seeds) and test subjects (leukaug.inference; "
+    "joined by image_id, and its inference covers both training runs (seeds) and test subjects (leukaug.stats; "
     "see docs/statistics.md). Holm's step-down correction is applied to exactly these primary p-values, one per "
     "tested arm: that family, and only it, decides the verdicts.",
     "Secondary analyses (comparisons.csv, Table 6, Figure 9): McNemar's exact test on correctness, DeLong's test of "

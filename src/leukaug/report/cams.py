@@ -1,5 +1,5 @@
 """Where the models look, in the report: every CNN arm's Grad-CAM artefacts (`cam.csv`,
-`cam_overlays.png`, written at the end of the arm by `leukaug.arm_kinds`) become one figure
+`cam_overlays.png`, written at the end of the arm by `leukaug.arm.kinds`) become one figure
 per arm and one number per arm, the mean share of the CAM's mass on the cell over the
 explained test cells (all seeds). An arm below `LOW_FOREGROUND_SHARE` looks mostly at the
 background and is flagged."""
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from leukaug.explain import LOW_FOREGROUND_SHARE
-from leukaug.layout import ArmFolder, StudyFolder
+from leukaug.core.layout import ArmFolder, StudyFolder
+from leukaug.data.regions import LOW_FOREGROUND_SHARE
 from leukaug.report.html import FigureEntry
-from leukaug.report.load import Study
 from leukaug.report.tables import Table, number
+from leukaug.stats.study_results import Study
 
 CAM_FIGURE_SCALE = 0.75  # CSS px per PNG px: the overlays are saved at 110 dpi
 

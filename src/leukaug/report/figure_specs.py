@@ -11,8 +11,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from leukaug.report import figures
-from leukaug.report.analysis import FigureData
 from leukaug.report.html import FigureEntry
+from leukaug.stats.analysis import FigureData
 
 POOLED = " Arms with several seeds use the seed-averaged probabilities."
 

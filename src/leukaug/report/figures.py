@@ -24,8 +24,8 @@ from matplotlib.transforms import offset_copy
 from sklearn.metrics import confusion_matrix, roc_curve
 
 from leukaug import CLASS_NAMES, LABEL_ALL, LABEL_HEM
-from leukaug.atomic import save_figure
-from leukaug.metrics import predicted_all, reliability_table
+from leukaug.core.atomic import save_figure
+from leukaug.stats.metrics import predicted_all, reliability_table
 
 STYLE = {
     "font.size": 9,

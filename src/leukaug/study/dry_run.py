@@ -1,0 +1,164 @@
+"""What a study would do, without training anything (`leukaug run STUDY --dry-run`).
+
+The arms (`plan.expand_arms`, which also builds each model shape once), the reference each
+arm would be compared with (the report's own matching, `report.references.plan_references`,
+run on the planned specs), the data (read from their headers, or the embedded generator's
+settings when they are not generated yet), and the work: image passes of training and
+evaluation for the arms not already complete in the study folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from leukaug.core.layout import StudyFolder
+from leukaug.data.read import read_dataset
+from leukaug.data.split import split_manifest
+from leukaug.data.synth import SynthConfig
+from leukaug.stats.pairs import plan_references
+from leukaug.stats.study_results import ArmResults, Study
+from leukaug.study.jobs import StudyArm
+from leukaug.study.plan import expand_arms
+from leukaug.study.prepare import embedded_data_dir, split_counts
+from leukaug.study.study_file import StudyConfig
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class PlannedArm:
+    arm_id: str
+    name: str
+    seed: int
+    model: str
+    image_size: int
+    epochs: int
+    reference: str | None  # the arm name it is compared with; None: described, not tested
+    complete: bool  # already complete in the study folder (a rerun skips it)
+    depends_on: str | None = None
+
+
+@dataclass
+class StudyPreview:
+    """The plan of a study as `--dry-run` prints it (and `--json` writes it)."""
+
+    name: str
+    out_dir: str
+    primary_metric: str
+    baseline: str
+    arms: list[PlannedArm]
+    untested: dict[str, str]
+    data: dict[str, Any]
+    work: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "out_dir": self.out_dir,
+            "primary_metric": self.primary_metric,
+            "baseline": self.baseline,
+            "arms": [vars(arm) for arm in self.arms],
+            "untested": self.untested,
+            "data": self.data,
+            "work": self.work,
+            "notes": self.notes,
+        }
+
+
+def preview_study(config: StudyConfig, out_dir: str | Path) -> StudyPreview:
+    """Plan `config` into `out_dir` and describe it; reads data headers, trains nothing."""
+    folder = StudyFolder(Path(out_dir).resolve())
+    arms = expand_arms(config, folder.arms_dir)
+    plan = plan_references(_planned_study(config, arms, folder), config.study.baseline)
+    reference_of = {pair.arm: pair.reference for pair in plan.pairs}
+    planned = [
+        PlannedArm(
+            arm_id=arm.arm_id,
+            name=arm.name,
+            seed=arm.spec.seed,
+            model=arm.spec.model,
+            image_size=arm.image_size,
+            epochs=arm.spec.epochs,
+            reference=reference_of.get(arm.name),
+            complete=folder.arm(arm.arm_id).is_complete(),
+            depends_on=arm.depends_on,
+        )
+        for arm in arms
+    ]
+    data = describe_data(config)
+    return StudyPreview(
+        name=config.study.name,
+        out_dir=str(folder.path),
+        primary_metric=config.study.primary_metric,
+        baseline=plan.baseline,
+        arms=planned,
+        untested={name: why for name, why in plan.untested.items()},
+        data=data,
+        work=estimate_work(planned, data["images"]),
+        notes=list(plan.notes),
+    )
+
+
+def _planned_study(config: StudyConfig, arms: list[StudyArm], folder: StudyFolder) -> Study:
+    """The planned arms as the report's `Study` (specs only), for its reference matching."""
+    empty = pd.DataFrame(columns=["split", "image_id", "subject", "label", "prob"])
+    results = [
+        ArmResults(arm.arm_id, arm.name, arm.spec.seed, {"spec": arm.spec.to_dict()}, empty, None)
+        for arm in arms
+    ]
+    return Study(directory=folder.path, arms=results, config=config.to_dict())
+
+
+def describe_data(config: StudyConfig) -> dict[str, Any]:
+    """The data's root, layout and images per split: exact when the data exist (headers
+    only), from the generator's settings for embedded data not generated yet."""
+    data = config.data
+    root = embedded_data_dir(config) if data.embedded else Path(data.source).resolve()
+    facts: dict[str, Any] = {"source": data.source, "root": str(root), "split": data.split}
+    if data.embedded and not (root / "synthetic_config.json").is_file():
+        synth = SynthConfig(**data.synth)
+        facts |= {"layout": "cnmc_kaggle (synthetic, generated on first run)", "exact": False}
+        facts["images"] = _synthetic_counts(synth, data.val_fraction)
+        return facts
+    kwargs = {} if data.embedded else {"layout": data.layout, "labels_csv": data.labels_csv}
+    dataset = read_dataset(root, positive_class=data.positive_class, check_images=False, **kwargs)
+    manifest = split_manifest(
+        dataset.manifest, strategy=data.split, val_fraction=data.val_fraction, seed=data.split_seed
+    )
+    counts = split_counts(manifest)
+    facts |= {"layout": str(dataset.layout), "synthetic": dataset.synthetic, "exact": True}
+    facts["images"] = {s: sum(c["images"] for c in counts[s].values()) for s in SPLITS}
+    return facts
+
+
+def _synthetic_counts(synth: SynthConfig, val_fraction: float) -> dict[str, int]:
+    """Images per split of the embedded generator: ALL subjects have twice the HEM cells."""
+    per_pair = 3 * synth.cells_per_subject  # one ALL + one HEM subject
+    training = synth.subjects_per_class * per_pair
+    val = round(training * val_fraction)
+    return {
+        "train": training - val,
+        "val": val,
+        "test": synth.test_subjects_per_class * per_pair,
+    }
+
+
+def estimate_work(arms: list[PlannedArm], images: dict[str, int]) -> dict[str, Any]:
+    """Image passes left to do: epochs x training images (forward + backward) plus one
+    evaluation of val per epoch and of val + test at the end, for arms not yet complete."""
+    todo = [arm for arm in arms if not arm.complete]
+    train_passes = sum(arm.epochs * images["train"] for arm in todo)
+    eval_passes = sum(arm.epochs * images["val"] + images["val"] + images["test"] for arm in todo)
+    return {
+        "arms": len(arms),
+        "arms_to_run": len(todo),
+        "arms_complete": len(arms) - len(todo),
+        "epochs": sum(arm.epochs for arm in todo),
+        "training_image_passes": train_passes,
+        "evaluation_image_passes": eval_passes,
+    }

@@ -1,0 +1,187 @@
+"""The units of a study's work: `StudyArm` (one planned arm), `ArmJob` (runs arms of one
+study, picklable for Ray), `ArmOutcome` (what happened) and the arm's `error.json`.
+
+Executors and the study both build on this module; it knows nothing of either.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from leukaug.arm.determinism import arm_execution
+from leukaug.arm.dispatch import run_any_arm
+from leukaug.arm.loop import TrainingCallbacks
+from leukaug.arm.spec import ArmSpec
+from leukaug.core import atomic
+from leukaug.core.layout import ArmFolder, StudyFolder
+from leukaug.core.lock import FolderLocked, folder_lock
+from leukaug.data.cache import ImageCache, load_or_build_cache
+from leukaug.trained.arm_cams import write_arm_cams
+
+STATUS_COMPLETE = "complete"
+STATUS_SKIPPED = "skipped"  # already complete before this run
+STATUS_FAILED = "failed"
+DEPENDENCY_FAILED = "DependencyFailed"  # error_type of an arm whose source arm failed
+
+
+@dataclass(frozen=True)
+class StudyArm:
+    """One unit of work: a spec, where it goes, and the arm it starts from (if any)."""
+
+    arm_id: str  # folder name: "<name>-s<seed>"
+    name: str  # the arm without its seed: "<model>-<augmentation>-<regime>"
+    spec: ArmSpec
+    image_size: int
+    depends_on: str | None = None  # arm_id whose checkpoint.pt this arm starts from
+
+
+@dataclass
+class ArmOutcome:
+    """What happened to one arm in this run (passed to `on_arm_done`)."""
+
+    arm_id: str
+    name: str
+    status: str  # STATUS_COMPLETE | STATUS_SKIPPED | STATUS_FAILED
+    seconds: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error_type: str | None = None
+    message: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == STATUS_FAILED
+
+
+def write_error(
+    folder: Path, arm: StudyArm, error: BaseException, error_type: str | None = None
+) -> ArmOutcome:
+    """Record a failed arm in its folder (`error.json`) and return its outcome."""
+    message = str(error) or type(error).__name__
+    record = {
+        "arm_id": arm.arm_id,
+        "name": arm.name,
+        "error_type": error_type or type(error).__name__,
+        "message": message,
+        "traceback": "".join(traceback.format_exception(error)),
+        "failed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    atomic.write_json(ArmFolder(folder).error, record)
+    return ArmOutcome(
+        arm.arm_id, arm.name, STATUS_FAILED, error_type=record["error_type"], message=message
+    )
+
+
+def read_error(folder: Path, arm: StudyArm) -> ArmOutcome | None:
+    """The failed outcome recorded in the arm's `error.json`, or None when there is none."""
+    record = atomic.read_json(ArmFolder(folder).error)
+    if record is None:
+        return None
+    return ArmOutcome(
+        arm.arm_id,
+        arm.name,
+        STATUS_FAILED,
+        error_type=record.get("error_type"),
+        message=record.get("message"),
+    )
+
+
+def dependency_failed(arm: StudyArm, out_dir: Path) -> ArmOutcome:
+    """Record that `arm` cannot run because the arm it starts from failed."""
+    error = RuntimeError(f"arm {arm.depends_on!r}, whose checkpoint this arm starts from, failed")
+    return write_error(StudyFolder(out_dir).arm(arm.arm_id).path, arm, error, DEPENDENCY_FAILED)
+
+
+@dataclass
+class ArmJob:
+    """Everything a worker needs to run arms of one study (picklable, for Ray)."""
+
+    out_dir: Path
+    manifest: pd.DataFrame
+    cache_dir: Path
+    crop: float | None
+    device: str = "auto"
+    threads: int | None = None  # CPU threads per arm (None: keep the process's count)
+    deterministic: bool = False  # CUDA deterministic kernels
+    tensorboard: bool = False  # [tracking]: event files in each arm folder
+    mlflow_uri: str = ""  # [tracking]: one MLflow run per arm ("" = off)
+    checkpoint_interval_s: float | None = None  # resume-state writes (None: auto)
+
+    def cache(self, size: int) -> ImageCache:
+        return load_or_build_cache(self.manifest, size, self.cache_dir, crop=self.crop)
+
+    def run(
+        self,
+        arm: StudyArm,
+        *,
+        cache: ImageCache | None = None,
+        reraise: Callable[[BaseException], bool] | None = None,
+        callbacks: TrainingCallbacks | None = None,
+    ) -> ArmOutcome:
+        """Run one arm holding its folder's lock: a second worker on the same arm (a Ray
+        retry while the first attempt still runs) fails at once and leaves the folder alone."""
+        folder = StudyFolder(self.out_dir).arm(arm.arm_id)
+        try:
+            with folder_lock(folder.path, "arm folder"):
+                return self._run(arm, cache=cache, reraise=reraise, callbacks=callbacks)
+        except FolderLocked as error:
+            return ArmOutcome(
+                arm.arm_id, arm.name, STATUS_FAILED, error_type="FolderLocked", message=str(error)
+            )
+
+    def _run(
+        self,
+        arm: StudyArm,
+        *,
+        cache: ImageCache | None = None,
+        reraise: Callable[[BaseException], bool] | None = None,
+        callbacks: TrainingCallbacks | None = None,
+    ) -> ArmOutcome:
+        """Run one arm; any failure becomes its `error.json` (re-raised when `reraise` says so)."""
+        folder = StudyFolder(self.out_dir).arm(arm.arm_id)
+        folder.error.unlink(missing_ok=True)
+        folder.remove_interrupted_writes()
+        started = time.perf_counter()
+        try:
+            with arm_execution(folder.path, self.threads, self.deterministic):
+                job_cache = cache if cache is not None else self.cache(arm.image_size)
+                result = run_any_arm(  # dispatches on arm.spec.kind (arm.kinds.ARM_KINDS)
+                    arm.spec,
+                    self.manifest,
+                    job_cache,
+                    folder.path,
+                    arm_id=arm.arm_id,
+                    name=arm.name,
+                    device=self.device,
+                    callbacks=callbacks,
+                    crop=self.crop,
+                    tensorboard=self.tensorboard,
+                    mlflow_uri=self.mlflow_uri,
+                    checkpoint_interval_s=self.checkpoint_interval_s,
+                )
+                if not folder.cam_csv.is_file():  # also for an arm completed earlier without them
+                    write_arm_cams(folder, arm.spec, job_cache, self.device)
+        except Exception as error:
+            release_accelerator_memory()
+            outcome = write_error(folder.path, arm, error)
+            if reraise is not None and reraise(error):
+                raise
+            return outcome
+        status = STATUS_SKIPPED if result.skipped else STATUS_COMPLETE
+        return ArmOutcome(
+            arm.arm_id, arm.name, status, time.perf_counter() - started, dict(result.metrics)
+        )
+
+
+def release_accelerator_memory() -> None:
+    """After an out-of-memory error the next arm should start with a clean device."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

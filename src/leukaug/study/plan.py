@@ -1,0 +1,262 @@
+"""A study's plan: config -> arms (model x augmentation x regime x seed) in dependency
+order, and the resume checks against what an earlier run left in the study folder.
+
+Resume rules: a finished arm with the same config hash is skipped; an interrupted arm
+continues from its `last.pt`; an arm folder holding another config hash, an arm folder the
+study does not have, or a study folder whose data split changed, is a `ConfigError` unless
+`force=True` (then those arms, and the arms initialised from them, start over or are
+deleted). A failed arm (its `error.json`) is retried.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from leukaug.arm.kinds import ARM_KINDS, check_spec
+from leukaug.arm.spec import ArmSpec
+from leukaug.augment import AugmentationSpec
+from leukaug.core import atomic
+from leukaug.core.errors import ConfigError, unknown_name_message
+from leukaug.core.layout import ArmFolder, StudyFolder
+from leukaug.models import apply_regime, get_model
+from leukaug.study.jobs import StudyArm
+from leukaug.study.study_file import StudyConfig
+
+
+def arm_name(model: str, augmentation: str, regime: str) -> str:
+    return f"{model}-{augmentation}-{regime}"
+
+
+def arm_id(name: str, seed: int) -> str:
+    return f"{name}-s{seed}"
+
+
+def _grid(config: StudyConfig) -> list[tuple[str, str, str]]:
+    """(model, augmentation, regime) labels in config order, duplicates across experiments once."""
+    experiments = config.experiments or [None]
+    combos: dict[tuple[str, str, str], None] = {}
+    for experiment in experiments:
+        models = (experiment and experiment.models) or list(config.models)
+        augmentations = (experiment and experiment.augmentations) or list(config.augmentations)
+        regimes = (experiment and experiment.regimes) or list(config.regimes)
+        for model in models:
+            for augmentation in augmentations:
+                for regime in regimes:
+                    combos[(model, augmentation, regime)] = None
+    return list(combos)
+
+
+def arm_spec(config: StudyConfig, model: str, augmentation: str, regime: str, seed: int) -> ArmSpec:
+    """The spec of one arm: [training] (with the regime's overrides), the model's entry, the
+    augmentation arm and the regime. The config's field names are ArmSpec's field names."""
+    entry = config.models[model]
+    augmentation_arm = config.augmentations[augmentation]
+    mode = config.regimes[regime]
+    training = config.training_for(regime)
+    settings = training.model_dump() | entry.model_dump(exclude={"model", "image_size"})
+    settings["image_size"] = entry.image_size or training.image_size
+    if augmentation_arm.p is not None:
+        settings["aug_p"] = augmentation_arm.p
+    if augmentation_arm.mode is not None:
+        settings["aug_mode"] = augmentation_arm.mode
+    return ArmSpec(
+        model=config.model_name(model),
+        augmentations=tuple(
+            AugmentationSpec(op.name, dict(op.params)) for op in augmentation_arm.ops
+        ),
+        regime=mode.kind,
+        freeze_first=mode.freeze_first,
+        class_weighting=mode.class_weighting,
+        seed=seed,
+        **settings,
+    )
+
+
+def expand_arms(config: StudyConfig, arms_dir: str | Path) -> list[StudyArm]:
+    """All arms of the study, each after the arm it is initialised from.
+
+    `init_from` names another arm (without seed); the arm of the same seed runs first and
+    its `checkpoint.pt` (best validation loss) becomes this arm's starting weights.
+    """
+    arms_dir = Path(arms_dir).resolve()
+    combos = _grid(config)
+    names = {arm_name(*combo): combo for combo in combos}
+    arms: list[StudyArm] = []
+    for seed in config.study.seeds:
+        for name, (model, augmentation, regime) in names.items():
+            spec = arm_spec(config, model, augmentation, regime, seed)
+            source = config.regimes[regime].init_from
+            depends_on = None
+            if source is not None:
+                _check_source(config, names, regime, name, source, spec.model)
+                depends_on = arm_id(source, seed)
+                checkpoint = ArmFolder(arms_dir / depends_on).checkpoint
+                spec = replace(spec, init_from=str(checkpoint))
+            check_spec(spec)  # what the arm's kind needs (arm_kinds.py)
+            arms.append(
+                StudyArm(arm_id(name, seed), name, spec, spec.resolved_image_size, depends_on)
+            )
+    for shape in {
+        (a.spec.model, a.spec.head, a.image_size, a.spec.regime, a.spec.freeze_first)
+        for a in arms
+        if ARM_KINDS.get(a.spec.kind).cnn
+    }:
+        _dry_build(*shape)
+    baseline = config.study.baseline
+    if baseline is not None and baseline not in names and baseline not in config.augmentations:
+        valid = [*config.augmentations, *names]
+        raise ConfigError(
+            "study.baseline: " + unknown_name_message("augmentation or arm", baseline, valid)
+        )
+    for index, pair in enumerate(config.study.pairs):
+        for key in ("arm", "reference"):
+            if pair[key] not in names:
+                raise ConfigError(
+                    f"study.pairs[{index}].{key}: " + unknown_name_message("arm", pair[key], names)
+                )
+    return topological_order(arms)
+
+
+def _check_source(
+    config: StudyConfig,
+    names: dict[str, tuple[str, str, str]],
+    regime: str,
+    name: str,
+    source: str,
+    model: str,
+) -> None:
+    """`regimes.<regime>.init_from` names another arm of the same model."""
+    if source not in names:
+        raise ConfigError(
+            f"regimes.{regime}.init_from: " + unknown_name_message("arm", source, names)
+        )
+    if source == name:
+        raise ConfigError(f"regimes.{regime}.init_from: arm {name!r} cannot start from itself.")
+    source_model = config.model_name(names[source][0])
+    if source_model != model:
+        raise ConfigError(
+            f"regimes.{regime}.init_from: arm {name!r} ({model}) cannot start "
+            f"from {source!r}, a {source_model}."
+        )
+
+
+def _dry_build(model: str, head: str, image_size: int, regime: str, freeze_first: int) -> None:
+    """Build the architecture on the meta device (no memory, no weights) and apply the regime,
+    so an impossible combination fails before any arm runs."""
+    with torch.device("meta"):
+        try:
+            apply_regime(get_model(model, head=head, image_size=image_size), regime, freeze_first)
+        except ConfigError as error:
+            raise ConfigError(
+                f"model {model!r} at {image_size} px with regime {regime!r}: {error}"
+            ) from None
+
+
+def topological_order(arms: Sequence[StudyArm]) -> list[StudyArm]:
+    """Arms in their given order, except that every arm comes after its `depends_on`."""
+    by_id = {arm.arm_id: arm for arm in arms}
+    ordered: list[StudyArm] = []
+    placed: set[str] = set()
+    visiting: set[str] = set()
+
+    def place(arm: StudyArm) -> None:
+        if arm.arm_id in placed:
+            return
+        if arm.arm_id in visiting:
+            raise ConfigError(f"init_from forms a cycle through arm {arm.name!r}.")
+        visiting.add(arm.arm_id)
+        if arm.depends_on is not None:
+            place(by_id[arm.depends_on])
+        visiting.discard(arm.arm_id)
+        placed.add(arm.arm_id)
+        ordered.append(arm)
+
+    for arm in arms:
+        place(arm)
+    return ordered
+
+
+def dependents(arms: Sequence[StudyArm], roots: set[str]) -> set[str]:
+    """`roots` and every arm that starts, directly or not, from one of them."""
+    found = set(roots)
+    changed = True
+    while changed:
+        changed = False
+        for arm in arms:
+            if arm.depends_on in found and arm.arm_id not in found:
+                found.add(arm.arm_id)
+                changed = True
+    return found
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def stale_arms(arms: Sequence[StudyArm], folder: StudyFolder) -> list[str]:
+    """Arm folders that hold another config hash than this study asks for."""
+    stale = []
+    for arm in arms:
+        previous = folder.arm(arm.arm_id).read_info()
+        if previous is not None and previous.get("config_hash") != arm.spec.config_hash():
+            stale.append(arm.arm_id)
+    return stale
+
+
+def foreign_arms(arms: Sequence[StudyArm], folder: StudyFolder) -> list[str]:
+    """Arm folders that this study does not have (the report would include them)."""
+    ours = {arm.arm_id for arm in arms}
+    return [arm.arm_id for arm in folder.arm_folders() if arm.arm_id not in ours]
+
+
+def check_resume(arms: Sequence[StudyArm], out_dir: Path, *, force: bool) -> set[str]:
+    """Arm folders to delete before the run: those holding another configuration (and
+    the arms initialised from them) and those not in this study. Without `force`, any of
+    them is a ConfigError."""
+    folder = StudyFolder(out_dir)
+    stale = stale_arms(arms, folder)
+    foreign = foreign_arms(arms, folder)
+    if stale and not force:
+        raise ConfigError(
+            f"{out_dir} already holds results for {len(stale)} arm(s) with another "
+            f"configuration: {', '.join(stale)}. Re-run with --force to replace them, "
+            "or choose another --out folder."
+        )
+    if foreign and not force:
+        raise ConfigError(
+            f"{out_dir} holds {len(foreign)} arm folder(s) that this study does not have: "
+            f"{', '.join(foreign)} (another study, or arms since removed from it). Re-run "
+            "with --force to delete them, or choose another --out folder."
+        )
+    return dependents(arms, set(stale)) | set(foreign)
+
+
+def check_data_unchanged(out_dir: Path, info: dict[str, Any], *, force: bool) -> bool:
+    """True when existing arms were trained on another split (allowed only with `force`)."""
+    folder = StudyFolder(out_dir)
+    previous = atomic.read_json(folder.dataset_json)
+    if previous is None or not folder.has_arms():
+        return False
+    if previous.get("split_fingerprint") == info["split_fingerprint"]:
+        return False
+    if not force:
+        raise ConfigError(
+            f"{out_dir} holds arms trained on another data set or split "
+            f"({previous.get('root')}, split {previous.get('split')}); now "
+            f"{info['root']}, split {info['split']}. Re-run with --force to retrain every "
+            "arm, or choose another --out folder."
+        )
+    return True
+
+
+def reset_arms(out_dir: Path, arm_ids: set[str]) -> None:
+    """Delete the named arm folders (they start over)."""
+    for identifier in sorted(arm_ids):
+        folder = StudyFolder(out_dir).arm(identifier).path
+        if folder.exists():
+            shutil.rmtree(folder)

@@ -1,0 +1,210 @@
+"""Data and figures of a study: the embedded synthetic data, the split manifest, one image
+cache per image size, the facts for `dataset.json`, and the report's Figures 1-2.
+
+`leukaug run` (every arm) and `leukaug train` (a one-arm study) prepare their data here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from leukaug import CLASS_NAMES
+from leukaug.augment import AugmentationSpec
+from leukaug.augment.preview import render_preview
+from leukaug.core import atomic
+from leukaug.core.errors import ConfigError
+from leukaug.core.layout import StudyFolder
+from leukaug.core.user_cache import default_cache_dir
+from leukaug.data.cache import ImageCache, load_or_build_cache
+from leukaug.data.read import read_dataset
+from leukaug.data.split import split_manifest
+from leukaug.data.synth import MARKER_FILE, SynthConfig, generate, settings_identity
+from leukaug.study.study_file import StudyConfig
+
+log = logging.getLogger(__name__)
+SAMPLE_CELLS_PER_CLASS = 6  # Figure 1
+PREVIEW_CELLS_PER_CLASS = 3  # Figure 2
+
+
+@dataclass
+class PreparedData:
+    """The split manifest, where its caches live, and the facts for dataset.json."""
+
+    manifest: pd.DataFrame  # with a `split` column
+    cache_dir: Path
+    crop: float | None
+    caches: dict[int, ImageCache]
+    info: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def cache_root(config: StudyConfig) -> Path:
+    """The study's cache folder: data.cache_dir, else the user cache folder (never the cwd)."""
+    if config.data.cache_dir:
+        return Path(config.data.cache_dir).resolve()
+    return default_cache_dir()
+
+
+def embedded_data_dir(config: StudyConfig) -> Path:
+    """Where the embedded synthetic data go: data.dir, else <cache>/embedded-<settings hash>."""
+    if config.data.dir:
+        return Path(config.data.dir).resolve()
+    text = json.dumps(_synth_config_dict(config), sort_keys=True)
+    return cache_root(config) / f"embedded-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
+def _synth_config_dict(config: StudyConfig) -> dict[str, Any]:
+    return SynthConfig(**config.data.synth).identity()
+
+
+def ensure_embedded_data(config: StudyConfig) -> Path:
+    """Generate the synthetic data set unless a complete one with the same settings exists."""
+    settings = _synth_config_dict(config)
+    root = embedded_data_dir(config)
+    record = root / "synthetic_config.json"
+    if record.is_file():
+        existing = json.loads(record.read_text(encoding="utf-8")).get("config")
+        if isinstance(existing, dict) and settings_identity(existing) == settings:
+            return root
+        raise ConfigError(
+            f"{root} holds synthetic data generated with other settings ({existing}); "
+            f"delete it or set data.dir to another folder for settings {settings}."
+        )
+    if (
+        not (root / MARKER_FILE).is_file()
+        and root.exists()
+        and (not root.is_dir() or any(root.iterdir()))
+    ):
+        raise ConfigError(
+            f"data.dir = {root} is not empty and holds no synthetic data set, so the embedded "
+            "data cannot be generated there; set data.dir to a new or empty folder."
+        )
+    synth = SynthConfig(**settings)
+    synth.validate()
+    log.info("Generating the synthetic data set into %s ...", root)
+    generate(root, synth)
+    return root
+
+
+def prepare_data(config: StudyConfig, image_sizes: Sequence[int]) -> PreparedData:
+    """Read (or generate) the data, split it, and build one image cache per size."""
+    data = config.data
+    if data.embedded:
+        root = ensure_embedded_data(config)
+        dataset = read_dataset(root)
+    else:
+        root = Path(data.source).resolve()
+        dataset = read_dataset(
+            root, layout=data.layout, positive_class=data.positive_class, labels_csv=data.labels_csv
+        )
+    manifest = split_manifest(
+        dataset.manifest, strategy=data.split, val_fraction=data.val_fraction, seed=data.split_seed
+    )
+    cache_dir = cache_root(config)
+    caches = {}
+    for size in sorted(set(image_sizes)):
+        log.info("Image cache at %d px ...", size)
+        caches[size] = load_or_build_cache(manifest, size, cache_dir, crop=data.crop)
+    info = {
+        "root": str(root),
+        "layout": str(dataset.layout),
+        "synthetic": bool(data.embedded),
+        "synth": _synth_config_dict(config) if data.embedded else None,
+        "split": {
+            "strategy": data.split,
+            "val_fraction": data.val_fraction,
+            "seed": data.split_seed,
+        },
+        "counts": split_counts(manifest),
+        "ignored": len(dataset.ignored),
+        "conversions": dict(dataset.conversions),
+        "image_sizes": sorted(caches),
+        "split_fingerprint": split_fingerprint(manifest),
+    }
+    return PreparedData(manifest, cache_dir, data.crop, caches, info)
+
+
+def split_counts(manifest: pd.DataFrame) -> dict[str, dict[str, dict[str, int]]]:
+    """counts[split][class] = {"images": n, "subjects": n}, classes named ALL / HEM."""
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for split in ("train", "val", "test"):
+        part = manifest[manifest["split"] == split]
+        counts[split] = {
+            CLASS_NAMES[label]: {
+                "images": int((part["label"] == label).sum()),
+                "subjects": int(part.loc[part["label"] == label, "subject"].nunique()),
+            }
+            for label in sorted(CLASS_NAMES, reverse=True)
+        }
+    return counts
+
+
+def split_fingerprint(manifest: pd.DataFrame) -> str:
+    """Identifies the exact images, labels and split assignment the arms were trained on."""
+    frame = manifest[["image_id", "label", "split"]].sort_values("image_id")
+    text = frame.to_csv(index=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def render_figures(
+    data: PreparedData, augmentations: Sequence[AugmentationSpec], folder: StudyFolder
+) -> None:
+    """Figure 1 (ALL and HEM training cells) and Figure 2 (`augmentations`, the study's
+    distinct augmentations, at p = 1; skipped when there are none)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cache = data.caches[max(data.caches)]
+    by_class = _sample_training_cells(data.manifest, cache, per_class=SAMPLE_CELLS_PER_CLASS)
+
+    n_cols = max(len(images) for images in by_class.values())
+    fig, axes = plt.subplots(2, n_cols, figsize=(1.6 * n_cols, 4.0), squeeze=False)
+    for row_axes, (label, images) in zip(axes, by_class.items(), strict=True):
+        for column, ax in enumerate(row_axes):
+            ax.set_axis_off()
+            if column < len(images):
+                ax.imshow(images[column])
+                ax.set_title(CLASS_NAMES[label], fontsize=8)
+    fig.suptitle("Figure 1: training cells, ALL (top) and HEM (bottom)", fontsize=9)
+    fig.tight_layout()
+    atomic.save_figure(folder.sample_cells_figure, fig, dpi=110)
+    plt.close(fig)
+
+    specs = list(dict.fromkeys(augmentations))
+    if specs:
+        n = PREVIEW_CELLS_PER_CLASS
+        cells = np.concatenate([images[:n] for images in by_class.values()])
+        labels = np.concatenate([[label] * len(images[:n]) for label, images in by_class.items()])
+        render_preview(cells, labels, specs, folder.augmented_cells_figure)
+
+
+def _sample_training_cells(
+    manifest: pd.DataFrame, cache: ImageCache, per_class: int
+) -> dict[int, np.ndarray]:
+    """Up to `per_class` training images of ALL, then of HEM, from different subjects first."""
+    train = manifest[manifest["split"] == "train"].sort_values("image_id")
+    cells = {}
+    for label in sorted(CLASS_NAMES, reverse=True):
+        part = train[train["label"] == label]
+        ranked = part.assign(rank=part.groupby("subject").cumcount()).sort_values(
+            ["rank", "subject", "image_id"]
+        )
+        ids = list(ranked["image_id"][:per_class])
+        cells[label] = np.asarray(cache.images[cache.rows(ids)]) if ids else np.zeros((0, 1, 1, 3))
+    return cells

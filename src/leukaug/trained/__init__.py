@@ -1,0 +1,1 @@
+"""Using a trained arm: one loader (`loader.load_trained_arm`), predict, export, explain."""
