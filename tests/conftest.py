@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from cli_tools import ATTACK_SYNTH
 from leukaug.core.user_cache import CACHE_DIR_ENV
 from leukaug.data.read import read_dataset
 from leukaug.data.synth import SynthConfig, generate
@@ -43,3 +45,24 @@ def _tiny_manifest_shared(tiny_cnmc: Path) -> pd.DataFrame:
 def tiny_manifest(_tiny_manifest_shared: pd.DataFrame) -> pd.DataFrame:
     """The manifest of `tiny_cnmc` (ARCHITECTURE.md columns); a fresh copy per test."""
     return _tiny_manifest_shared.copy()
+
+
+@pytest.fixture
+def class_folders(tiny_manifest: pd.DataFrame, tmp_path: Path) -> Path:
+    """A tiny one-folder-per-class data set (`all/`, `hem/`, 3 images each) under tmp_path/data."""
+    root = tmp_path / "data"
+    for label, folder in ((1, "all"), (0, "hem")):
+        (root / folder).mkdir(parents=True)
+        for path in tiny_manifest.loc[tiny_manifest["label"] == label, "path"].iloc[:3]:
+            shutil.copy(path, root / folder / Path(path).name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def attack_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded data of `attack_study`, generated once (a study reuses it)."""
+    from leukaug.data.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("attack_data") / "embedded"
+    generate(root, SynthConfig(**ATTACK_SYNTH))
+    return root

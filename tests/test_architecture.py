@@ -176,3 +176,32 @@ def test_imports_point_down_the_layers() -> None:
         if rank(name) is not None and rank(target) is not None and rank(name) < rank(target)
     ]
     assert upward == []
+
+
+def test_the_top_level_holds_few_modules() -> None:
+    top = sorted(
+        p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py")
+    )
+    assert len(top) <= 10, f"{len(top)} modules directly in src/leukaug/: {top}"
+
+
+def test_no_two_modules_share_a_file_name() -> None:
+    seen: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name != "__init__.py":
+            seen.setdefault(path.stem, []).append(module_name(path))
+    shared = {stem: names for stem, names in seen.items() if len(names) > 1}
+    assert shared == {}
+
+
+def test_tests_mirror_the_package() -> None:
+    """Every test module sits in the folder of the sub-package it tests (tests/data/ for
+    leukaug.data, ...); only this whole-package test sits at the top."""
+    tests = Path(__file__).resolve().parent
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    misplaced = [
+        str(path.relative_to(tests))
+        for path in tests.rglob("test_*.py")
+        if path != Path(__file__).resolve() and path.parent.name not in packages
+    ]
+    assert misplaced == []

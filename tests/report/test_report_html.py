@@ -23,7 +23,7 @@ from leukaug.report.markdown import render_markdown
 from leukaug.report.tables import Table
 from report_fixtures import make_study
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EVIL = "<script>alert(1)</script>"
 DATA_URI = re.compile(r"(?<=data:image/png;base64,)[A-Za-z0-9+/=]+")  # the payload
 # a URL, a CSS fetch, a stylesheet or script tag, or any src/href that is not inline data

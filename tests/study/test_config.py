@@ -27,7 +27,7 @@ from leukaug.study.study_file import (
     read_study_file,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_STUDIES = ROOT / "src" / "leukaug" / "studies"
 STUDY_NAMES = ("paper", "epochs", "extended", "demo", "beyond")
 

@@ -30,7 +30,7 @@ from leukaug.study.study_file import read_study_file
 from leukaug.trained.arm_cams import CAM_GROUP_CELLS, cam_cells, cam_layer
 from leukaug.trained.explain import target_layer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY_BEYOND = """
 [study]

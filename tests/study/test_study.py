@@ -26,7 +26,7 @@ from study_fixtures import TINY_ARMS, write_tiny_study
 
 ERROR_FILE = ArmFolder(Path()).error.name
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny(tmp_path: Path, **settings) -> Path:
