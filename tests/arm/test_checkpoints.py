@@ -270,9 +270,9 @@ def test_frozen_weights_that_no_longer_match_the_initialisation_are_refused(arm_
 def test_a_resume_interval_skips_saves_but_the_result_is_the_same(arm_data, tmp_path, monkeypatch):
     spec = frozen_arm(epochs=3)
     saves = []
-    original_save = train.atomic.torch_save
+    original_save = train.checkpoints.torch_save
     monkeypatch.setattr(
-        train.atomic,
+        train.checkpoints,
         "torch_save",
         lambda path, obj: (saves.append(Path(path).name), original_save(path, obj)),
     )

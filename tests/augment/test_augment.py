@@ -17,6 +17,7 @@ from leukaug.augment import (
 )
 from leukaug.augment.preview import render_preview
 from leukaug.augment.stain import rgb_to_hed
+from leukaug.augment.transforms import build_transform
 from leukaug.core.errors import ConfigError
 
 NAMES = list_augmentations()
@@ -148,7 +149,7 @@ def check_stain(x, y, _):
         change = (rgb_to_hed(jittered) - rgb_to_hed(cells)).abs()[:, :, ~background[0]]
         assert float(change.mean()) > 0.005
     zero_jitter = {"scale": torch.zeros(8, 3), "shift": torch.zeros(8, 3)}
-    unchanged = AugmentationSpec("stain").build().apply(cells, zero_jitter)
+    unchanged = build_transform(AugmentationSpec("stain")).apply(cells, zero_jitter)
     torch.testing.assert_close(unchanged, cells, atol=1e-5, rtol=0)
 
 

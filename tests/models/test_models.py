@@ -15,6 +15,7 @@ from leukaug.core.errors import ConfigError, WeightsError
 from leukaug.models import (
     apply_regime,
     count_parameters,
+    factory,
     get_model,
     list_models,
     model_info,
@@ -176,7 +177,7 @@ def test_missing_weights_offline_say_where_and_how():
     with pytest.raises(WeightsError) as error:
         get_model("resnet50", pretrained=True)
     message = str(error.value)
-    assert str(weights.expected_path("resnet50")) in message
+    assert str(factory.expected_path("resnet50")) in message
     assert "hub" in message and "resnet50-11ad3fa6.pth" in message
     assert "leukaug weights fetch resnet50" in message and "weights_path" in message
 
@@ -195,7 +196,7 @@ def test_failed_download_says_where_and_how(monkeypatch):
 
 def test_cached_weights_load_without_network():
     reference = torchvision.models.resnet18()
-    path = weights.expected_path("resnet18")
+    path = factory.expected_path("resnet18")
     path.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), path)
     model = get_model("resnet18", pretrained=True)

@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from leukaug.core.errors import ConfigError, WeightsError
-from leukaug.models import apply_regime, count_parameters, get_model, model_info, weights
+from leukaug.models import apply_regime, count_parameters, factory, get_model, model_info, weights
 from leukaug.models.timm_models import TimmWeights, hf_cache_dir
 
 SIZE = 64
@@ -106,7 +106,7 @@ def test_failed_download_says_where_and_how(monkeypatch):
         get_model("timm:resnet18", pretrained=True, image_size=SIZE)
     assert "leukaug weights fetch timm:resnet18" in str(error.value)
     with pytest.raises(WeightsError, match="internet access"):
-        weights.download_weights("timm:resnet18", None)
+        factory.download_weights("timm:resnet18", None)
 
 
 def test_weights_in_the_hugging_face_cache_load_without_network():

@@ -11,6 +11,7 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
+from leukaug.arm import checkpoints
 from leukaug.arm.spec import ArmSpec
 from leukaug.cli import app
 from leukaug.core import atomic
@@ -109,7 +110,7 @@ def test_explain_command_on_a_trained_arm(tmp_path):
     spec = ArmSpec(model="custom_cnn", image_size=72, regime="freeze_first", freeze_first=19)
     model = get_model("custom_cnn", image_size=72)
     atomic.write_json(arm_dir / "arm.json", {"arm_id": "custom_cnn-s0", "spec": spec.to_dict()})
-    atomic.torch_save(arm_dir / "checkpoint.pt", {"model": model.state_dict(), "epoch": 1})
+    checkpoints.torch_save(arm_dir / "checkpoint.pt", {"model": model.state_dict(), "epoch": 1})
     inputs = tmp_path / "cells"
     inputs.mkdir()
     for index, image in enumerate(cells(3, 90)):  # resized to the arm's 72 px on the way in

@@ -9,6 +9,7 @@
   written: every `interval_s` seconds at most (an epoch longer than that saves at its end),
   or by default ("auto") as often as keeps writing under 5% of the time, which on small CPU
   runs is every epoch.
+- **Written atomically** (`torch_save`), read safely (`read_checkpoint`, `weights_only=True`).
 - **Damaged files.** A `last.pt` or `checkpoint.pt` that does not load is renamed
   `<name>.damaged-<UTC time>`, logged with its path, and the arm restarts from its last
   good state (or from scratch); it never fails on the same file again and again.
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from leukaug.core.atomic import atomic_path
 from leukaug.core.errors import ConfigError, DataError
 from leukaug.core.layout import ArmFolder
 
@@ -161,6 +163,12 @@ class DamagedCheckpointError(DataError):
         )
         self.path = path
         self.reason = reason
+
+
+def torch_save(path: str | os.PathLike[str], obj: Any) -> None:
+    """`torch.save` atomically: the file is either the old one or the complete new one."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from leukaug.arm.spec import ArmSpec
 from leukaug.core.errors import ConfigError, unknown_name_message
 from leukaug.core.registry import Registry
-from leukaug.data.regions import QUADRANTS, REGIONS
+from leukaug.data.choices import QUADRANTS, REGION_NAMES
 
 SINGLE = "single"
 FEATURES_MODEL = "features_gbm"  # the model name of a `features` arm
@@ -54,8 +54,10 @@ def expand_regions(regions: Sequence[str]) -> tuple[str, ...]:
     """Region names with `quadrants` spelled out; unknown or repeated names -> ConfigError."""
     expanded: list[str] = []
     for region in regions:
-        if region not in REGIONS and region not in REGION_GROUPS:
-            raise ConfigError(unknown_name_message("region", region, [*REGIONS, *REGION_GROUPS]))
+        if region not in REGION_NAMES and region not in REGION_GROUPS:
+            raise ConfigError(
+                unknown_name_message("region", region, [*REGION_NAMES, *REGION_GROUPS])
+            )
         expanded += REGION_GROUPS.get(region, (region,))
     repeated = sorted({r for r in expanded if expanded.count(r) > 1})
     if repeated:

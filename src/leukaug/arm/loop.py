@@ -395,11 +395,11 @@ def fit(
         if epoch >= epochs or state["stopped"] or schedule.due():
             save_started = time.perf_counter()
             if unsaved_best is not None:  # first: last.pt never refers to an unwritten best
-                atomic.torch_save(folder.checkpoint, unsaved_best | meta)
+                checkpoints.torch_save(folder.checkpoint, unsaved_best | meta)
                 unsaved_best = None
             resume = {"epoch": epoch, "optimizer": optimizer.state_dict(), "rng": _rng_state()}
             resume |= weights_entry(model, frozen) | {"history": history} | meta
-            atomic.torch_save(folder.last, resume | {k: state[k] for k in RESUME_KEYS})
+            checkpoints.torch_save(folder.last, resume | {k: state[k] for k in RESUME_KEYS})
             schedule.saved(save_started, time.perf_counter())
         if callbacks.on_epoch is not None:
             callbacks.on_epoch(EpochRecord.from_history_row(row, label, epochs, len(train)))

@@ -15,7 +15,6 @@ import pandas as pd
 
 from leukaug import __version__
 from leukaug.arm import checkpoints
-from leukaug.core import atomic
 from leukaug.core.errors import DataError
 from leukaug.core.layout import ArmFolder
 from leukaug.models import model_info
@@ -74,7 +73,7 @@ def embed_model_card(arm_dir: str | Path, card: dict[str, Any]) -> None:
     """Store `card` in the arm's `checkpoint.pt` (atomically), making it self-describing."""
     path = ArmFolder(Path(arm_dir)).checkpoint
     saved = load_checkpoint(path)
-    atomic.torch_save(path, saved | {MODEL_CARD_KEY: card})
+    checkpoints.torch_save(path, saved | {MODEL_CARD_KEY: card})
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

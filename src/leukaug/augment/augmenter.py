@@ -1,145 +1,23 @@
-"""The augmentation machinery: specs, the registry, the batched per-sample augmenter.
+"""The batched per-sample augmenter of one arm: draw, then apply.
 
-Each augmentation first draws its random parameters for the whole batch from an explicit
-`torch.Generator` (`sample`), then applies a pure function of images and parameters
-(`apply`), albumentations style: every augmented sample can be explained (`Draw`) and
-reproduced. Parameters are drawn on the generator's device and moved to the images'.
+`build_augmenter(specs, p, mode)` checks the specs (`settings.check_augmentations`) and
+builds their transforms (`transforms.TRANSFORMS`). The augmenter draws every random choice
+of a batch first (which samples, which parameters: `Draw`), then applies it, so every
+augmented sample can be read back (`Draw.for_sample`) and reproduced. Parameters are drawn
+on the generator's device and moved to the images'.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from leukaug.augment.settings import DEFAULT_P, AugmentationSpec, check_augmentations
+from leukaug.augment.transforms import Augmentation, build_transform
 from leukaug.core.errors import ConfigError
-from leukaug.core.registry import Registry
-
-DEFAULT_P = 0.33  # the seed paper: each image replaced by its augmented version w.p. 0.33
-MODES = ("together", "independent")
-
-
-class Augmentation:
-    """Base class: `defaults` names the parameters; subclasses implement `sample` and `apply`.
-
-    `sample(batch_size, generator)` returns tensors on the generator's device: per-sample
-    ones with a leading dimension `batch_size`, batch-level ones 0-dimensional.
-    `apply(images, params)` is pure; `images` is float (N, 3, H, W) in [0, 1] and `params`
-    hold the rows of the samples in `images`. Sizes in pixels scale with the image size.
-    """
-
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
-    defaults: ClassVar[dict[str, Any]] = {}
-
-    def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            valid = ", ".join(sorted(self.defaults)) or "none"
-            raise ConfigError(
-                f"Unknown parameter(s) {', '.join(map(repr, unknown))} for augmentation "
-                f"{self.name!r}; valid parameters: {valid}."
-            )
-        self.params = {**self.defaults, **params}
-        self.setup(**self.params)
-
-    def setup(self, **params: Any) -> None:
-        """Validate and store the parameters (override when there are any)."""
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return {}
-
-    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.params})"
-
-
-AUGMENTATIONS: Registry[type[Augmentation]] = Registry("augmentation")
-
-
-def register(cls: type[Augmentation]) -> type[Augmentation]:
-    """Class decorator: add an augmentation to the registry under `cls.name`."""
-    AUGMENTATIONS.add(cls.name, cls)
-    return cls
-
-
-def list_augmentations() -> list[str]:
-    """Registered augmentation names, sorted."""
-    return AUGMENTATIONS.names()
-
-
-@dataclass(frozen=True)
-class AugmentationSpec:
-    """One augmentation of an arm: a registry name and parameter overrides."""
-
-    name: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(
-                f"An augmentation name must be a non-empty string, got {self.name!r}."
-            )
-        if not isinstance(self.params, Mapping):
-            raise ConfigError(
-                f"Parameters of augmentation {self.name!r} must be a table/dict, got {self.params!r}."
-            )
-        object.__setattr__(self, "params", dict(self.params))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "params": dict(self.params)}
-
-    def __hash__(self) -> int:
-        return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
-
-    def build(self) -> Augmentation:
-        """The configured augmentation (ConfigError for an unknown name or parameter)."""
-        return AUGMENTATIONS.get(self.name)(**self.params)
-
-
-def _parse_value(text: str) -> Any:
-    if ".." in text:
-        low, high = text.split("..", 1)
-        return [_parse_value(low), _parse_value(high)]
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_augmentations(text: str) -> tuple[AugmentationSpec, ...]:
-    """Parse the CLI form 'flip,rotate:degrees=90,stain:strength=strong,zoom:range=0.8..1.2'.
-
-    Items are separated by ',', parameters by ':' as key=value; 'a..b' is a range [a, b].
-    An empty string or 'none' gives no augmentation.
-    """
-    specs = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item or item.lower() == "none":
-            continue
-        name, *assignments = item.split(":")
-        params: dict[str, Any] = {}
-        for assignment in assignments:
-            key, sep, value = assignment.partition("=")
-            if not sep or not key:
-                raise ConfigError(
-                    f"Cannot parse {assignment!r} in augmentation {item!r}; write name:key=value."
-                )
-            params[key.strip()] = _parse_value(value.strip())
-        spec = AugmentationSpec(name.strip(), params)
-        spec.build()  # validate early
-        specs.append(spec)
-    return tuple(specs)
 
 
 @dataclass(frozen=True)
@@ -253,26 +131,11 @@ class Augmenter:
 
 
 def build_augmenter(
-    specs: Iterable[AugmentationSpec],
+    specs: Iterable[AugmentationSpec | str],
     p: float = DEFAULT_P,
     mode: str = "together",
     image_size: int | None = None,
 ) -> Augmenter:
     """The augmenter of one arm (no specs: the identity). Validates names and parameters."""
-    if not 0.0 <= float(p) <= 1.0:
-        raise ConfigError(f"Augmentation probability p must be in [0, 1], got {p}.")
-    if mode not in MODES:
-        raise ConfigError(f"Unknown augmentation mode {mode!r}; valid modes: {', '.join(MODES)}.")
-    augmentations = []
-    for spec in specs:
-        if isinstance(spec, str):
-            spec = AugmentationSpec(spec)
-        augmentations.append(spec.build())
-    names = [aug.name for aug in augmentations]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(
-            f"Augmentation(s) {', '.join(duplicates)} listed twice in one arm; list each once "
-            "(set its parameters instead)."
-        )
-    return Augmenter(augmentations, float(p), mode, image_size)
+    checked = check_augmentations(specs, p, mode)
+    return Augmenter([build_transform(spec) for spec in checked], float(p), mode, image_size)

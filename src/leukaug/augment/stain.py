@@ -18,7 +18,6 @@ RGB_FROM_HED = torch.tensor(
     [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64
 )
 HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)
-STAIN_PRESETS = {"light": 0.05, "strong": 0.2}  # Tellez et al. 2019, HED-light / HED-strong
 MIN_INTENSITY = 1e-6  # as skimage: RGB is clipped here before the log
 
 

@@ -1,5 +1,13 @@
-"""The registered augmentations. Sizes are given at 256 px (the seed's input) or as
-fractions of the image side, and scale with the actual image size."""
+"""The augmentations as batched, per-sample, seeded transforms (torch, kornia).
+
+Each first draws its random parameters for the whole batch from an explicit
+`torch.Generator` (`sample`), then applies a pure function of images and parameters
+(`apply`), albumentations style: every augmented sample can be explained (`Draw`) and
+reproduced. A transform is built from the values its entry in
+`leukaug.augment.settings.AUGMENTATIONS` checked (names, defaults and checks live there,
+torch-free, so the study file is validated with the same code). Sizes in pixels scale with
+the image size.
+"""
 
 from __future__ import annotations
 
@@ -12,33 +20,63 @@ from kornia.enhance import adjust_brightness, adjust_contrast
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import rotate, scale, translate
 
-from leukaug.augment.augmenter import Augmentation, register
-from leukaug.augment.stain import STAIN_PRESETS, hed_to_rgb, rgb_to_hed
-from leukaug.core.errors import ConfigError
+from leukaug.augment.settings import AUGMENTATIONS, AugmentationInfo, AugmentationSpec
+from leukaug.augment.stain import hed_to_rgb, rgb_to_hed
+from leukaug.core.registry import Registry
 
 REFERENCE_SIZE = 256  # pixel sizes below are the seed's, at its 256 px input
 
 
-def _number(aug: str, key: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ConfigError(
-            f"Parameter {key!r} of augmentation {aug!r} must be a number in [{low}, {high}], "
-            f"got {value!r}."
+class Augmentation:
+    """Base class: `name` is its entry in `settings.AUGMENTATIONS`; subclasses implement
+    `setup` (store the checked settings), `sample` and `apply`.
+
+    `sample(batch_size, generator)` returns tensors on the generator's device: per-sample
+    ones with a leading dimension `batch_size`, batch-level ones 0-dimensional.
+    `apply(images, params)` is pure; `images` is float (N, 3, H, W) in [0, 1] and `params`
+    hold the rows of the samples in `images`.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, **params: Any) -> None:
+        self.params = {**self.info.defaults, **params}
+        self.setup(**self.info.settings(params))
+
+    @property
+    def info(self) -> AugmentationInfo:
+        """Its name, description, defaults and parameter check."""
+        return AUGMENTATIONS.get(self.name)
+
+    def setup(self, **settings: Any) -> None:
+        """Store what the entry's check returned (override when there are any)."""
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return {}
+
+    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params})"
+
+
+TRANSFORMS: Registry[type[Augmentation]] = Registry("augmentation")
+
+
+def register(cls: type[Augmentation]) -> type[Augmentation]:
+    """Class decorator: the transform of augmentation `cls.name` (which must have settings)."""
+    if cls.name not in AUGMENTATIONS:
+        raise ValueError(
+            f"augmentation {cls.name!r} has no entry in leukaug.augment.settings.AUGMENTATIONS"
         )
-    return float(value)
+    TRANSFORMS.add(cls.name, cls)
+    return cls
 
 
-def _range(aug: str, key: str, value: Any, low: float, high: float) -> tuple[float, float]:
-    """A number m means [-m, m] (m >= 0); a pair [a, b] means [a, b]; both within [low, high]."""
-    if isinstance(value, list | tuple):
-        if len(value) != 2:
-            raise ConfigError(f"Parameter {key!r} of {aug!r} must be a number or [low, high].")
-        a, b = (_number(aug, key, v, low, high) for v in value)
-        if a > b:
-            raise ConfigError(f"Parameter {key!r} of {aug!r}: low {a} is above high {b}.")
-        return a, b
-    m = _number(aug, key, value, 0.0, high)
-    return -m, m
+def build_transform(spec: AugmentationSpec) -> Augmentation:
+    """The transform of one spec (ConfigError for an unknown name or parameter)."""
+    return TRANSFORMS.get(spec.name)(**spec.params)
 
 
 def _uniform(bounds: tuple[float, float], shape: tuple[int, ...], generator: torch.Generator):
@@ -53,7 +91,6 @@ def _per_image(values: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 @register
 class HorizontalFlip(Augmentation):
     name = "hflip"
-    description = "mirror left-right"
 
     def apply(self, images, params):
         return images.flip(-1)
@@ -62,7 +99,6 @@ class HorizontalFlip(Augmentation):
 @register
 class VerticalFlip(Augmentation):
     name = "vflip"
-    description = "mirror top-bottom"
 
     def apply(self, images, params):
         return images.flip(-2)
@@ -71,7 +107,6 @@ class VerticalFlip(Augmentation):
 @register
 class Flip(Augmentation):
     name = "flip"
-    description = "horizontal, vertical or both flips, one chosen uniformly (never the identity)"
 
     def sample(self, batch_size, generator):
         # 0: horizontal, 1: vertical, 2: both (albumentations' Flip)
@@ -88,11 +123,9 @@ class Flip(Augmentation):
 @register
 class Rotate(Augmentation):
     name = "rotate"
-    description = "rotation about the centre by a uniform angle, black fill"
-    defaults: ClassVar[dict[str, Any]] = {"degrees": 180.0}  # the seed's rotation_range 180
 
-    def setup(self, degrees):
-        self.bounds = _range(self.name, "degrees", degrees, -360.0, 360.0)
+    def setup(self, bounds):
+        self.bounds = bounds
 
     def sample(self, batch_size, generator):
         return {"angle": _uniform(self.bounds, (batch_size,), generator)}
@@ -102,47 +135,26 @@ class Rotate(Augmentation):
 
 
 @register
-class FlipRotate(Augmentation):
+class FlipRotate(Rotate):
     name = "flip_rotate"
-    description = "flip (as 'flip') then rotate (as 'rotate')"
-    defaults: ClassVar[dict[str, Any]] = dict(Rotate.defaults)
 
-    def setup(self, degrees):
-        self.flip, self.rotate = Flip(), Rotate(degrees=degrees)
+    def setup(self, bounds):
+        super().setup(bounds)
+        self.flip = Flip()
 
     def sample(self, batch_size, generator):
-        return {
-            **self.flip.sample(batch_size, generator),
-            **self.rotate.sample(batch_size, generator),
-        }
+        return {**self.flip.sample(batch_size, generator), **super().sample(batch_size, generator)}
 
     def apply(self, images, params):
-        return self.rotate.apply(self.flip.apply(images, params), params)
+        return super().apply(self.flip.apply(images, params), params)
 
 
 @register
 class Blur(Augmentation):
     name = "blur"
-    description = "Gaussian blur; kernel and sigma given at 256 px, scaled with the image"
-    # cv2.GaussianBlur(img, (21, 21), 0): sigma = 0.3 * ((21 - 1) / 2 - 1) + 0.8 = 3.5 px
-    defaults: ClassVar[dict[str, Any]] = {"kernel_size": 21, "sigma": 3.5}
 
-    def setup(self, kernel_size, sigma):
-        if (
-            isinstance(kernel_size, bool)
-            or not isinstance(kernel_size, int)
-            or kernel_size < 3
-            or kernel_size % 2 == 0
-        ):
-            raise ConfigError(
-                f"kernel_size of 'blur' must be an odd integer >= 3, got {kernel_size!r}."
-            )
-        self.kernel_size = kernel_size
-        if isinstance(sigma, list | tuple):
-            self.bounds = _range(self.name, "sigma", sigma, 0.1, 100.0)
-        else:
-            value = _number(self.name, "sigma", sigma, 0.1, 100.0)
-            self.bounds = (value, value)
+    def setup(self, kernel_size, bounds):
+        self.kernel_size, self.bounds = kernel_size, bounds
 
     def sample(self, batch_size, generator):
         return {"sigma": _uniform(self.bounds, (batch_size,), generator)}
@@ -157,16 +169,9 @@ class Blur(Augmentation):
 @register
 class Noise(Augmentation):
     name = "noise"
-    description = "additive Gaussian noise, std on the [0, 1] scale (0.316 = variance 0.1), clamped"
-    # The seed paper: mean 0, variance 0.1 on [0, 1] -> std sqrt(0.1) = 0.316 (a std, not a variance).
-    defaults: ClassVar[dict[str, Any]] = {"std": 0.316}
 
-    def setup(self, std):
-        if isinstance(std, list | tuple):
-            self.bounds = _range(self.name, "std", std, 0.0, 1.0)
-        else:
-            value = _number(self.name, "std", std, 0.0, 1.0)
-            self.bounds = (value, value)
+    def setup(self, bounds):
+        self.bounds = bounds
 
     def sample(self, batch_size, generator):
         # The noise itself is drawn on the images' device from this batch-level seed.
@@ -185,11 +190,9 @@ class Noise(Augmentation):
 @register
 class Shift(Augmentation):
     name = "shift"
-    description = "translation by up to a fraction of the side along each axis, black fill"
-    defaults: ClassVar[dict[str, Any]] = {"fraction": 0.1}
 
-    def setup(self, fraction):
-        self.bounds = _range(self.name, "fraction", fraction, -1.0, 1.0)
+    def setup(self, bounds):
+        self.bounds = bounds
 
     def sample(self, batch_size, generator):
         return {"shift": _uniform(self.bounds, (batch_size, 2), generator)}  # (x, y)
@@ -202,19 +205,9 @@ class Shift(Augmentation):
 @register
 class Zoom(Augmentation):
     name = "zoom"
-    description = "scaling about the centre by a factor in [1 - range, 1 + range], black fill"
-    # Keras zoom_range 0.2 as in the seed; Keras draws the two axes independently.
-    defaults: ClassVar[dict[str, Any]] = {"range": 0.2, "isotropic": False}
 
-    def setup(self, range, isotropic):
-        if isinstance(range, list | tuple):
-            self.bounds = _range(self.name, "range", range, 0.05, 20.0)
-        else:
-            r = _number(self.name, "range", range, 0.0, 0.95)
-            self.bounds = (1.0 - r, 1.0 + r)
-        if not isinstance(isotropic, bool):
-            raise ConfigError(f"isotropic of 'zoom' must be true or false, got {isotropic!r}.")
-        self.isotropic = isotropic
+    def setup(self, bounds, isotropic):
+        self.bounds, self.isotropic = bounds, isotropic
 
     def sample(self, batch_size, generator):
         factor = _uniform(self.bounds, (batch_size, 1 if self.isotropic else 2), generator)
@@ -227,13 +220,9 @@ class Zoom(Augmentation):
 @register
 class BrightnessContrast(Augmentation):
     name = "brightness"
-    description = "contrast factor in [1 - contrast, 1 + contrast], then brightness offset"
-    defaults: ClassVar[dict[str, Any]] = {"brightness": 0.2, "contrast": 0.2}
 
     def setup(self, brightness, contrast):
-        self.brightness = _range(self.name, "brightness", brightness, -1.0, 1.0)
-        c = _range(self.name, "contrast", contrast, -1.0, 1.0)
-        self.contrast = (1.0 + c[0], 1.0 + c[1])
+        self.brightness, self.contrast = brightness, contrast
 
     def sample(self, batch_size, generator):
         return {
@@ -257,15 +246,9 @@ def _grid(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @register
 class Cutout(Augmentation):
     name = "cutout"
-    description = "masks square(s) of a fraction of the side at uniform centres (DeVries & Taylor)"
-    defaults: ClassVar[dict[str, Any]] = {"size": 0.25, "count": 1, "fill": 0.0}
 
     def setup(self, size, count, fill):
-        self.size = _number(self.name, "size", size, 0.0, 1.0)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ConfigError(f"count of 'cutout' must be an integer >= 1, got {count!r}.")
-        self.count = count
-        self.fill = _number(self.name, "fill", fill, 0.0, 1.0)
+        self.size, self.count, self.fill = size, count, fill
 
     def sample(self, batch_size, generator):
         return {
@@ -288,16 +271,9 @@ class Cutout(Augmentation):
 @register
 class Border(Augmentation):
     name = "border"
-    description = "padding frame: shrinks the image and frames it (width a fraction of the side)"
-    defaults: ClassVar[dict[str, Any]] = {"width": [0.02, 0.1], "fill": 1.0}
 
-    def setup(self, width, fill):
-        if isinstance(width, list | tuple):
-            self.bounds = _range(self.name, "width", width, 0.0, 0.45)
-        else:
-            fixed = _number(self.name, "width", width, 0.0, 0.45)
-            self.bounds = (fixed, fixed)
-        self.fill = _number(self.name, "fill", fill, 0.0, 1.0)
+    def setup(self, bounds, fill):
+        self.bounds, self.fill = bounds, fill
 
     def sample(self, batch_size, generator):
         return {"width": _uniform(self.bounds, (batch_size,), generator)}
@@ -314,17 +290,9 @@ class Border(Augmentation):
 @register
 class Stain(Augmentation):
     name = "stain"
-    description = "HED stain jitter (Tellez et al. 2019): c -> c (1 + a) + b, a, b ~ U[-s, s]"
-    defaults: ClassVar[dict[str, Any]] = {"strength": "light"}
 
     def setup(self, strength):
-        if isinstance(strength, str):
-            if strength not in STAIN_PRESETS:
-                raise ConfigError(
-                    f"strength of 'stain' must be a number or one of {', '.join(STAIN_PRESETS)}, got {strength!r}."
-                )
-            strength = STAIN_PRESETS[strength]
-        self.strength = _number(self.name, "strength", strength, 0.0, 1.0)
+        self.strength = strength
 
     def sample(self, batch_size, generator):
         bounds = (-self.strength, self.strength)
@@ -343,17 +311,9 @@ class Stain(Augmentation):
 @register
 class HSV(Augmentation):
     name = "hsv"
-    description = "hue shift (fraction of the colour circle), saturation and value scaling"
-    defaults: ClassVar[dict[str, Any]] = {
-        "hue": 0.1,
-        "saturation": 0.1,
-        "value": 0.0,
-    }  # Tellez et al.'s HSV-light
 
     def setup(self, hue, saturation, value):
-        self.hue = _range(self.name, "hue", hue, -0.5, 0.5)
-        self.saturation = _range(self.name, "saturation", saturation, -1.0, 1.0)
-        self.value = _range(self.name, "value", value, -1.0, 1.0)
+        self.hue, self.saturation, self.value = hue, saturation, value
 
     def sample(self, batch_size, generator):
         return {

@@ -145,13 +145,13 @@ def fetch(
     ] = None,
 ) -> None:
     """Download a model's pinned ImageNet weights (on a machine with internet access)."""
-    from leukaug.models import weights
+    from leukaug.models import factory
 
-    path = weights.download_weights(name, dest)
+    path = factory.download_weights(name, dest)
     typer.echo(f"{name}: {path}")
     if dest is not None:
         typer.echo(
-            f"Copy it to {weights.expected_path(name)} on the training machine (its torch hub "
+            f"Copy it to {factory.expected_path(name)} on the training machine (its torch hub "
             "cache), or pass weights_path."
         )
 

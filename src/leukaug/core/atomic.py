@@ -1,6 +1,8 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, then rename.
 
 A crash at any point leaves either the old file or the new one, never a half-written file.
+Torch files go through `atomic_path` where they are written (`leukaug.arm.checkpoints`), so
+this module imports no torch.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
-
-import torch
 
 from leukaug.core.errors import DataError
 
@@ -80,11 +80,6 @@ def write_csv(path: str | os.PathLike[str], frame: Any, **kwargs: Any) -> None:
     kwargs.setdefault("index", False)
     with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
         frame.to_csv(handle, **kwargs)
-
-
-def torch_save(path: str | os.PathLike[str], obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def save_figure(path: str | os.PathLike[str], figure: Any, **kwargs: Any) -> None:

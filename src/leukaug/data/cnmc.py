@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from leukaug.core.errors import DataError
+from leukaug.data.choices import KAGGLE, TCIA
 from leukaug.data.cnmc_names import CLASS_FOLDERS, parse_cnmc_name
 from leukaug.data.files import (
     Row,
@@ -23,8 +24,6 @@ from leukaug.data.files import (
     resolve_inside,
 )
 
-KAGGLE = "cnmc_kaggle"
-TCIA = "cnmc_tcia"
 TEST_FOLDER = "C-NMC_test_prelim_phase_data"
 TEST_LABELS = "C-NMC_test_prelim_phase_data_labels.csv"
 FINAL_TEST_FOLDER = "C-NMC_test_final_phase_data"

@@ -18,10 +18,10 @@ import pandas as pd
 
 from leukaug.core.errors import DataError
 from leukaug.data import cnmc, folders
+from leukaug.data.choices import LAYOUTS
 from leukaug.data.images import CONVERSION_RULES, MAX_PIXELS, check_pixels, open_rgb
 from leukaug.data.synth import MARKER_FILE
 
-LAYOUTS = ("auto", cnmc.KAGGLE, cnmc.TCIA, "folders", "csv")
 MANIFEST_COLUMNS = ["image_id", "path", "label", "subject", "source_split", "fold"]
 
 

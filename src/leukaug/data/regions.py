@@ -29,11 +29,11 @@ from skimage.filters import threshold_otsu
 from sklearn.linear_model import LogisticRegression
 
 from leukaug.core.errors import ConfigError, DataError, unknown_name_message
+from leukaug.data.choices import NUCLEUS, PERIMETER, QUADRANTS
 
 FOREGROUND_THRESHOLD = 10  # max channel value above which a pixel is cell, not background
 RIM_PX = 2  # the cell's blurred edge, left out of the nucleus
 RING_FRACTION = 0.3  # the perimeter ring's width, as a fraction of the cell's inscribed radius
-QUADRANTS = ("top_left", "top_right", "bottom_left", "bottom_right")
 
 
 def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
@@ -146,11 +146,11 @@ def _quadrant_region(name: str) -> Callable[[np.ndarray], np.ndarray]:
     return lambda images: quadrant(images, name)
 
 
-# name -> function of a uint8 batch: what one bagged member sees.
+# name (`choices.REGION_NAMES`) -> function of a uint8 batch: what one bagged member sees.
 REGIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     **{name: _quadrant_region(name) for name in QUADRANTS},
-    "nucleus": nucleus_crop,
-    "perimeter": perimeter_ring,
+    NUCLEUS: nucleus_crop,
+    PERIMETER: perimeter_ring,
 }
 
 

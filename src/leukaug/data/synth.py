@@ -30,7 +30,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +38,11 @@ from scipy import ndimage
 
 from leukaug import LABEL_ALL, LABEL_HEM
 from leukaug.core.errors import ConfigError
+from leukaug.data.synth_config import (
+    TEST_STAIN_SPREAD,
+    TRAIN_STAIN_SPREAD,
+    SynthConfig,
+)
 
 MARKER_FILE = "SYNTHETIC_DATA.txt"
 TEST_FOLDER = "C-NMC_test_prelim_phase_data"
@@ -51,85 +55,9 @@ N_FOLDS = 3  # C-NMC ships its training data in fold_0, fold_1, fold_2
 NUCLEAR_STAIN = np.array([0.62, 0.80, 0.30], dtype=np.float32)
 CYTOPLASM_STAIN = np.array([0.55, 0.32, 0.12], dtype=np.float32)
 
-# Subject-level batch effects: standard deviations of log-scale stain perturbations.
-TRAIN_STAIN_SPREAD = 0.10
-TEST_STAIN_SPREAD = 0.28  # default; wider on the test subjects: the domain shift
 # Direction of `test_stain_shift` on the log stain vectors (R, G, B): both stains absorb
 # more red and less blue, a bluer batch, which HED stain jitter can cover.
 STAIN_SHIFT_DIRECTION = np.array([1.0, 0.0, -1.0])
-# Settings added after data sets had been generated, with their defaults: left out of a
-# data set's identity at the default, so older data sets keep their folder and record.
-ADDED_SETTINGS = {"test_stain_shift_fraction": 1.0}
-
-
-def settings_identity(settings: dict[str, Any]) -> dict[str, Any]:
-    """Generator settings as they identify a data set (ADDED_SETTINGS at default left out)."""
-    return {
-        name: value
-        for name, value in settings.items()
-        if name not in ADDED_SETTINGS or value != ADDED_SETTINGS[name]
-    }
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """What `leukaug synth` generates. ALL subjects get twice the cells of HEM subjects (~2:1)."""
-
-    size: int = 450
-    subjects_per_class: int = 6
-    test_subjects_per_class: int = 4
-    cells_per_subject: int = 20
-    seed: int = 0
-    difficulty: float = 0.5
-    test_stain_spread: float = TEST_STAIN_SPREAD  # log-scale SD of the test subjects' stain
-    # one batch with another hue: every test subject's log stain vectors move by this times
-    # STAIN_SHIFT_DIRECTION (the training subjects' log-scale SD is 0.10)
-    test_stain_shift: float = 0.0
-    # the share of each class's test subjects in that batch (the first ones; 1.0: all), so
-    # one test set holds patients from both batches
-    test_stain_shift_fraction: float = 1.0
-
-    def validate(self) -> None:
-        if not 16 <= self.size <= 2048:
-            raise ConfigError(f"--size {self.size} is out of range; use 16 to 2048 pixels.")
-        if self.subjects_per_class < 2 or self.test_subjects_per_class < 1:
-            raise ConfigError(
-                "Need at least 2 training subjects and 1 test subject per class "
-                f"(got {self.subjects_per_class} and {self.test_subjects_per_class}); "
-                "a subject-level validation split needs 2 or more."
-            )
-        if self.cells_per_subject < 1:
-            raise ConfigError(
-                f"--cells-per-subject must be at least 1, got {self.cells_per_subject}."
-            )
-        if not 0.0 <= self.difficulty <= 1.0:
-            raise ConfigError(
-                f"--difficulty {self.difficulty} is out of range; use 0 (separable) to 1 (no signal)."
-            )
-        if not 0.0 <= self.test_stain_spread <= 1.0:
-            raise ConfigError(
-                f"test_stain_spread {self.test_stain_spread} is out of range; use 0 to 1 "
-                f"(the training subjects' is {TRAIN_STAIN_SPREAD})."
-            )
-        if not -1.0 <= self.test_stain_shift <= 1.0:
-            raise ConfigError(
-                f"test_stain_shift {self.test_stain_shift} is out of range; use -1 to 1 "
-                "(a log-scale shift of the test subjects' stain hue, 0 for none)."
-            )
-        if not 0.0 <= self.test_stain_shift_fraction <= 1.0:
-            raise ConfigError(
-                f"test_stain_shift_fraction {self.test_stain_shift_fraction} is out of range; "
-                "use 0 to 1 (the share of each class's test subjects in the shifted batch)."
-            )
-
-    def identity(self) -> dict[str, Any]:
-        """The settings that identify the data set these generate (`settings_identity`)."""
-        return settings_identity(asdict(self))
-
-    def shifted(self, split: str, index: int) -> bool:
-        """Whether the `index`-th subject of its class and split is in the shifted batch."""
-        shifted_per_class = round(self.test_stain_shift_fraction * self.test_subjects_per_class)
-        return split == "test" and index < shifted_per_class
 
 
 @dataclass(frozen=True)

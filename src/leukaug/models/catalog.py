@@ -1,31 +1,44 @@
-"""The model registry and its API: `list_models()`, `model_info(name)`, `get_model(name, ...)`.
+"""The model catalogue: every model's name and settings, as data, without torch.
 
-Each model family lives in one file of this package that registers its entries, every
-entry carrying its input size, normalisation, ImageNet weights and constructor together
-(timm's `default_cfgs` idea), so the pipeline asks the model instead of guessing. A name
-with a registered prefix (`timm:NAME`) is resolved by that prefix's resolver on demand.
+`list_models()`, `is_model_name(name)` and `model_info(name)` answer from `MODELS`, so a
+study file is validated (names, image sizes against each model's minimum, heads, ImageNet
+weights) without importing torch. Each entry carries its input size, normalisation,
+minimum size and ImageNet weights together (timm's `default_cfgs` idea), so the pipeline
+asks the model instead of guessing.
 
-Every model takes float RGB in [0, 1] normalised with its entry's mean/std, returns one
-logit per image, shape (B,), and exposes `.head` (what `freeze_backbone` leaves trainable).
+The builders are torch: each family module (`custom_cnn`, `custom_resnet`,
+`torchvision_models`) registers its models' `ModelBuilder` in `BUILDERS` under the
+catalogued names, and `leukaug.models.factory` (which imports every family) builds them;
+a test checks that both name lists agree and that the torchvision entries' minimum sizes,
+input sizes and weight names are torchvision's own.
+
+A name with a registered prefix (`timm:NAME`) is resolved on demand by its family module
+(`PREFIX_MODULES`), imported on first use: its settings come from timm's pretrained config
+and a structure-only build, so resolving one imports timm, and with it torch. A study that
+names a timm model imports torch when it is validated; a study without one does not.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import torch
-from torch import nn
-
-from leukaug.core.errors import ConfigError, WeightsError
+from leukaug.core.errors import ConfigError
 from leukaug.core.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HEADS = ("linear", "seed")
+# Which parameters train (`leukaug.models.regimes.apply_regime` applies each).
+REGIMES = ("full", "freeze_first", "freeze_backbone")
+OFFLINE_ENV = "LEUKAUG_OFFLINE"
 
 
 @dataclass(frozen=True)
@@ -53,22 +66,24 @@ class ImagenetWeights(Protocol):
 
 
 # (image_size, head, weights file or None) -> a freshly initialised model (weights loaded).
-Builder = Callable[[int, str, "Path | None"], nn.Module]
+Builder = Callable[[int, str, "Path | None"], "nn.Module"]
 
 
 @dataclass(frozen=True)
-class ModelEntry:
-    """One model: its settings, its constructor and its ImageNet weights (None: none)."""
+class ModelBuilder:
+    """How a family builds one catalogued model, and its ImageNet weights (None: none)."""
 
-    info: ModelInfo
     build: Builder
     imagenet: ImagenetWeights | None = None
 
 
-MODELS: Registry[ModelEntry] = Registry("model")
-# prefix (e.g. "timm") -> resolver of "prefix:NAME" into an entry (ConfigError if unknown).
-PREFIXES: dict[str, Callable[[str], ModelEntry]] = {}
-OFFLINE_ENV = "LEUKAUG_OFFLINE"
+MODELS: Registry[ModelInfo] = Registry("model")
+BUILDERS: Registry[ModelBuilder] = Registry("model builder")  # filled by the family modules
+# prefix -> the family module resolving "prefix:NAME", imported when first needed.
+PREFIX_MODULES = {"timm": "leukaug.models.timm_models"}
+# prefix -> NAME -> (settings, builder); ConfigError for an unknown NAME. Each family
+# module in PREFIX_MODULES registers its resolver here when imported.
+PREFIXES: dict[str, Callable[[str], tuple[ModelInfo, ModelBuilder]]] = {}
 
 
 def offline() -> bool:
@@ -76,103 +91,117 @@ def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
 
 
-def model_entry(name: str) -> ModelEntry:
-    """The entry of a registered name or of a prefixed one (`timm:efficientnet_b0`)."""
-    prefix, sep, rest = name.partition(":")
-    if sep:
-        if prefix not in PREFIXES:
-            raise ConfigError(
-                f"Unknown model prefix {prefix!r} in {name!r}; valid prefixes: "
-                f"{', '.join(sorted(PREFIXES))} (e.g. 'timm:efficientnet_b0')."
-            )
-        return PREFIXES[prefix](rest)
-    return MODELS.get(name)
+def resolve_prefixed(name: str) -> tuple[ModelInfo, ModelBuilder]:
+    """Settings and builder of a prefixed name (`timm:efficientnet_b0`); imports its family."""
+    prefix, _, rest = name.partition(":")
+    if prefix not in PREFIX_MODULES:
+        raise ConfigError(
+            f"Unknown model prefix {prefix!r} in {name!r}; valid prefixes: "
+            f"{', '.join(sorted(PREFIX_MODULES))} (e.g. 'timm:efficientnet_b0')."
+        )
+    if prefix not in PREFIXES:
+        importlib.import_module(PREFIX_MODULES[prefix])  # registers PREFIXES[prefix]
+    return PREFIXES[prefix](rest)
 
 
 def list_models() -> list[str]:
-    """Registered model names, sorted (prefixed families such as `timm:NAME` come on top)."""
+    """Catalogued model names, sorted (prefixed families such as `timm:NAME` come on top)."""
     return MODELS.names()
 
 
 def is_model_name(name: str) -> bool:
-    """True for a registered name or a resolvable prefixed name."""
+    """True for a catalogued name or a resolvable prefixed name."""
     try:
-        model_entry(name)
+        model_info(name)
     except ConfigError:
         return False
     return True
 
 
 def model_info(name: str) -> ModelInfo:
-    """Input size, normalisation and description of a model."""
-    return model_entry(name).info
+    """Input size, normalisation, minimum size, heads and weights of a model."""
+    if ":" in name:
+        return resolve_prefixed(name)[0]
+    return MODELS.get(name)
 
 
-def _weights_file(
-    name: str, entry: ModelEntry, pretrained: bool, weights_path: str | None
-) -> Path | None:
-    if weights_path is not None:
-        path = Path(weights_path)
-        if not path.is_file():
-            raise WeightsError(f"Weights file {path} does not exist; check weights_path.")
-        return path
-    if not pretrained:
-        return None
-    if entry.imagenet is None:
-        raise ConfigError(
-            f"{name} has no ImageNet weights; set pretrained = false, or start from a "
-            "checkpoint trained on this task (init_from or weights_path)."
-        )
-    return fetch_imagenet(entry.imagenet)
+# ---------------------------------------------------------------- the built-in models
+
+# custom_cnn and custom_resnet: the seed's 25 Keras layers (see custom_cnn). The seed only
+# rescales by 1/255: [0, 1] input, no further normalisation. 72 px is the smallest input
+# its four 'valid' convolutions and three pools leave a 1x1 map of (custom_cnn.min_input_size).
+SEED_INPUT_SIZE = 256
+SEED_MIN_INPUT_SIZE = 72
+SEED_FREEZE_UNITS = "Keras layers 0-23 (the seed froze 19: Dense128 onward trains)"
+MODELS.add(
+    "custom_cnn",
+    ModelInfo(
+        name="custom_cnn",
+        input_size=SEED_INPUT_SIZE,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        min_input_size=SEED_MIN_INPUT_SIZE,
+        description="the seed paper's 25-layer SELU CNN (16.4 M parameters at 256 px)",
+        imagenet_weights=None,
+        heads=("linear",),
+        freeze_first_units=SEED_FREEZE_UNITS,
+    ),
+)
+MODELS.add(
+    "custom_resnet",
+    ModelInfo(
+        name="custom_resnet",
+        input_size=SEED_INPUT_SIZE,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        min_input_size=SEED_MIN_INPUT_SIZE,
+        description=(
+            "custom_cnn with 1x1 projection shortcuts around its four convolutions "
+            "(16.46 M parameters at 256 px, +43,584)"
+        ),
+        imagenet_weights=None,
+        heads=("linear",),
+        freeze_first_units=SEED_FREEZE_UNITS,
+    ),
+)
 
 
-def fetch_imagenet(weights: ImagenetWeights) -> Path:
-    """The cached weights file, else downloaded (unless offline), else `WeightsError`."""
-    cached = weights.cached_path()
-    if cached is not None:
-        return cached
-    if offline():
-        raise WeightsError(weights.missing_message(f"{OFFLINE_ENV} forbids downloading"))
-    try:
-        return weights.download()
-    except WeightsError as error:
-        cause = error.__cause__ or error
-        raise WeightsError(weights.missing_message(f"the download failed ({cause})")) from error
+def _torchvision(
+    name: str, input_size: int, min_size: int, weights: str, description: str
+) -> ModelInfo:
+    return ModelInfo(
+        name=name,
+        input_size=input_size,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        min_input_size=min_size,
+        description=description,
+        imagenet_weights=weights,
+        heads=HEADS,
+    )
 
 
-def get_model(
-    name: str,
-    pretrained: bool = False,
-    weights_path: str | None = None,
-    head: str = "linear",
-    image_size: int | None = None,
-) -> nn.Module:
-    """Build a fresh model returning one logit per image.
-
-    `pretrained` loads the entry's ImageNet weights (cache, else download, else
-    `WeightsError`); `weights_path` loads a local file instead (the family's ImageNet
-    format, or the model's own state dict for the custom CNNs) and implies pretrained.
-    `image_size` defaults to the entry's input size.
-    """
-    entry = model_entry(name)
-    info = entry.info
-    size = info.input_size if image_size is None else int(image_size)
-    if size < info.min_input_size:
-        raise ConfigError(
-            f"{name} needs images of at least {info.min_input_size} px, got image_size={size}."
-        )
-    if head not in info.heads:
-        raise ConfigError(
-            f"Unknown head {head!r} for {name}; valid heads: {', '.join(info.heads)}."
-        )
-    return entry.build(size, head, _weights_file(name, entry, pretrained, weights_path))
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def model_parameter_count(name: str, head: str = "linear", image_size: int | None = None) -> int:
-    """Parameters of a model, counted on the meta device (no memory, no init cost)."""
-    with torch.device("meta"):
-        return count_parameters(get_model(name, head=head, image_size=image_size))
+# torchvision's weights metadata: input size = the weights' crop size; minimum size = their
+# min_size, at least 32 px for ResNets (five stride-2 stages leave a 1x1 map). Weights
+# pinned, not DEFAULT: an upgrade cannot change a study. torchvision_models loads these
+# names (`torchvision.models.get_weight`).
+MODELS.add(
+    "resnet18",
+    _torchvision(
+        "resnet18", 224, 32, "ResNet18_Weights.IMAGENET1K_V1", "torchvision ResNet18 (quick)"
+    ),
+)
+MODELS.add(
+    "resnet50",
+    _torchvision("resnet50", 224, 32, "ResNet50_Weights.IMAGENET1K_V2", "torchvision ResNet50"),
+)
+MODELS.add(
+    "inception_v3",
+    _torchvision(
+        "inception_v3",
+        299,
+        75,
+        "Inception_V3_Weights.IMAGENET1K_V1",
+        "torchvision InceptionV3 (aux logits off)",
+    ),
+)

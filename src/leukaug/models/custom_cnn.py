@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from leukaug.core.errors import ConfigError, WeightsError
-from leukaug.models.catalog import MODELS, ModelEntry, ModelInfo
+from leukaug.models.catalog import BUILDERS, SEED_INPUT_SIZE, ModelBuilder
 from leukaug.models.weights import load_state_dict
 
 # (kind, argument) per Keras layer, in the seed's order.
@@ -55,7 +55,7 @@ SEED_LAYERS: tuple[tuple[str, float], ...] = (
     ("dense", 64), ("dense", 1), ("sigmoid", 0),
 )  # fmt: skip
 N_SEED_LAYERS = len(SEED_LAYERS)  # 25
-DEFAULT_INPUT_SIZE = 256
+DEFAULT_INPUT_SIZE = SEED_INPUT_SIZE  # 256, the seed's input
 
 
 def feature_map_size(image_size: int) -> int:
@@ -180,23 +180,9 @@ def build_seed_cnn(
     return model
 
 
-SEED_FREEZE_UNITS = "Keras layers 0-23 (the seed froze 19: Dense128 onward trains)"
-
-MODELS.add(
+BUILDERS.add(
     "custom_cnn",
-    ModelEntry(
-        ModelInfo(
-            name="custom_cnn",
-            input_size=DEFAULT_INPUT_SIZE,
-            # The seed only rescales by 1/255: [0, 1] input, no further normalisation.
-            mean=(0.0, 0.0, 0.0),
-            std=(1.0, 1.0, 1.0),
-            min_input_size=min_input_size(),
-            description="the seed paper's 25-layer SELU CNN (16.4 M parameters at 256 px)",
-            imagenet_weights=None,
-            heads=("linear",),
-            freeze_first_units=SEED_FREEZE_UNITS,
-        ),
-        lambda image_size, head, weights_file: build_seed_cnn(CustomCNN, image_size, weights_file),
+    ModelBuilder(
+        lambda image_size, head, weights_file: build_seed_cnn(CustomCNN, image_size, weights_file)
     ),
 )

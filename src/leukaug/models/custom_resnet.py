@@ -20,14 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from leukaug.models.catalog import MODELS, ModelEntry, ModelInfo
-from leukaug.models.custom_cnn import (
-    DEFAULT_INPUT_SIZE,
-    SEED_FREEZE_UNITS,
-    CustomCNN,
-    build_seed_cnn,
-    min_input_size,
-)
+from leukaug.models.catalog import BUILDERS, ModelBuilder
+from leukaug.models.custom_cnn import CustomCNN, build_seed_cnn
 
 
 class SkipConv(nn.Module):
@@ -52,25 +46,11 @@ class CustomResNet(CustomCNN):
         return SkipConv(in_channels, out_channels)
 
 
-MODELS.add(
+BUILDERS.add(
     "custom_resnet",
-    ModelEntry(
-        ModelInfo(
-            name="custom_resnet",
-            input_size=DEFAULT_INPUT_SIZE,
-            mean=(0.0, 0.0, 0.0),
-            std=(1.0, 1.0, 1.0),
-            min_input_size=min_input_size(),
-            description=(
-                "custom_cnn with 1x1 projection shortcuts around its four convolutions "
-                "(16.46 M parameters at 256 px, +43,584)"
-            ),
-            imagenet_weights=None,
-            heads=("linear",),
-            freeze_first_units=SEED_FREEZE_UNITS,
-        ),
+    ModelBuilder(
         lambda image_size, head, weights_file: build_seed_cnn(
             CustomResNet, image_size, weights_file
-        ),
+        )
     ),
 )

@@ -19,8 +19,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from leukaug.core.errors import ConfigError
-
-REGIMES = ("full", "freeze_first", "freeze_backbone")
+from leukaug.models.catalog import REGIMES
 
 
 def _frozen_copy(norm: nn.BatchNorm2d) -> nn.Module:

@@ -34,7 +34,7 @@ from leukaug.models.catalog import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PREFIXES,
-    ModelEntry,
+    ModelBuilder,
     ModelInfo,
 )
 from leukaug.models.torchvision_models import seed_head
@@ -215,8 +215,8 @@ def _build(
 
 
 @lru_cache(maxsize=64)
-def timm_entry(name: str) -> ModelEntry:
-    """The entry of `timm:NAME` (settings from timm's pretrained config); ConfigError if unknown."""
+def timm_entry(name: str) -> tuple[ModelInfo, ModelBuilder]:
+    """Settings and builder of `timm:NAME` (from timm's pretrained config); ConfigError if unknown."""
     cfg = _pretrained_cfg(name)
     settings = cfg or {}  # an architecture without pretrained weights: ImageNet defaults
     input_size = int(settings.get("input_size", (3, DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE))[-1])
@@ -239,11 +239,11 @@ def timm_entry(name: str) -> ModelEntry:
         heads=HEADS,
         freeze_first_units=f"{len(stages)} timm stages: {', '.join(_stage_labels(stages))}",
     )
-    return ModelEntry(
-        info,
+    builder = ModelBuilder(
         lambda image_size, head, weights_file: _build(name, cfg, image_size, head, weights_file),
         weights,
     )
+    return info, builder
 
 
 PREFIXES[PREFIX] = timm_entry

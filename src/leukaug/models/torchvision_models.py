@@ -13,18 +13,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import (
-    Inception_V3_Weights,
-    ResNet18_Weights,
-    ResNet50_Weights,
-    WeightsEnum,
-    inception_v3,
-    resnet18,
-    resnet50,
-)
+from torchvision.models import get_weight, inception_v3, resnet18, resnet50
 
 from leukaug.core.errors import ConfigError, WeightsError
-from leukaug.models.catalog import HEADS, IMAGENET_MEAN, IMAGENET_STD, MODELS, ModelEntry, ModelInfo
+from leukaug.models.catalog import BUILDERS, HEADS, MODELS, ModelBuilder
 from leukaug.models.weights import TorchvisionWeights, load_state_dict
 
 
@@ -60,7 +52,8 @@ def _build_inception(with_weights: bool) -> nn.Module:
     )
 
 
-BUILDERS: dict[str, Callable[[bool], nn.Module]] = {
+# torchvision's constructors (with_weights -> the bare network) of the catalogued models.
+ARCHITECTURES: dict[str, Callable[[bool], nn.Module]] = {
     "resnet18": lambda with_weights: resnet18(),
     "resnet50": lambda with_weights: resnet50(),
     "inception_v3": _build_inception,
@@ -70,7 +63,7 @@ BUILDERS: dict[str, Callable[[bool], nn.Module]] = {
 def _feature_shape(name: str, image_size: int) -> torch.Size:
     """Shape of the un-pooled feature map for one image, computed on the meta device (free)."""
     with torch.device("meta"):
-        net = BUILDERS[name](False)
+        net = ARCHITECTURES[name](False)
         net.avgpool = nn.Identity()
         net.fc = nn.Identity()
         if hasattr(net, "dropout"):
@@ -101,7 +94,7 @@ def build_torchvision_model(
     """Build `name` with ImageNet-format `state_dict` loaded (if given) and a one-logit head."""
     if head not in HEADS:
         raise ConfigError(f"Unknown head {head!r} for {name}; valid heads: {', '.join(HEADS)}.")
-    net = BUILDERS[name](state_dict is not None)
+    net = ARCHITECTURES[name](state_dict is not None)
     if state_dict is not None:
         _load_backbone_weights(net, state_dict, source)
     in_features = net.fc.in_features
@@ -114,42 +107,16 @@ def build_torchvision_model(
     return TorchvisionClassifier(net, seed_head(_feature_shape(name, image_size)[-1]))
 
 
-def _entry(
-    name: str, input_size: int, min_size: int, weights: WeightsEnum, description: str
-) -> ModelEntry:
+def _builder(name: str) -> ModelBuilder:
+    """`name`'s builder, with the catalogue's pinned weights (`ModelInfo.imagenet_weights`)."""
+
     def build(image_size: int, head: str, weights_file: Path | None) -> nn.Module:
         state = None if weights_file is None else load_state_dict(weights_file)
         return build_torchvision_model(name, image_size, head, state, str(weights_file))
 
-    info = ModelInfo(
-        name=name,
-        input_size=input_size,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        min_input_size=min_size,
-        description=description,
-        imagenet_weights=str(weights),
-        heads=HEADS,
-    )
-    return ModelEntry(info, build, TorchvisionWeights(name, weights))
+    weights = get_weight(MODELS.get(name).imagenet_weights)
+    return ModelBuilder(build, TorchvisionWeights(name, weights))
 
 
-# Minimum sizes: torchvision's weight metadata (min_size), 32 px for ResNets (five stride-2
-# stages leave a 1x1 map). Weights pinned, not DEFAULT: an upgrade cannot change a study.
-MODELS.add(
-    "resnet18",
-    _entry("resnet18", 224, 32, ResNet18_Weights.IMAGENET1K_V1, "torchvision ResNet18 (quick)"),
-)
-MODELS.add(
-    "resnet50", _entry("resnet50", 224, 32, ResNet50_Weights.IMAGENET1K_V2, "torchvision ResNet50")
-)
-MODELS.add(
-    "inception_v3",
-    _entry(
-        "inception_v3",
-        299,
-        75,
-        Inception_V3_Weights.IMAGENET1K_V1,
-        "torchvision InceptionV3 (aux logits off)",
-    ),
-)
+for _name in ARCHITECTURES:
+    BUILDERS.add(_name, _builder(_name))

@@ -1,4 +1,6 @@
-"""ImageNet weights, safe offline: torchvision's weight enums, and the lookups the CLI uses.
+"""ImageNet weights, safe offline: torchvision's weight enums, the cache-then-download rule
+(`fetch_imagenet`) and safe loading of state dict files. Looking weights up by model name
+(`expected_path`, `download_weights`) is `leukaug.models.factory`'s, which knows every family.
 
 torchvision weights live where torchvision puts them: `$TORCH_HOME/hub/checkpoints/<file>`
 (the torch hub cache). A cached file is loaded without touching the network; a missing one
@@ -19,12 +21,12 @@ from urllib.parse import urlparse
 import torch
 from torchvision.models import WeightsEnum
 
-from leukaug.core.errors import ConfigError, WeightsError
-from leukaug.models.catalog import MODELS, OFFLINE_ENV, ImagenetWeights, model_entry
+from leukaug.core.errors import WeightsError
+from leukaug.models.catalog import OFFLINE_ENV, ImagenetWeights, offline
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention: name-<sha256 prefix>.pth
 
-__all__ = ["OFFLINE_ENV", "TorchvisionWeights", "download_weights", "expected_path"]
+__all__ = ["OFFLINE_ENV", "TorchvisionWeights", "fetch_imagenet", "load_state_dict"]
 
 
 def cache_dir() -> Path:
@@ -81,27 +83,18 @@ class TorchvisionWeights:
         )
 
 
-def imagenet_weights(model: str) -> ImagenetWeights:
-    """The ImageNet weights of a model (ConfigError if it has none)."""
-    weights = model_entry(model).imagenet
-    if weights is None:
-        with_weights = [n for n in MODELS.names() if MODELS.get(n).imagenet is not None]
-        raise ConfigError(
-            f"{model} has no ImageNet weights; models with weights: "
-            f"{', '.join(with_weights)}, and timm:NAME."
-        )
-    return weights
-
-
-def expected_path(model: str) -> Path:
-    """Where the ImageNet weights of `model` are looked for."""
-    return imagenet_weights(model).expected_path()
-
-
-def download_weights(model: str, dest: str | os.PathLike[str] | None = None) -> Path:
-    """Download the ImageNet weights of `model` into `dest` (default: its cache);
-    `WeightsError` when the download fails (offline, proxy, ...)."""
-    return imagenet_weights(model).download(Path(dest) if dest is not None else None)
+def fetch_imagenet(weights: ImagenetWeights) -> Path:
+    """The cached weights file, else downloaded (unless offline), else `WeightsError`."""
+    cached = weights.cached_path()
+    if cached is not None:
+        return cached
+    if offline():
+        raise WeightsError(weights.missing_message(f"{OFFLINE_ENV} forbids downloading"))
+    try:
+        return weights.download()
+    except WeightsError as error:
+        cause = error.__cause__ or error
+        raise WeightsError(weights.missing_message(f"the download failed ({cause})")) from error
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ import pandas as pd
 from leukaug.core.layout import StudyFolder
 from leukaug.data.read import read_dataset
 from leukaug.data.split import split_manifest
-from leukaug.data.synth import SynthConfig
+from leukaug.data.synth_config import SynthConfig
 from leukaug.stats.pairs import plan_references
 from leukaug.stats.study_results import ArmResults, Study
 from leukaug.study.jobs import StudyArm

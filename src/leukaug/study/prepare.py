@@ -27,7 +27,8 @@ from leukaug.core.user_cache import default_cache_dir
 from leukaug.data.cache import ImageCache, load_or_build_cache
 from leukaug.data.read import read_dataset
 from leukaug.data.split import split_manifest
-from leukaug.data.synth import MARKER_FILE, SynthConfig, generate, settings_identity
+from leukaug.data.synth import MARKER_FILE, generate
+from leukaug.data.synth_config import SynthConfig, settings_identity
 from leukaug.study.study_file import StudyConfig
 
 log = logging.getLogger(__name__)

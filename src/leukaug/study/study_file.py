@@ -42,9 +42,9 @@ from pydantic import (
 
 from leukaug.arm.kinds import ARM_KINDS, check_kind_options
 from leukaug.arm.spec import ARM_DEFAULTS, CHOICES
-from leukaug.augment import AugmentationSpec, build_augmenter, list_augmentations
+from leukaug.augment import AugmentationSpec, check_augmentations, list_augmentations
 from leukaug.core.errors import ConfigError, unknown_name_message
-from leukaug.data.synth import SynthConfig
+from leukaug.data.synth_config import SynthConfig
 from leukaug.models import is_model_name, list_models, model_info
 from leukaug.study.overrides import apply_overrides
 from leukaug.study.overrides import describe as describe_overrides
@@ -438,9 +438,9 @@ def _check_model_entry(label: str, entry: ModelEntry, config: StudyConfig) -> No
 
 
 def _check_augmentation_arm(label: str, arm: AugmentationArm) -> None:
-    """Parameters in range, each augmentation once (the augment module's own checks)."""
+    """Parameters in range, each augmentation once (the checks the augmenter is built with)."""
     try:
-        build_augmenter([AugmentationSpec(op.name, op.params) for op in arm.ops])
+        check_augmentations([AugmentationSpec(op.name, op.params) for op in arm.ops])
     except ConfigError as error:
         raise ValueError(f"augmentations.{label}: {error}") from None
 
