@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from leukaug.cli.conventions import LeukaugTyper, choice
-from leukaug.data.read import LAYOUTS
+from leukaug.data.choices import LAYOUTS
 
 Layout = choice(LAYOUTS)
 

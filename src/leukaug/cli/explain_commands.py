@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from leukaug.cli.conventions import choice
-from leukaug.trained.explain import TARGETS
+from leukaug.trained import CAM_TARGETS
 
-Target = choice(TARGETS)
+Target = choice(CAM_TARGETS)
 
 
 def explain(

@@ -8,9 +8,9 @@ import typer
 from rich.console import Console
 
 from leukaug.cli.conventions import choice
-from leukaug.trained.export import EXPORTERS, INPUT_DTYPES
+from leukaug.trained import EXPORT_FORMATS, INPUT_DTYPES
 
-ExportFormat = choice(EXPORTERS.names())
+ExportFormat = choice(EXPORT_FORMATS)
 InputDtype = choice(INPUT_DTYPES)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -28,8 +29,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from leukaug.arm.loop import BatchProgress, EpochRecord, TrainingCallbacks
-from leukaug.study.jobs import STATUS_SKIPPED, ArmOutcome
+if TYPE_CHECKING:  # imported where used: they import torch, which `leukaug -h` need not
+    from leukaug.arm.loop import BatchProgress, EpochRecord
+    from leukaug.study.jobs import ArmOutcome
 
 _LOG_LEVEL = {"leukaug": logging.INFO}  # set once per command by `leukaug -v / -q`
 
@@ -70,6 +72,8 @@ class ProgressBars:
         self.arms_task: TaskID | None = None
         self.tasks: dict[str, TaskID] = {}
         self.batched: set[str] = set()  # arms whose batches reach us (trained in-process)
+        from leukaug.arm.loop import TrainingCallbacks
+
         self.callbacks = TrainingCallbacks(on_epoch=self.epoch_done, on_batch=self.batch_done)
         if arms is not None:
             self.arms_task = arms.add_task("arms", total=None)
@@ -137,6 +141,8 @@ class LogLines:
     """Plain timestamped lines for output that is not a terminal: one per epoch and arm."""
 
     def __init__(self, write: Callable[[str], None]):
+        from leukaug.arm.loop import TrainingCallbacks
+
         self.write = write
         self.callbacks = TrainingCallbacks(on_epoch=self.epoch_done)
 
@@ -166,6 +172,8 @@ def epoch_line(record: EpochRecord) -> str:
 
 def arm_summary(outcome: ArmOutcome, *, markup: bool = True) -> str:
     """One line per finished arm: test accuracy with its interval, AUC, and time."""
+    from leukaug.study.jobs import STATUS_SKIPPED
+
     if outcome.failed:
         text = f"{outcome.arm_id}: {outcome.error_type}: {outcome.message}"
         return f"[red]FAILED[/] {escape(text)}" if markup else f"FAILED {text}"

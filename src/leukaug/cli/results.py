@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich.table import Table
 
-from leukaug.study.dry_run import StudyPreview
+if TYPE_CHECKING:
+    from leukaug.study.dry_run import StudyPreview
 
 VERDICTS_CSV = "verdicts.csv"  # written by the report (leukaug.stats's primary analysis)
 RESULT_COLUMNS = ("arm", "reference", "metric", "n_seeds", "effect", "ci_low", "ci_high")
@@ -19,6 +19,8 @@ RESULT_COLUMNS += ("p_adjusted", "verdict")
 
 def read_results(study_dir: Path) -> list[dict[str, Any]]:
     """One row per tested arm from the study's `verdicts.csv` (empty without one)."""
+    import pandas as pd
+
     path = Path(study_dir) / VERDICTS_CSV
     if not path.is_file():
         return []

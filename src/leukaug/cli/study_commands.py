@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -20,11 +20,11 @@ from leukaug.cli.conventions import choice
 from leukaug.cli.progress import arm_display
 from leukaug.cli.results import preview_lines, preview_table, read_results, results_table
 from leukaug.cli.studies_commands import packaged_study, resolve_study
-from leukaug.study.dry_run import preview_study
-from leukaug.study.executors import EXECUTORS
 from leukaug.study.overrides import describe
-from leukaug.study.run import StudyResult, run_study
-from leukaug.study.study_file import StudyConfig, read_study_file
+from leukaug.study.study_file import EXECUTORS, StudyConfig, read_study_file
+
+if TYPE_CHECKING:
+    from leukaug.study.run import StudyResult
 
 EXIT_ARM_FAILED = 1
 DEMO_STUDY = "demo.toml"
@@ -119,6 +119,8 @@ def with_cache_dir(config: StudyConfig, cache_dir: Path | None) -> StudyConfig:
 
 def show_plan(config: StudyConfig, out: Path, *, as_json: bool) -> None:
     """`--dry-run`: the arms with their references, the data and the work."""
+    from leukaug.study.dry_run import preview_study
+
     preview = preview_study(config, out)
     if as_json:
         typer.echo(json.dumps(preview.to_dict(), indent=2))
@@ -141,6 +143,8 @@ def run_and_report(
     as_json: bool = False,
 ) -> None:
     """Run and report one study, then show its verdicts; exit 1 if an arm failed."""
+    from leukaug.study.run import run_study
+
     console = Console(stderr=as_json)  # with --json, stdout carries the JSON alone
     started = time.perf_counter()
     with arm_display(console, study=True) as display:

@@ -12,25 +12,22 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import typer
 from rich.console import Console
 
-from leukaug.arm.lifecycle import ArmResult
-from leukaug.arm.network import load_state_file
-from leukaug.arm.single import run_arm
 from leukaug.arm.spec import ARM_DEFAULTS, CHOICES
 from leukaug.augment import parse_augmentations
 from leukaug.cli.conventions import choice
 from leukaug.cli.progress import arm_display
 from leukaug.core.layout import ArmFolder
 from leukaug.core.lock import clear_locked_folder, folder_lock
-from leukaug.data.read import LAYOUTS
-from leukaug.study.plan import expand_arms
-from leukaug.study.preflight import check_device, check_output_folder
-from leukaug.study.prepare import prepare_data
+from leukaug.data.choices import LAYOUTS
 from leukaug.study.study_file import DataSection, StudyConfig, parse_study
+
+if TYPE_CHECKING:
+    from leukaug.arm.lifecycle import ArmResult
 
 DATA_DEFAULTS = {name: field.default for name, field in DataSection.model_fields.items()}
 OPTIONS_SOURCE = "leukaug train options"
@@ -187,6 +184,12 @@ def train_one_arm(
     """Plan the config's one arm, prepare its data as a study does, and train it into `out`,
     holding its lock; nothing is written before every check passed. With `force`, an arm
     of another configuration in `out` is replaced."""
+    from leukaug.arm.network import load_state_file
+    from leukaug.arm.single import run_arm
+    from leukaug.study.plan import expand_arms
+    from leukaug.study.preflight import check_device, check_output_folder
+    from leukaug.study.prepare import prepare_data
+
     (arm,) = expand_arms(config, out.parent)
     spec = replace(arm.spec, init_from=str(init_from)) if init_from else arm.spec
     out = check_output_folder(out)

@@ -42,9 +42,8 @@ from leukaug.study.jobs import (
     read_error,
     write_error,
 )
-from leukaug.study.study_file import ExecutorSection
+from leukaug.study.study_file import EXECUTORS, ExecutorSection
 
-EXECUTORS = ("local", "ray")
 # Arms the local executor runs at once on one device when `[executor] arms_per_device` is
 # unset. CPU: 1 (two at once on the 2-core CPU were measured, BENCHMARKS.md). CUDA: 2, NOT
 # MEASURED: one arm kept an H100 only 20-41% busy (issue 9, launch-bound), so a second arm

@@ -56,6 +56,7 @@ HeadName = Literal[CHOICES["head"]]  # type: ignore[valid-type]
 ClassWeighting = Literal[CHOICES["class_weighting"]]  # type: ignore[valid-type]
 StackerName = Literal[CHOICES["stacker"]]  # type: ignore[valid-type]
 
+EXECUTORS = ("local", "ray")  # how the arms run (leukaug.study.executors runs each)
 LABEL_PATTERN = r"^[A-Za-z0-9_]+$"
 EMBEDDED = "embedded"
 
@@ -283,7 +284,7 @@ class Experiment(Strict):
 
 
 class ExecutorSection(Strict):
-    kind: Literal["local", "ray"] = "local"
+    kind: Literal[EXECUTORS] = "local"  # type: ignore[valid-type]
     address: str | None = None  # Ray cluster address; None starts a local Ray instance
     num_cpus: float = Field(default=1.0, gt=0.0, le=1024)
     num_gpus: float = Field(default=0.0, ge=0.0, le=64)

@@ -38,9 +38,9 @@ from leukaug.data.regions import (
 from leukaug.models.custom_cnn import CustomCNN
 from leukaug.models.timm_models import TimmClassifier
 from leukaug.models.torchvision_models import TorchvisionClassifier
+from leukaug.trained import CAM_TARGETS
 from leukaug.trained.loader import load_trained_arm
 
-TARGETS = ("predicted", "all", "hem")
 CAM_CSV = "cam.csv"
 
 
@@ -111,8 +111,10 @@ def grad_cams(
 
     `target`: "predicted" explains each image's predicted class, "all" / "hem" a fixed one.
     """
-    if target not in TARGETS:
-        raise ConfigError(f"Grad-CAM target must be one of {', '.join(TARGETS)}, got {target!r}.")
+    if target not in CAM_TARGETS:
+        raise ConfigError(
+            f"Grad-CAM target must be one of {', '.join(CAM_TARGETS)}, got {target!r}."
+        )
     model = model.eval()
     _no_inplace(model)
     inputs = inputs.to(next(model.parameters()).device)

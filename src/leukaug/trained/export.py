@@ -23,10 +23,10 @@ from torch import nn
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError, TrainingError
 from leukaug.core.registry import Registry
+from leukaug.trained import INPUT_DTYPES
 from leukaug.trained.loader import load_trained_arm
 from leukaug.trained.predict import TrainedArm
 
-INPUT_DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
 TOLERANCE = 1e-4  # max |P(ALL) exported - P(ALL) PyTorch| accepted
 ONNX_OPSET = 18
 
