@@ -1,10 +1,16 @@
 """The package's import graph, read with `ast` (module-level, function-level and
 TYPE_CHECKING imports alike): no cycles, the UI only in `cli/`, local imports only for
-optional dependencies."""
+optional dependencies; and what importing the light parts really loads (in a fresh
+interpreter): reading a study file and starting the command line import no torch."""
 
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,3 +211,110 @@ def test_tests_mirror_the_package() -> None:
         if path != Path(__file__).resolve() and path.parent.name not in packages
     ]
     assert misplaced == []
+
+
+# ------------------------------------------------------------------ what imports torch
+
+HEAVY = ("torch", "torchvision", "kornia", "timm")
+# Runs in a fresh interpreter before the code under test: records, for each heavy library,
+# the leukaug lines that first looked for it, and prints at exit those of the libraries
+# that were imported (looking one up, as `--version` does for torch, is no import).
+WATCH_HEAVY_IMPORTS = f"""
+import atexit, json, sys, traceback
+
+class WatchHeavyImports:
+    first = {{}}
+
+    def find_spec(self, name, path=None, target=None):
+        if name in {HEAVY!r} and name not in self.first:
+            self.first[name] = [
+                f"{{frame.filename.rpartition('src/')[2]}}:{{frame.lineno}}"
+                for frame in traceback.extract_stack()
+                if "leukaug" in frame.filename
+            ]
+        return None
+
+sys.meta_path.insert(0, WatchHeavyImports())
+atexit.register(
+    lambda: print(
+        "HEAVY="
+        + json.dumps({{k: v for k, v in WatchHeavyImports.first.items() if k in sys.modules}})
+    )
+)
+"""
+
+
+def heavy_imports(code: str) -> dict[str, list[str]]:
+    """Heavy library -> the leukaug import chain that loaded it, when `code` runs in a
+    fresh interpreter with this checkout's package first on the path."""
+    path = os.pathsep.join(filter(None, [str(PACKAGE.parent), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-c", WATCH_HEAVY_IMPORTS + code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("HEAVY=")]
+    return json.loads(line.removeprefix("HEAVY="))
+
+
+def test_the_watch_sees_a_heavy_import() -> None:
+    found = heavy_imports("import leukaug.models.factory")
+    assert set(found) == {"torch", "torchvision", "timm"}
+    assert "leukaug/models/factory.py" in found["torch"][0]
+
+
+TORCH_FREE = [
+    *sorted(n for n in MODULES if n.startswith("leukaug.core")),
+    "leukaug.models",
+    "leukaug.models.catalog",
+    "leukaug.augment",
+    "leukaug.augment.settings",
+    "leukaug.arm.spec",
+    "leukaug.arm.kinds",
+    "leukaug.data.choices",
+    "leukaug.data.synth_config",
+    "leukaug.trained",
+    "leukaug.study.study_file",
+    "leukaug.cli",
+]
+
+
+def test_the_light_modules_import_no_torch() -> None:
+    """The study file's vocabulary (models, augmentations, regimes, arm kinds, synthetic
+    data) and everything it stands on, and the command line's app."""
+    code = "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in TORCH_FREE)
+    assert heavy_imports(code) == {}
+
+
+def packaged_studies_without_timm() -> list[Path]:
+    """Packaged studies naming no `timm:NAME` model (resolving one imports timm and torch)."""
+    studies = sorted((PACKAGE / "studies").glob("*.toml"))
+    return [
+        path
+        for path in studies
+        if not any(
+            (entry.get("model") or label).startswith("timm:")
+            for label, entry in tomllib.loads(path.read_text(encoding="utf-8"))["models"].items()
+        )
+    ]
+
+
+def test_reading_a_study_file_imports_no_torch() -> None:
+    studies = packaged_studies_without_timm()
+    assert len(studies) >= 4, studies  # demo, epochs, extended, paper at least
+    code = "from leukaug.study.study_file import read_study_file\n" + "".join(
+        f"read_study_file({str(path)!r})\n" for path in studies
+    )
+    assert heavy_imports(code) == {}
+
+
+@pytest.mark.parametrize("args", [["--version"], ["-h"], ["run", "-h"], ["train", "-h"]])
+def test_starting_the_command_line_imports_no_torch(args: list[str]) -> None:
+    code = (
+        f"import sys\nsys.argv = ['leukaug', *{args!r}]\nfrom leukaug.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as done:\n    assert done.code in (0, None)\n"
+    )
+    assert heavy_imports(code) == {}

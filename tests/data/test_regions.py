@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from leukaug.core.errors import ConfigError, DataError
+from leukaug.data.choices import REGION_NAMES
 from leukaug.data.regions import (
     QUADRANTS,
     REGIONS,
@@ -112,3 +113,8 @@ def test_stacker_learns_which_member_to_trust_from_validation():
         stacker.predict({"good": [0.9]})
     with pytest.raises(ConfigError, match="both classes"):
         fit_stacker({"good": [0.2, 0.3]}, [1, 1])
+
+
+def test_the_named_regions_are_the_ones_with_images():
+    """The study file checks region names from `choices` (no numpy); each has its images."""
+    assert tuple(REGIONS) == REGION_NAMES
