@@ -18,9 +18,9 @@ def test_version_flag_and_command():
     command = CliRunner().invoke(app, ["version"])
     assert flag.exit_code == command.exit_code == 0
     cuda = torch.version.cuda or "none (CPU build)"
-    assert f"torch {torch.__version__} (CUDA {cuda}; GPUs: leukaug version)" in flag.output
+    assert f"torch {torch.__version__} (CUDA {cuda}; GPUs: see leukaug version)" in flag.output
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     assert f"; {gpus} GPU(s) available)" in command.output
-    assert flag.output.replace("GPUs: leukaug version", "") == command.output.replace(
+    assert flag.output.replace("GPUs: see leukaug version", "") == command.output.replace(
         f"{gpus} GPU(s) available", ""
     )

@@ -88,7 +88,7 @@ def version_text(*, devices: bool = False) -> str:
         available = torch.cuda.device_count() if torch.cuda.is_available() else 0
         build += f"; {available} GPU(s) available"
     else:
-        build += "; GPUs: leukaug version"
+        build += "; GPUs: see leukaug version"
     lines = [f"leukaug {__version__}", f"python {platform.python_version()}"]
     lines.append(f"torch {version} ({build})")
     lines += [f"{name} {metadata.version(name)}" for name in ("torchvision", "kornia")]

@@ -29,7 +29,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-if TYPE_CHECKING:  # imported where used: they import torch, which `leukaug -h` need not
+if TYPE_CHECKING:  # at run time imported where used: they import torch, `leukaug -h` need not
     from leukaug.arm.loop import BatchProgress, EpochRecord
     from leukaug.study.jobs import ArmOutcome
 
@@ -66,14 +66,14 @@ class ProgressBars:
     """Feeds rich progress bars from the library's callbacks (one bar per running arm)."""
 
     def __init__(self, console: Console, training: Progress, arms: Progress | None = None):
+        from leukaug.arm.loop import TrainingCallbacks
+
         self.console = console
         self.training = training
         self.arms = arms
         self.arms_task: TaskID | None = None
         self.tasks: dict[str, TaskID] = {}
         self.batched: set[str] = set()  # arms whose batches reach us (trained in-process)
-        from leukaug.arm.loop import TrainingCallbacks
-
         self.callbacks = TrainingCallbacks(on_epoch=self.epoch_done, on_batch=self.batch_done)
         if arms is not None:
             self.arms_task = arms.add_task("arms", total=None)
