@@ -83,14 +83,15 @@ def measure(label: str, code: str, repeat: int) -> dict:
 def run(repeat: int) -> dict:
     cases = [("leukaug --version", ["--version"]), ("leukaug -h", ["-h"])]
     cases += [(f"leukaug {' '.join(path)} -h", [*path, "-h"]) for path in command_paths()]
-    load_before = os.getloadavg()
+    started, load_before = time.strftime("%Y-%m-%dT%H:%M:%S%z"), os.getloadavg()
     rows = [measure(label, code, repeat) for label, code in REFERENCES.items()]
     rows += [
         measure(label, CLI_PROBE.format(mark=TORCH_MARK, args=args), repeat)
         for label, args in cases
     ]
     return {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": f"{platform.node()}: {os.cpu_count()} CPU(s), {platform.platform()}",
         "python": platform.python_version(),
         "repeat": repeat,
@@ -104,7 +105,7 @@ def table(result: dict) -> str:
     before = ", ".join(f"{v:.2f}" for v in result["load_average_before"])
     after = ", ".join(f"{v:.2f}" for v in result["load_average_after"])
     lines = [
-        f"{result['when']}  {result['machine']}",
+        f"{result['started']} to {result['finished']}  {result['machine']}",
         f"{result['repeat']} fresh processes per command; load average (1, 5, 15 min) "
         f"before {before}, after {after}",
         "",
