@@ -44,5 +44,5 @@ def test_seed_cnn_entries_are_the_networks_own_sizes(name):
 
 
 def test_an_unknown_name_is_answered_by_the_catalogue():
-    with pytest.raises(ConfigError, match="Unknown model 'resnet5'. Did you mean 'resnet50'"):
+    with pytest.raises(ConfigError, match=r"Unknown model 'resnet5'\. Did you mean 'resnet50'"):
         factory.model_builder("resnet5")
