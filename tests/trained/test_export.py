@@ -8,6 +8,7 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
+from test_predict import own_images, train_tiny_arm
 from typer.testing import CliRunner
 
 from leukaug.cli import app
@@ -16,7 +17,6 @@ from leukaug.data.cache import prepare_image
 from leukaug.data.images import open_rgb
 from leukaug.trained.export import TOLERANCE, example_images, export_arm, probability_model
 from leukaug.trained.loader import load_trained_arm
-from test_predict import own_images, train_tiny_arm
 
 
 @pytest.fixture(scope="module")
