@@ -320,13 +320,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             cells.append(run_cell(name, n_seeds, n, args.workers))
             print(f"[{time.perf_counter() - start:.0f} s] {name}, {n_seeds} seeds done", flush=True)
     seconds = time.perf_counter() - start
+    used = os.times()
+    cpu = used.user + used.system + used.children_user + used.children_system
     print_tables(cells)
-    print(f"{seconds:.0f} s with {args.workers} workers; rules: {', '.join(RULES)}")
+    print(
+        f"{seconds:.0f} s wall, {cpu:.0f} s CPU, {args.workers} workers, load average "
+        f"{os.getloadavg()[0]:.1f}; rules: {', '.join(RULES)}"
+    )
     if not args.no_save:
         record = {
             "scenarios": names,
             "cells": cells,
             "seconds": seconds,
+            "cpu_seconds": cpu,
             "workers": args.workers,
             "quick": args.quick,
             "rules": list(RULES),

@@ -162,12 +162,33 @@ def seed_subsets(
     return [subsets[i] for i in sorted(rng.choice(len(subsets), n_families, replace=False))]
 
 
-def show() -> None:
+def pool_summary(pool: dict[str, dict[int, pd.DataFrame]]) -> pd.DataFrame:
+    """Per row of the pool: test AUC over seeds (mean, SD) and, for the null arms, the
+    correlation of a seed's arm and reference AUC (what pairing by seed can cancel) and the
+    SD of the per-seed difference."""
     from leukaug.stats.classical import fast_auc
 
-    for arm, runs in load_pool().items():
-        aucs = [fast_auc(f["label"].to_numpy(), f["prob"].to_numpy()) for f in runs.values()]
-        print(f"{arm:40s} " + " ".join(f"{a:.3f}" for a in aucs))
+    auc = pd.DataFrame(
+        {
+            arm: {s: fast_auc(f["label"].to_numpy(), f["prob"].to_numpy()) for s, f in runs.items()}
+            for arm, runs in pool.items()
+        }
+    )
+    reference = auc[REFERENCE]
+    return pd.DataFrame(
+        {
+            "mean_auc": auc.mean(),
+            "sd_auc": auc.std(ddof=1),
+            "min_auc": auc.min(),
+            "pairing_correlation": auc.corrwith(reference),
+            "sd_difference": auc.sub(reference, axis=0).std(ddof=1),
+        }
+    )
+
+
+def show() -> None:
+    pool = load_pool()
+    print(pool_summary(pool).round(3).to_string())
 
 
 def main() -> None:
