@@ -26,7 +26,7 @@ from leukaug.core.layout import StudyFolder
 from leukaug.core.user_cache import default_cache_dir
 from leukaug.data.cache import ImageCache, load_or_build_cache
 from leukaug.data.read import read_dataset
-from leukaug.data.split import split_manifest
+from leukaug.data.split import has_subject_ids, split_manifest
 from leukaug.data.synth import MARKER_FILE, generate
 from leukaug.data.synth_config import SynthConfig, settings_identity
 from leukaug.study.study_file import StudyConfig
@@ -110,7 +110,11 @@ def prepare_data(config: StudyConfig, image_sizes: Sequence[int]) -> PreparedDat
             root, layout=data.layout, positive_class=data.positive_class, labels_csv=data.labels_csv
         )
     manifest = split_manifest(
-        dataset.manifest, strategy=data.split, val_fraction=data.val_fraction, seed=data.split_seed
+        dataset.manifest,
+        strategy=data.split,
+        val_fraction=data.val_fraction,
+        seed=data.split_seed,
+        test_fraction=data.test_fraction,
     )
     cache_dir = cache_root(config)
     caches = {}
@@ -126,6 +130,7 @@ def prepare_data(config: StudyConfig, image_sizes: Sequence[int]) -> PreparedDat
             "strategy": data.split,
             "val_fraction": data.val_fraction,
             "seed": data.split_seed,
+            "test": _test_source(dataset.manifest, data.test_fraction),
         },
         "counts": split_counts(manifest),
         "ignored": len(dataset.ignored),
@@ -134,6 +139,14 @@ def prepare_data(config: StudyConfig, image_sizes: Sequence[int]) -> PreparedDat
         "split_fingerprint": split_fingerprint(manifest),
     }
     return PreparedData(manifest, cache_dir, data.crop, caches, info)
+
+
+def _test_source(manifest: pd.DataFrame, test_fraction: float | None) -> str:
+    """Where the test set comes from, in words, for dataset.json and the report."""
+    if test_fraction is None:
+        return "the data set's own test set"
+    level = "subject-level" if has_subject_ids(manifest) else "image-level (no subject ids)"
+    return f"held out: {test_fraction:g} of each class's subjects, {level}, fixed by split seed"
 
 
 def split_counts(manifest: pd.DataFrame) -> dict[str, dict[str, dict[str, int]]]:
