@@ -24,7 +24,7 @@ from leukaug.core import atomic
 from leukaug.core.errors import ConfigError
 from leukaug.core.layout import StudyFolder
 from leukaug.core.user_cache import default_cache_dir
-from leukaug.data.cache import ImageCache, load_or_build_cache
+from leukaug.data.cache import RESIZE_POLICY, ImageCache, load_or_build_cache
 from leukaug.data.read import read_dataset
 from leukaug.data.split import has_subject_ids, split_manifest
 from leukaug.data.synth import MARKER_FILE, generate
@@ -135,6 +135,9 @@ def prepare_data(config: StudyConfig, image_sizes: Sequence[int]) -> PreparedDat
         "counts": split_counts(manifest),
         "ignored": len(dataset.ignored),
         "conversions": dict(dataset.conversions),
+        "image_sizes_found": dict(dataset.sizes),
+        "resize": RESIZE_POLICY,
+        "notes": list(dataset.notes),
         "image_sizes": sorted(caches),
         "split_fingerprint": split_fingerprint(manifest),
     }
