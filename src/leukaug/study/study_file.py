@@ -10,7 +10,7 @@ Layout of a study file (see `studies/*.toml` for complete examples):
     [study]        name, description, seeds, baseline (the reference augmentation), pairs,
                    primary_metric, device
     [data]         source ("embedded" or a path), split, val_fraction, test_fraction,
-                   ...; [data.synth]
+                   normalize, normalize_reference, ...; [data.synth]
     [training]     image_size, epochs, batch_size, optimizer, lr, aug_p, tta, ...
     [models.X]     one table per model (X is a registry name unless `model` says otherwise)
     [augmentations] named augmentation arms: `flip = ["flip", {name = "rotate", ...}]`
@@ -45,6 +45,7 @@ from leukaug.arm.kinds import ARM_KINDS, check_kind_options
 from leukaug.arm.spec import ARM_DEFAULTS, CHOICES
 from leukaug.augment import AugmentationSpec, check_augmentations, list_augmentations
 from leukaug.core.errors import ConfigError, unknown_name_message
+from leukaug.data.choices import STAIN_NORMALIZATIONS
 from leukaug.data.synth_config import SynthConfig
 from leukaug.models import is_model_name, list_models, model_info
 from leukaug.study.overrides import apply_overrides
@@ -145,6 +146,11 @@ class DataSection(Strict):
     # a data set without a test set: hold out this fraction of each class's subjects as test
     test_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
     split_seed: int = Field(default=0, ge=0)
+    # stain normalisation applied once when the image cache is built (leukaug.data.stain_norm)
+    normalize: Literal[STAIN_NORMALIZATIONS] = "none"  # type: ignore[valid-type]
+    normalize_reference: str | None = (
+        None  # an image to fit the target to (default: training cells)
+    )
     synth: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("synth")
@@ -166,6 +172,15 @@ class DataSection(Strict):
             raise ValueError(
                 f"[data.synth] configures the embedded generator, but data.source is "
                 f"{self.source!r}; remove [data.synth] or set source = 'embedded'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _reference_needs_a_method(self) -> DataSection:
+        if self.normalize_reference is not None and self.normalize == "none":
+            raise ValueError(
+                "normalize_reference is set but normalize = 'none'; set normalize = 'macenko' "
+                "or 'reinhard', or remove normalize_reference"
             )
         return self
 
