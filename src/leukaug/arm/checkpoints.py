@@ -165,10 +165,30 @@ class DamagedCheckpointError(DataError):
         self.reason = reason
 
 
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of the tensors in `obj` (nested dicts, lists, tuples): about a file's size."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(value) for value in obj)
+    return 0
+
+
 def torch_save(path: str | os.PathLike[str], obj: Any) -> None:
     """`torch.save` atomically: the file is either the old one or the complete new one."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    path = Path(path)
+    with atomic_path(path, tensor_bytes(obj)) as tmp, open(tmp, "wb") as handle:
+        # Through a Python file object a full disk is an OSError (ENOSPC), which atomic_path
+        # turns into a StorageError naming the folder; torch may wrap it in its own
+        # RuntimeError ("unexpected pos"), so the OSError is taken out again.
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as error:
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from None
+            raise
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -5,7 +5,9 @@ Every arm kind goes through these, so every kind leaves the same folder.
 
 from __future__ import annotations
 
+import contextlib
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +25,8 @@ from leukaug.arm.loop import (
 )
 from leukaug.arm.spec import ArmSpec
 from leukaug.core import atomic
-from leukaug.core.errors import ConfigError
-from leukaug.core.layout import STATUS_COMPLETE, STATUS_RUNNING, ArmFolder
+from leukaug.core.errors import ConfigError, StorageError
+from leukaug.core.layout import STATUS_COMPLETE, STATUS_INTERRUPTED, STATUS_RUNNING, ArmFolder
 from leukaug.stats.metrics import arm_metrics
 
 PREDICTION_SPLITS = ("val", "test")
@@ -156,3 +158,26 @@ def prediction_frame(split_manifest: pd.DataFrame, split: str) -> pd.DataFrame:
             "label": part["label"].to_numpy(dtype=np.int64),
         }
     )
+
+
+def mark_interrupted(arm_dir: Path, reason: str) -> None:
+    """Set a `running` arm (and its running member arms) to `interrupted`: resumable, not
+    left looking alive. Best effort: on a disk too full for arm.json it stays `running`,
+    which resumes the same way."""
+    for path in (arm_dir / "arm.json", *sorted(arm_dir.glob("*/*/arm.json"))):
+        info = atomic.read_json(path)
+        if isinstance(info, dict) and info.get("status") == STATUS_RUNNING:
+            stopped = {"status": STATUS_INTERRUPTED, "interrupted": {"reason": reason, "at": now()}}
+            with contextlib.suppress(StorageError):
+                atomic.write_json(path, info | stopped)
+
+
+@contextlib.contextmanager
+def interrupted_on_storage_error(arm_dir: str | Path) -> Iterator[None]:
+    """Run an arm; a `StorageError` (full disk, read-only folder) marks it interrupted and
+    goes on up: the rerun after the fix resumes from `last.pt`."""
+    try:
+        yield
+    except StorageError as error:
+        mark_interrupted(Path(arm_dir), str(error))
+        raise

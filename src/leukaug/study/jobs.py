@@ -22,6 +22,7 @@ from leukaug.arm.dispatch import run_any_arm
 from leukaug.arm.loop import TrainingCallbacks
 from leukaug.arm.spec import ArmSpec
 from leukaug.core import atomic
+from leukaug.core.errors import StorageError
 from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.core.lock import FolderLocked, folder_lock
 from leukaug.data.cache import ImageCache, load_or_build_cache
@@ -171,6 +172,8 @@ class ArmJob:
                     write_arm_cams(folder, arm.spec, job_cache, self.device)
         except Exception as error:
             release_accelerator_memory()
+            if isinstance(error, StorageError) and reraise is None:
+                raise  # a full disk stops the study: every later arm needs the disk too
             outcome = write_error(folder.path, arm, error)
             if reraise is not None and reraise(error):
                 raise
