@@ -202,7 +202,7 @@ def train_one_arm(
         if force and previous and previous.get("config_hash") != spec.config_hash():
             console.print(f"--force: replacing arm {previous.get('arm_id')} in {out}", markup=False)
             clear_locked_folder(out)
-        data = prepare_data(config, [arm.image_size])
+        data = prepare_data(config, [arm.image_size], need_test=False)  # val judges it
         return run_any_arm(  # a single arm; a full disk leaves it interrupted, resumable
             spec,
             data.manifest,

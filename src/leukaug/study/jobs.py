@@ -19,6 +19,7 @@ import torch
 
 from leukaug.arm.determinism import arm_execution
 from leukaug.arm.dispatch import run_any_arm
+from leukaug.arm.lifecycle import run_optional
 from leukaug.arm.loop import TrainingCallbacks
 from leukaug.arm.spec import ArmSpec
 from leukaug.core import atomic
@@ -169,7 +170,11 @@ class ArmJob:
                     checkpoint_interval_s=self.checkpoint_interval_s,
                 )
                 if not folder.cam_csv.is_file():  # also for an arm completed earlier without them
-                    write_arm_cams(folder, arm.spec, job_cache, self.device)
+                    run_optional(  # an extra: its failure is recorded, the arm stays complete
+                        folder,
+                        "cams",
+                        lambda: write_arm_cams(folder, arm.spec, job_cache, self.device),
+                    )
         except Exception as error:
             release_accelerator_memory()
             if isinstance(error, StorageError) and reraise is None:

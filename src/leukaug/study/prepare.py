@@ -21,7 +21,7 @@ from leukaug import CLASS_NAMES
 from leukaug.augment import AugmentationSpec
 from leukaug.augment.preview import render_preview
 from leukaug.core import atomic
-from leukaug.core.errors import ConfigError
+from leukaug.core.errors import ConfigError, DataError
 from leukaug.core.layout import StudyFolder
 from leukaug.core.user_cache import default_cache_dir
 from leukaug.data.cache import ImageCache, load_or_build_cache
@@ -98,8 +98,13 @@ def ensure_embedded_data(config: StudyConfig) -> Path:
     return root
 
 
-def prepare_data(config: StudyConfig, image_sizes: Sequence[int]) -> PreparedData:
-    """Read (or generate) the data, split it, and build one image cache per size."""
+def prepare_data(
+    config: StudyConfig, image_sizes: Sequence[int], *, need_test: bool = True
+) -> PreparedData:
+    """Read (or generate) the data, split it, and build one image cache per size.
+
+    A study needs a test split (`need_test`; `check_splits`); `leukaug train` does not (an
+    arm trained on class folders is judged on its validation split)."""
     data = config.data
     if data.embedded:
         root = ensure_embedded_data(config)
@@ -112,6 +117,7 @@ def prepare_data(config: StudyConfig, image_sizes: Sequence[int]) -> PreparedDat
     manifest = split_manifest(
         dataset.manifest, strategy=data.split, val_fraction=data.val_fraction, seed=data.split_seed
     )
+    check_splits(manifest, root, need_test=need_test)  # before any cache or training
     cache_dir = cache_root(config)
     caches = {}
     for size in sorted(set(image_sizes)):
@@ -134,6 +140,24 @@ def prepare_data(config: StudyConfig, image_sizes: Sequence[int]) -> PreparedDat
         "split_fingerprint": split_fingerprint(manifest),
     }
     return PreparedData(manifest, cache_dir, data.crop, caches, info)
+
+
+def check_splits(manifest: pd.DataFrame, root: Path, *, need_test: bool = True) -> None:
+    """Refuse a split manifest whose test (when `need_test`) or validation split is empty:
+    every arm would train and then have nothing to be judged on (no comparisons, no report)."""
+    counts = manifest["split"].value_counts()
+    if need_test and not counts.get("test", 0):
+        raise DataError(
+            f"{root}: the test split is empty: no image is marked as test data, so no arm "
+            "could be evaluated. Fix: add a `split` column (train or test, by subject) to the "
+            "labels CSV, or set [data] test_fraction to hold out a share of the subjects for "
+            "testing; a C-NMC folder needs its validation_data/ (test) folder."
+        )
+    if not counts.get("val", 0):
+        raise DataError(
+            f"{root}: the validation split is empty: too few training subjects to hold out. "
+            "Fix: add training subjects, or raise [data] val_fraction."
+        )
 
 
 def split_counts(manifest: pd.DataFrame) -> dict[str, dict[str, dict[str, int]]]:
