@@ -128,7 +128,11 @@ def describe_data(config: StudyConfig) -> dict[str, Any]:
     kwargs = {} if data.embedded else {"layout": data.layout, "labels_csv": data.labels_csv}
     dataset = read_dataset(root, positive_class=data.positive_class, check_images=False, **kwargs)
     manifest = split_manifest(
-        dataset.manifest, strategy=data.split, val_fraction=data.val_fraction, seed=data.split_seed
+        dataset.manifest,
+        strategy=data.split,
+        val_fraction=data.val_fraction,
+        seed=data.split_seed,
+        test_fraction=data.test_fraction,
     )
     counts = split_counts(manifest)
     facts |= {"layout": str(dataset.layout), "synthetic": dataset.synthetic, "exact": True}

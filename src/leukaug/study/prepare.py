@@ -24,9 +24,9 @@ from leukaug.core import atomic
 from leukaug.core.errors import ConfigError, DataError
 from leukaug.core.layout import StudyFolder
 from leukaug.core.user_cache import default_cache_dir
-from leukaug.data.cache import ImageCache, load_or_build_cache
+from leukaug.data.cache import RESIZE_POLICY, ImageCache, load_or_build_cache
 from leukaug.data.read import read_dataset
-from leukaug.data.split import split_manifest
+from leukaug.data.split import has_subject_ids, split_manifest
 from leukaug.data.synth import MARKER_FILE, generate
 from leukaug.data.synth_config import SynthConfig, settings_identity
 from leukaug.study.study_file import StudyConfig
@@ -115,7 +115,11 @@ def prepare_data(
             root, layout=data.layout, positive_class=data.positive_class, labels_csv=data.labels_csv
         )
     manifest = split_manifest(
-        dataset.manifest, strategy=data.split, val_fraction=data.val_fraction, seed=data.split_seed
+        dataset.manifest,
+        strategy=data.split,
+        val_fraction=data.val_fraction,
+        seed=data.split_seed,
+        test_fraction=data.test_fraction,
     )
     check_splits(manifest, root, need_test=need_test)  # before any cache or training
     cache_dir = cache_root(config)
@@ -132,10 +136,14 @@ def prepare_data(
             "strategy": data.split,
             "val_fraction": data.val_fraction,
             "seed": data.split_seed,
+            "test": _test_source(dataset.manifest, data.test_fraction),
         },
         "counts": split_counts(manifest),
         "ignored": len(dataset.ignored),
         "conversions": dict(dataset.conversions),
+        "image_sizes_found": dict(dataset.sizes),
+        "resize": RESIZE_POLICY,
+        "notes": list(dataset.notes),
         "image_sizes": sorted(caches),
         "split_fingerprint": split_fingerprint(manifest),
     }
@@ -158,6 +166,14 @@ def check_splits(manifest: pd.DataFrame, root: Path, *, need_test: bool = True) 
             f"{root}: the validation split is empty: too few training subjects to hold out. "
             "Fix: add training subjects, or raise [data] val_fraction."
         )
+
+
+def _test_source(manifest: pd.DataFrame, test_fraction: float | None) -> str:
+    """Where the test set comes from, in words, for dataset.json and the report."""
+    if test_fraction is None:
+        return "the data set's own test set"
+    level = "subject-level" if has_subject_ids(manifest) else "image-level (no subject ids)"
+    return f"held out: {test_fraction:g} of each class's subjects, {level}, fixed by split seed"
 
 
 def split_counts(manifest: pd.DataFrame) -> dict[str, dict[str, dict[str, int]]]:

@@ -9,7 +9,8 @@ Layout of a study file (see `studies/*.toml` for complete examples):
 
     [study]        name, description, seeds, baseline (the reference augmentation), pairs,
                    primary_metric, device
-    [data]         source ("embedded" or a path), split, val_fraction, ...; [data.synth]
+    [data]         source ("embedded" or a path), split, val_fraction, test_fraction,
+                   ...; [data.synth]
     [training]     image_size, epochs, batch_size, optimizer, lr, aug_p, tta, ...
     [models.X]     one table per model (X is a registry name unless `model` says otherwise)
     [augmentations] named augmentation arms: `flip = ["flip", {name = "rotate", ...}]`
@@ -141,6 +142,8 @@ class DataSection(Strict):
     crop: float | None = Field(default=None, gt=0.0, le=1.0)  # central fraction kept
     split: Literal["subject", "image"] = "subject"
     val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    # a data set without a test set: hold out this fraction of each class's subjects as test
+    test_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
     split_seed: int = Field(default=0, ge=0)
     synth: dict[str, Any] = Field(default_factory=dict)
 
