@@ -70,12 +70,13 @@ def fold_manifest(
     with warnings.catch_warnings():
         if strategy == "image":  # said once by the study, not once per fold
             warnings.simplefilter("ignore", UserWarning)
-        return split_manifest(
+        split = split_manifest(
             manifest.assign(source_split=source),
             strategy=strategy,
             val_fraction=val_fraction,
             seed=seed,
         )
+    return split.assign(source_split=manifest["source_split"])
 
 
 def fold_counts(manifest: pd.DataFrame) -> dict[str, dict[str, dict[str, int]]]:
