@@ -23,7 +23,7 @@ from leukaug.arm.lifecycle import run_optional
 from leukaug.arm.loop import TrainingCallbacks
 from leukaug.arm.spec import ArmSpec
 from leukaug.core import atomic
-from leukaug.core.errors import StorageError
+from leukaug.core.errors import ConfigError, StorageError
 from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.core.lock import FolderLocked, folder_lock
 from leukaug.data.cache import ImageCache, load_or_build_cache
@@ -39,7 +39,7 @@ DEPENDENCY_FAILED = "DependencyFailed"  # error_type of an arm whose source arm 
 class StudyArm:
     """One unit of work: a spec, where it goes, and the arm it starts from (if any)."""
 
-    arm_id: str  # folder name: "<name>-s<seed>"
+    arm_id: str  # folder name: "<name>-s<seed>", "<name>-s<seed>-f<fold>" with cv_folds
     name: str  # the arm without its seed: "<model>-<augmentation>-<regime>"
     spec: ArmSpec
     image_size: int
@@ -116,9 +116,22 @@ class ArmJob:
     tensorboard: bool = False  # [tracking]: event files in each arm folder
     mlflow_uri: str = ""  # [tracking]: one MLflow run per arm ("" = off)
     checkpoint_interval_s: float | None = None  # resume-state writes (None: auto)
+    # [data] cv_folds: fold -> that fold's split manifest (an arm's spec.fold picks one)
+    fold_manifests: dict[int, pd.DataFrame] = field(default_factory=dict)
 
     def cache(self, size: int) -> ImageCache:
         return load_or_build_cache(self.manifest, size, self.cache_dir, crop=self.crop)
+
+    def manifest_for(self, spec: ArmSpec) -> pd.DataFrame:
+        """The split manifest an arm trains and predicts on: its fold's, else the study's."""
+        if spec.fold is None:
+            return self.manifest
+        if spec.fold not in self.fold_manifests:
+            raise ConfigError(
+                f"the arm is planned for cross-validation fold {spec.fold}, but the study's "
+                f"data have folds {sorted(self.fold_manifests)}; check data.cv_folds."
+            )
+        return self.fold_manifests[spec.fold]
 
     def run(
         self,
@@ -157,7 +170,7 @@ class ArmJob:
                 job_cache = cache if cache is not None else self.cache(arm.image_size)
                 result = run_any_arm(  # dispatches on arm.spec.kind (arm.kinds.ARM_KINDS)
                     arm.spec,
-                    self.manifest,
+                    self.manifest_for(arm.spec),
                     job_cache,
                     folder.path,
                     arm_id=arm.arm_id,
