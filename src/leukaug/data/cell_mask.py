@@ -12,9 +12,11 @@ Two backgrounds, told apart by the image's border (`BORDER_PX` pixels wide):
 
 Either way the mask is the connected region at the centre of the image (the component
 holding the centre pixel, else the one nearest to it among those of at least
-`MIN_COMPONENT_SHARE` of the image), holes filled. When no plausible cell is found (nothing
-stained, or a region covering more than `MAX_CELL_SHARE` of the image: no distinct cell) the
-mask is empty and `reasons` says why; it never defaults to "everything is cell".
+`MIN_COMPONENT_SHARE` of the image), holes filled. On a smear two thresholds are tried,
+loosest first (the whole cell, then its nucleus). When no plausible cell is found (nothing
+stained, a region covering more than `MAX_CELL_SHARE` of the image, or on a smear a region
+reaching all four edges: a background stained like the cell) the mask is empty and
+`reasons` says why; it never defaults to "everything is cell".
 """
 
 from __future__ import annotations
@@ -118,6 +120,11 @@ def central_component(candidates: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(labels == centre)
 
 
+def touches_every_edge(mask: np.ndarray) -> bool:
+    """True when the mask reaches the top, bottom, left and right edge of the frame."""
+    return bool(mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any())
+
+
 def find_cell(image: np.ndarray) -> tuple[np.ndarray, str, str]:
     """(mask, reason, background kind) of one uint8 (H, W, 3) image; reason "" when found.
 
@@ -128,23 +135,30 @@ def find_cell(image: np.ndarray) -> tuple[np.ndarray, str, str]:
         candidates = [image.max(axis=-1) > BLACK_THRESHOLD]
     else:
         density = haematoxylin(image)
-        candidates = [density > threshold for threshold in stain_thresholds(density)]
+        raw = rgb2hed(image)[..., 0]  # the smoothed density finds the region, the raw one its edge
+        candidates = [
+            (density > threshold) & (raw > threshold) for threshold in stain_thresholds(density)
+        ]
     what = "non-black" if kind == BLACK else "haematoxylin-stained"
-    largest = 0.0
+    reasons = [] if candidates else [f"no {what} region on a {kind} background"]
     for candidate in candidates:
         mask = central_component(candidate)
         share = float(mask.mean())
-        if mask.any() and share <= MAX_CELL_SHARE:
+        if not mask.any():
+            reasons.append(f"no {what} region on a {kind} background")
+        elif share > MAX_CELL_SHARE:
+            reasons.append(
+                f"the {what} region covers {share:.0%} of the image (more than "
+                f"{MAX_CELL_SHARE:.0%}): no distinct cell on a {kind} background"
+            )
+        elif kind == STAINED and touches_every_edge(mask):
+            reasons.append(
+                f"the {what} region reaches all four edges of the image: the background "
+                "is stained like the cell, no distinct cell"
+            )
+        else:
             return mask, "", kind
-        largest = max(largest, share)
-    empty = np.zeros(image.shape[:2], bool)
-    if largest == 0:
-        return empty, f"no {what} region on a {kind} background", kind
-    reason = (
-        f"the {what} region covers {largest:.0%} of the image (more than "
-        f"{MAX_CELL_SHARE:.0%}): no distinct cell on a {kind} background"
-    )
-    return empty, reason, kind
+    return np.zeros(image.shape[:2], bool), reasons[0], kind
 
 
 def find_cells(images: np.ndarray) -> CellMasks:

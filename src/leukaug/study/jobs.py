@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from leukaug.arm.background_check import BACKGROUND_CHECK_CSV
 from leukaug.arm.determinism import arm_execution
 from leukaug.arm.dispatch import run_any_arm
 from leukaug.arm.loop import TrainingCallbacks
@@ -25,6 +26,7 @@ from leukaug.core import atomic
 from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.core.lock import FolderLocked, folder_lock
 from leukaug.data.cache import ImageCache, load_or_build_cache
+from leukaug.trained.arm_background import write_background_check
 from leukaug.trained.arm_cams import write_arm_cams
 
 STATUS_COMPLETE = "complete"
@@ -114,6 +116,7 @@ class ArmJob:
     tensorboard: bool = False  # [tracking]: event files in each arm folder
     mlflow_uri: str = ""  # [tracking]: one MLflow run per arm ("" = off)
     checkpoint_interval_s: float | None = None  # resume-state writes (None: auto)
+    background_check: bool = True  # [study]: background_check.csv after each arm
 
     def cache(self, size: int) -> ImageCache:
         return load_or_build_cache(self.manifest, size, self.cache_dir, crop=self.crop)
@@ -169,6 +172,9 @@ class ArmJob:
                 )
                 if not folder.cam_csv.is_file():  # also for an arm completed earlier without them
                     write_arm_cams(folder, arm.spec, job_cache, self.device)
+                check_file = folder.path / BACKGROUND_CHECK_CSV
+                if self.background_check and not check_file.is_file():
+                    write_background_check(folder, arm.spec, self.manifest, job_cache, self.device)
         except Exception as error:
             release_accelerator_memory()
             outcome = write_error(folder.path, arm, error)
