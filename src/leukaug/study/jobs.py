@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from leukaug.arm.background_check import BACKGROUND_CHECK_CSV
 from leukaug.arm.determinism import arm_execution
 from leukaug.arm.dispatch import run_any_arm
 from leukaug.arm.lifecycle import run_optional
@@ -27,6 +28,7 @@ from leukaug.core.errors import ConfigError, StorageError
 from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.core.lock import FolderLocked, folder_lock
 from leukaug.data.cache import ImageCache, load_or_build_cache
+from leukaug.trained.arm_background import write_background_check
 from leukaug.trained.arm_cams import write_arm_cams
 
 STATUS_COMPLETE = "complete"
@@ -118,6 +120,7 @@ class ArmJob:
     checkpoint_interval_s: float | None = None  # resume-state writes (None: auto)
     # [data] cv_folds: fold -> that fold's split manifest (an arm's spec.fold picks one)
     fold_manifests: dict[int, pd.DataFrame] = field(default_factory=dict)
+    background_check: bool = True  # [study]: background_check.csv after each arm
 
     def cache(self, size: int) -> ImageCache:
         return load_or_build_cache(self.manifest, size, self.cache_dir, crop=self.crop)
@@ -187,6 +190,15 @@ class ArmJob:
                         folder,
                         "cams",
                         lambda: write_arm_cams(folder, arm.spec, job_cache, self.device),
+                    )
+                check_file = folder.path / BACKGROUND_CHECK_CSV
+                if self.background_check and not check_file.is_file():
+                    run_optional(  # an extra, like the CAMs
+                        folder,
+                        "background_check",
+                        lambda: write_background_check(
+                            folder, arm.spec, self.manifest_for(arm.spec), job_cache, self.device
+                        ),
                     )
         except Exception as error:
             release_accelerator_memory()

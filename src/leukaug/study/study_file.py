@@ -8,7 +8,7 @@ allowed range. `read_study_file(path)` turns any problem into one `ConfigError` 
 Layout of a study file (see `studies/*.toml` for complete examples):
 
     [study]        name, description, seeds, baseline (the reference augmentation), pairs,
-                   primary_metric, device
+                   primary_metric, device, sanity_baseline, background_check
     [data]         source ("embedded" or a path), split, val_fraction, test_fraction,
                    cv_folds, ...; [data.synth]
     [training]     image_size, epochs, batch_size, optimizer, lr, aug_p, tta, ...
@@ -92,6 +92,12 @@ class StudySection(Strict):
         "auc"
     )
     device: str = "auto"
+    # On user data (source not "embedded"): add a `features` arm (cell features + gradient
+    # boosting) as the reference point every CNN must beat (study.plan.with_sanity_baseline).
+    sanity_baseline: bool = True
+    # After each arm: its test AUC with the background outside the cell replaced
+    # (background_check.csv; leukaug.arm.background_check).
+    background_check: bool = True
 
     @field_validator("pairs")
     @classmethod
