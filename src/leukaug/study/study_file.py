@@ -186,6 +186,12 @@ class DataSection(Strict):
                 "split; cross-validation needs data without one (set data.source to your "
                 "folder of cells, or remove cv_folds)"
             )
+        if self.cv_folds is not None and self.test_fraction is not None:
+            raise ValueError(
+                f"cv_folds = {self.cv_folds} and test_fraction = {self.test_fraction} both say "
+                "where the test cells come from: cross-validation tests every cell once, in its "
+                "fold; keep one of the two"
+            )
         return self
 
     @property
