@@ -149,7 +149,7 @@ def inspect(
         console.print(_table("Explicit conversions to RGB", _pairs(dataset.conversions, "mode")))
     if dataset.ignored:
         console.print(
-            f"[yellow]{len(dataset.ignored)} non-image file(s) ignored:[/] "
+            f"[yellow]{len(dataset.ignored)} file(s) ignored (not images, or not readable):[/] "
             + escape(", ".join(dataset.ignored))
         )
     for note in dataset.notes:

@@ -23,6 +23,7 @@ depends only on its own image, so the bytes are identical to a one-process build
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -40,7 +41,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from leukaug.core.errors import ConfigError, DataError
+from leukaug.core.atomic import STORAGE_ERRNOS, storage_error
+from leukaug.core.errors import ConfigError, DataError, StorageError
 from leukaug.data.images import MAX_PIXELS, check_pixels, open_rgb
 from leukaug.data.stain_norm import StainTarget, normalize_image
 
@@ -217,13 +219,18 @@ def _build(
     paths = [str(path) for path in ordered["path"]]
     for path in paths:  # headers only: nothing is decoded before every file is checked
         check_pixels(path, max_pixels)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=folder.parent))
+    needed = len(ordered) * size * size * 3
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=folder.parent))
+    except OSError as error:
+        raise _storage(folder / "images.npy", error, needed) from None
     try:
         images = np.lib.format.open_memmap(
             tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(ordered), size, size, 3)
         )
         del images  # the file now exists with its header; rows are written below
+        _reserve(tmp / "images.npy")
         _fill(tmp / "images.npy", paths, size, policy, max_pixels, workers, on_progress)
         (tmp / "image_ids.json").write_text(json.dumps(list(ordered["image_id"])))
         crop, stain = policy
@@ -244,9 +251,29 @@ def _build(
         except OSError:
             if not (folder / "meta.json").is_file():
                 raise
+    except OSError as error:
+        raise _storage(folder / "images.npy", error, needed) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _storage(path: Path, error: OSError, needed: int) -> OSError | StorageError:
+    """A full disk or unwritable cache folder as a `StorageError`; other errors unchanged."""
+    return storage_error(path, error, needed) if error.errno in STORAGE_ERRNOS else error
+
+
+def _reserve(file: Path) -> None:
+    """Allocate the whole cache file now: a full disk is then an ENOSPC here, not a SIGBUS
+    when a memory-mapped row is written (file systems without fallocate skip this)."""
+    fd = os.open(file, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _fill(

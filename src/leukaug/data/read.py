@@ -23,6 +23,7 @@ from leukaug.core.errors import DataError
 from leukaug.data import cnmc, folders
 from leukaug.data.cache import RESIZE_POLICY
 from leukaug.data.choices import IMAGEFOLDER, LAYOUTS
+from leukaug.data.files import odd_reason
 from leukaug.data.images import CONVERSION_RULES, MAX_PIXELS, check_pixels, misnamed, open_rgb
 from leukaug.data.synth import MARKER_FILE
 
@@ -132,9 +133,16 @@ def read_dataset(
         synthetic=(data_root / MARKER_FILE).is_file() or (root / MARKER_FILE).is_file(),
         notes=notes,
     )
-    if ignored:
+    odd = [(p, reason) for p in ignored if (reason := odd_reason(p)) is not None]
+    if len(odd) < len(ignored):
+        plain = sorted(_relative(p, data_root) for p in ignored if odd_reason(p) is None)
+        dataset.notes.append(f"{len(plain)} non-image file(s) ignored: {', '.join(plain[:5])}")
+    if odd:
+        listed = ", ".join(f"{_relative(p, data_root)} ({reason})" for p, reason in odd[:5])
+        more = f" and {len(odd) - 5} more (see dataset.json's `ignored`)" if len(odd) > 5 else ""
         dataset.notes.append(
-            f"{len(ignored)} non-image file(s) ignored: {', '.join(dataset.ignored[:5])}"
+            f"{len(odd)} file(s) that are no readable file skipped: {listed}{more}. "
+            "Fix: replace them with the image files, or remove them."
         )
     for path in manifest["path"]:  # headers only: nothing is decoded before all are checked
         check_pixels(path, max_pixels)
@@ -203,7 +211,10 @@ def _decode_all(dataset: Dataset, max_pixels: int) -> None:
 
 
 def _relative(path: Path, root: Path) -> str:
+    """`path` relative to `root`; a link that does not resolve (a loop, a broken link) by
+    its own name."""
     try:
-        return path.resolve().relative_to(root).as_posix()
+        named = path.absolute() if path.is_symlink() and odd_reason(path) else path.resolve()
+        return named.relative_to(root).as_posix()
     except ValueError:
         return str(path)
