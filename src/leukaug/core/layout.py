@@ -154,6 +154,16 @@ class StudyFolder:
         return self.path / "comparisons.csv"
 
     @property
+    def out_of_fold_csv(self) -> Path:
+        """Cross-validation: every arm x seed's out-of-fold prediction of every image."""
+        return self.path / "out_of_fold.csv"
+
+    @property
+    def fold_metrics_csv(self) -> Path:
+        """Cross-validation: the primary metric per arm, seed and fold, and pooled."""
+        return self.path / "fold_metrics.csv"
+
+    @property
     def report_html(self) -> Path:
         return self.path / "report.html"
 

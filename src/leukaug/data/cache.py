@@ -7,10 +7,13 @@ new key (invalidation), and every arm with the same data and size reuses one cac
 A cache is built in a temporary folder and renamed into place: a crash never leaves a
 half-written cache under a valid key.
 
-Resize policy: optional centre crop (keep the central `crop` fraction of each side),
-pad a non-square image with black to a square (cells sit on black), then PIL bicubic
-resize to `size` (PIL filters over the full source footprint when shrinking, i.e.
-antialiased). C-NMC is 450 x 450, so this is a plain resize unless `crop` is given.
+Resize policy (`RESIZE_POLICY`, recorded in dataset.json): optional centre crop (keep the
+central `crop` fraction of each side), pad a non-square image to a square with its border
+colour (the per-channel median of its outermost pixels: black for C-NMC, the smear's colour
+for a raw smear), centred, then PIL bicubic resize to `size` (PIL filters over the full
+source footprint when shrinking, i.e. antialiased). Nothing is stretched or cut off, and the
+padding does not add a black frame a model could learn. C-NMC is 450 x 450, so this is a
+plain resize unless `crop` is given.
 
 Parallel build: every header is checked against the pixel limit first (nothing is
 decoded before), then chunks of rows are decoded and resized by a pool of processes
@@ -45,7 +48,11 @@ from leukaug.data.images import MAX_PIXELS, check_pixels, open_rgb
 if TYPE_CHECKING:
     import pandas as pd
 
-CACHE_FORMAT = 1  # bump when the resize policy changes, to invalidate old caches
+CACHE_FORMAT = 2  # bump when the resize policy changes, to invalidate old caches
+RESIZE_POLICY = (
+    "non-square images are padded to a square with their border colour (median of the "
+    "outermost pixels), centred, then resized (bicubic)"
+)
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> digest, per process
 # With `workers=None`, smaller builds stay in one process: a forkserver pool takes ~1 s to
 # start (2-core box, loaded), about what one core needs for 256-350 450 px images (355/s,
@@ -105,8 +112,14 @@ def fingerprint(manifest: pd.DataFrame, size: int, crop: float | None = None) ->
     return digest.hexdigest()
 
 
+def border_colour(image: np.ndarray) -> np.ndarray:
+    """Per-channel median of the image's outermost rows and columns (uint8, shape (3,))."""
+    edge = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    return np.median(edge, axis=0).round().astype(np.uint8)
+
+
 def prepare_image(image: np.ndarray, size: int, crop: float | None = None) -> np.ndarray:
-    """The resize policy: centre crop, pad to square with black, bicubic resize to `size`."""
+    """The resize policy: centre crop, pad to square with the border colour, bicubic resize."""
     height, width = image.shape[:2]
     if crop is not None:
         keep_h, keep_w = max(1, round(height * crop)), max(1, round(width * crop))
@@ -115,7 +128,8 @@ def prepare_image(image: np.ndarray, size: int, crop: float | None = None) -> np
         height, width = image.shape[:2]
     if height != width:
         side = max(height, width)
-        square = np.zeros((side, side, 3), dtype=np.uint8)
+        square = np.empty((side, side, 3), dtype=np.uint8)
+        square[:] = border_colour(image)
         top, left = (side - height) // 2, (side - width) // 2
         square[top : top + height, left : left + width] = image
         image = square
