@@ -21,7 +21,7 @@ from leukaug.core import atomic
 from leukaug.core.atomic import free_bytes, human_bytes
 from leukaug.core.errors import ConfigError, LeukaugError
 from leukaug.core.layout import ArmFolder
-from leukaug.data.images import is_image_file
+from leukaug.data.images import IMAGE_SUFFIXES
 from leukaug.data.read import detect_layout
 from leukaug.data.synth_config import SynthConfig
 from leukaug.models.factory import imagenet_weights, model_parameter_count
@@ -178,8 +178,8 @@ def cache_bytes(config: StudyConfig, arms: Sequence[StudyArm], cache_dir: Path) 
 
 
 def _image_count(config: StudyConfig) -> int | None:
-    """Images of the study's data: the embedded generator's count, or the image files under
-    data.source (an upper bound: non-image files are not counted, ignored ones are)."""
+    """Images of the study's data: the embedded generator's count, or the files with an
+    image suffix under data.source (an estimate: nothing is opened)."""
     if config.data.embedded:
         synth = SynthConfig(**config.data.synth)
         return (
@@ -190,7 +190,12 @@ def _image_count(config: StudyConfig) -> int | None:
     root = Path(config.data.source).expanduser()
     if not root.is_dir():
         return None
-    return sum(1 for _, _, names in os.walk(root) for name in names if is_image_file(Path(name)))
+    return sum(
+        1
+        for _, _, names in os.walk(root)
+        for name in names
+        if Path(name).suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def checkpoint_bytes(arms: Sequence[StudyArm], arms_dir: Path) -> int:
