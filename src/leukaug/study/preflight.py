@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from leukaug.arm.kinds import ARM_KINDS, SINGLE, expand_regions
 from leukaug.core import atomic
 from leukaug.core.atomic import free_bytes, human_bytes
 from leukaug.core.errors import ConfigError, LeukaugError
@@ -204,12 +205,14 @@ def checkpoint_bytes(arms: Sequence[StudyArm], arms_dir: Path) -> int:
     counts: dict[tuple[str, str, int], int] = {}
     total = largest = 0
     for arm in arms:
-        if ArmFolder(arms_dir / arm.arm_id).is_complete():
-            continue
+        kind = ARM_KINDS.get(arm.spec.kind)
+        if not kind.cnn or ArmFolder(arms_dir / arm.arm_id).is_complete():
+            continue  # a features arm writes no checkpoint
         key = (arm.spec.model, arm.spec.head, arm.image_size)
         if key not in counts:
             counts[key] = model_parameter_count(*key)
-        total += CHECKPOINT_BYTES_PER_PARAMETER * counts[key]
+        networks = len(expand_regions(arm.spec.regions)) if arm.spec.kind != SINGLE else 1
+        total += CHECKPOINT_BYTES_PER_PARAMETER * counts[key] * networks
         largest = max(largest, REWRITE_BYTES_PER_PARAMETER * counts[key])
     return total + largest
 
