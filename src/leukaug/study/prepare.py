@@ -21,6 +21,7 @@ from leukaug import CLASS_NAMES
 from leukaug.augment import AugmentationSpec
 from leukaug.augment.preview import render_preview
 from leukaug.core import atomic
+from leukaug.core.atomic import STORAGE_ERRNOS, storage_error
 from leukaug.core.errors import ConfigError, DataError
 from leukaug.core.layout import StudyFolder
 from leukaug.core.user_cache import default_cache_dir
@@ -103,7 +104,13 @@ def ensure_embedded_data(config: StudyConfig) -> Path:
     synth = SynthConfig(**settings)
     synth.validate()
     log.info("Generating the synthetic data set into %s ...", root)
-    generate(root, synth)
+    try:
+        generate(root, synth)
+    except OSError as error:  # a full disk or read-only folder: named, like every write
+        if error.errno not in STORAGE_ERRNOS:
+            raise
+        written = Path(error.filename) if error.filename else root / MARKER_FILE
+        raise storage_error(written, error, None) from None
     return root
 
 
