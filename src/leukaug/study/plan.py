@@ -252,7 +252,9 @@ def check_data_unchanged(out_dir: Path, info: dict[str, Any], *, force: bool) ->
     previous = atomic.read_json(folder.dataset_json)
     if previous is None or not folder.has_arms():
         return False
-    if previous.get("split_fingerprint") == info["split_fingerprint"]:
+    if previous.get("split_fingerprint") == info["split_fingerprint"] and (
+        previous.get("normalize") == info.get("normalize")  # stain normalisation: other images
+    ):
         return False
     if not force:
         raise ConfigError(
