@@ -16,6 +16,9 @@ from leukaug.core import atomic
 
 STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
+# Stopped by a full disk or an unwritable folder: resumes from last.pt like a killed run.
+STATUS_INTERRUPTED = "interrupted"
+RESUMABLE_STATUSES = (STATUS_RUNNING, STATUS_INTERRUPTED)
 
 
 @dataclass(frozen=True)

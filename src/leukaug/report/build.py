@@ -136,6 +136,21 @@ def _notes(metrics: pd.DataFrame, plan: ReferencePlan) -> list[str]:
     return notes
 
 
+def optional_failure_notes(study: Study) -> list[str]:
+    """One note per arm whose optional steps (Grad-CAMs, tracking) failed (its arm.json's
+    `optional_failures`): the arm's results are complete and in the report."""
+    notes = []
+    for arm in study.arms:
+        failures = arm.info.get("optional_failures") or []
+        if failures:
+            listed = "; ".join(f"{f.get('step')}: {f.get('error')}" for f in failures)
+            notes.append(
+                f"Arm {arm.arm_id}: optional step(s) failed ({listed}). Its results are "
+                "complete and included; only these extras are missing (see its arm.json)."
+            )
+    return notes
+
+
 def build_report(
     study_dir: str | Path,
     baseline: str | None = None,
@@ -194,7 +209,7 @@ def build_report(
         synthetic=study.synthetic,
         headline=headline(verdicts, plan, metric),
         verdict_table=verdict_table(verdicts, metric),
-        notes=_notes(metrics, plan) + cam_notes(cams),
+        notes=_notes(metrics, plan) + cam_notes(cams) + optional_failure_notes(study),
         tables=tables,
         figures=figure_entries + cam_figures(trained),
         dataset=study.dataset,

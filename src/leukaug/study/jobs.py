@@ -17,15 +17,18 @@ from typing import Any
 import pandas as pd
 import torch
 
+from leukaug.arm.background_check import BACKGROUND_CHECK_CSV
 from leukaug.arm.determinism import arm_execution
 from leukaug.arm.dispatch import run_any_arm
+from leukaug.arm.lifecycle import run_optional
 from leukaug.arm.loop import TrainingCallbacks
 from leukaug.arm.spec import ArmSpec
 from leukaug.core import atomic
-from leukaug.core.errors import ConfigError
+from leukaug.core.errors import ConfigError, StorageError
 from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.core.lock import FolderLocked, folder_lock
 from leukaug.data.cache import ImageCache, load_or_build_cache
+from leukaug.trained.arm_background import write_background_check
 from leukaug.trained.arm_cams import write_arm_cams
 
 STATUS_COMPLETE = "complete"
@@ -117,6 +120,7 @@ class ArmJob:
     checkpoint_interval_s: float | None = None  # resume-state writes (None: auto)
     # [data] cv_folds: fold -> that fold's split manifest (an arm's spec.fold picks one)
     fold_manifests: dict[int, pd.DataFrame] = field(default_factory=dict)
+    background_check: bool = True  # [study]: background_check.csv after each arm
 
     def cache(self, size: int) -> ImageCache:
         return load_or_build_cache(self.manifest, size, self.cache_dir, crop=self.crop)
@@ -182,9 +186,24 @@ class ArmJob:
                     checkpoint_interval_s=self.checkpoint_interval_s,
                 )
                 if not folder.cam_csv.is_file():  # also for an arm completed earlier without them
-                    write_arm_cams(folder, arm.spec, job_cache, self.device)
+                    run_optional(  # an extra: its failure is recorded, the arm stays complete
+                        folder,
+                        "cams",
+                        lambda: write_arm_cams(folder, arm.spec, job_cache, self.device),
+                    )
+                check_file = folder.path / BACKGROUND_CHECK_CSV
+                if self.background_check and not check_file.is_file():
+                    run_optional(  # an extra, like the CAMs
+                        folder,
+                        "background_check",
+                        lambda: write_background_check(
+                            folder, arm.spec, self.manifest_for(arm.spec), job_cache, self.device
+                        ),
+                    )
         except Exception as error:
             release_accelerator_memory()
+            if isinstance(error, StorageError) and reraise is None:
+                raise  # a full disk stops the study: every later arm needs the disk too
             outcome = write_error(folder.path, arm, error)
             if reraise is not None and reraise(error):
                 raise

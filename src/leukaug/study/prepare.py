@@ -21,10 +21,10 @@ from leukaug import CLASS_NAMES
 from leukaug.augment import AugmentationSpec
 from leukaug.augment.preview import render_preview
 from leukaug.core import atomic
-from leukaug.core.errors import ConfigError
+from leukaug.core.errors import ConfigError, DataError
 from leukaug.core.layout import StudyFolder
 from leukaug.core.user_cache import default_cache_dir
-from leukaug.data.cache import ImageCache, load_or_build_cache
+from leukaug.data.cache import RESIZE_POLICY, ImageCache, load_or_build_cache
 from leukaug.data.folds import (
     FOLD_COLUMN,
     assign_folds,
@@ -34,7 +34,7 @@ from leukaug.data.folds import (
     folds_record,
 )
 from leukaug.data.read import read_dataset
-from leukaug.data.split import split_manifest
+from leukaug.data.split import has_subject_ids, split_manifest
 from leukaug.data.synth import MARKER_FILE, generate
 from leukaug.data.synth_config import SynthConfig, settings_identity
 from leukaug.study.study_file import StudyConfig
@@ -107,8 +107,13 @@ def ensure_embedded_data(config: StudyConfig) -> Path:
     return root
 
 
-def prepare_data(config: StudyConfig, image_sizes: Sequence[int]) -> PreparedData:
-    """Read (or generate) the data, split it, and build one image cache per size."""
+def prepare_data(
+    config: StudyConfig, image_sizes: Sequence[int], *, need_test: bool = True
+) -> PreparedData:
+    """Read (or generate) the data, split it, and build one image cache per size.
+
+    A study needs a test split (`need_test`; `check_splits`); `leukaug train` does not (an
+    arm trained on class folders is judged on its validation split)."""
     data = config.data
     if data.embedded:
         root = ensure_embedded_data(config)
@@ -125,7 +130,9 @@ def prepare_data(config: StudyConfig, image_sizes: Sequence[int]) -> PreparedDat
             strategy=data.split,
             val_fraction=data.val_fraction,
             seed=data.split_seed,
+            test_fraction=data.test_fraction,
         )
+        check_splits(manifest, root, need_test=need_test)  # before any cache or training
     else:
         manifest, folds = cross_validation_splits(dataset.manifest, config)
     cache_dir = cache_root(config)
@@ -142,10 +149,14 @@ def prepare_data(config: StudyConfig, image_sizes: Sequence[int]) -> PreparedDat
             "strategy": data.split,
             "val_fraction": data.val_fraction,
             "seed": data.split_seed,
+            "test": _test_source(dataset.manifest, data.test_fraction),
         },
         "counts": fold_counts(manifest) if folds else split_counts(manifest),
         "ignored": len(dataset.ignored),
         "conversions": dict(dataset.conversions),
+        "image_sizes_found": dict(dataset.sizes),
+        "resize": RESIZE_POLICY,
+        "notes": list(dataset.notes),
         "image_sizes": sorted(caches),
         "split_fingerprint": split_fingerprint(manifest, folds),
     }
@@ -175,6 +186,32 @@ def cross_validation_splits(
         for fold in range(data.cv_folds)
     }
     return folded.assign(split="train"), folds
+
+
+def check_splits(manifest: pd.DataFrame, root: Path, *, need_test: bool = True) -> None:
+    """Refuse a split manifest whose test (when `need_test`) or validation split is empty:
+    every arm would train and then have nothing to be judged on (no comparisons, no report)."""
+    counts = manifest["split"].value_counts()
+    if need_test and not counts.get("test", 0):
+        raise DataError(
+            f"{root}: the test split is empty: no image is marked as test data, so no arm "
+            "could be evaluated. Fix: add a `split` column (train or test, by subject) to the "
+            "labels CSV, or set [data] test_fraction to hold out a share of the subjects for "
+            "testing; a C-NMC folder needs its validation_data/ (test) folder."
+        )
+    if not counts.get("val", 0):
+        raise DataError(
+            f"{root}: the validation split is empty: too few training subjects to hold out. "
+            "Fix: add training subjects, or raise [data] val_fraction."
+        )
+
+
+def _test_source(manifest: pd.DataFrame, test_fraction: float | None) -> str:
+    """Where the test set comes from, in words, for dataset.json and the report."""
+    if test_fraction is None:
+        return "the data set's own test set"
+    level = "subject-level" if has_subject_ids(manifest) else "image-level (no subject ids)"
+    return f"held out: {test_fraction:g} of each class's subjects, {level}, fixed by split seed"
 
 
 def split_counts(manifest: pd.DataFrame) -> dict[str, dict[str, dict[str, int]]]:

@@ -181,6 +181,7 @@ def test_folds_expand_the_plan(tmp_path: Path) -> None:
     [
         ({"cv_folds": 2}, "embedded synthetic data set has its own test split"),
         ({"source": "cells", "cv_folds": 1}, "cv_folds"),
+        ({"source": "cells", "cv_folds": 3, "test_fraction": 0.3}, "keep one of the two"),
     ],
 )
 def test_bad_fold_settings_are_config_errors(data: dict, message: str) -> None:
