@@ -208,7 +208,8 @@ def run(
     chunk = 25
     tasks, keys = [], []
     for index, (name, (model, effect)) in enumerate(scenarios.items()):
-        stream = index if effect == 0 else 100 + index
+        # one random stream per scenario, the same whichever scenarios run together
+        stream = list(SCENARIOS).index(name) if name in SCENARIOS else 100 + index
         for start in range(0, n, chunk):
             size = min(chunk, n - start)
             tasks.append((asdict(model), effect, size, [19, stream, start], n_seeds, metric))
@@ -268,11 +269,18 @@ def main() -> None:
         help="power: base scenarios with arm 1 better by these logit effects (8 null arms)",
     )
     parser.add_argument("--no-null", action="store_true", help="only the --effects scenarios")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help=f"null scenarios to run (default: all), of {', '.join(SCENARIOS)}",
+    )
     args = parser.parse_args()
     n = 50 if args.quick else args.families
     scenarios: dict[str, tuple[FoldModel, float]] = {}
     if not args.no_null:
-        scenarios = {name: (replace(m, folds=args.folds), 0.0) for name, m in SCENARIOS.items()}
+        chosen = SCENARIOS if args.only is None else {name: SCENARIOS[name] for name in args.only}
+        scenarios = {name: (replace(m, folds=args.folds), 0.0) for name, m in chosen.items()}
         if args.fold_arm_sd > 0:
             model = replace(SCENARIOS["base"], folds=args.folds, fold_arm_sd=args.fold_arm_sd)
             scenarios[f"fold-by-arm interaction (SD {args.fold_arm_sd:g})"] = (model, 0.0)
