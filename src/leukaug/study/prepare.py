@@ -158,7 +158,11 @@ def prepare_data(
             "strategy": data.split,
             "val_fraction": data.val_fraction,
             "seed": data.split_seed,
-            "test": _test_source(dataset.manifest, data.test_fraction),
+            "test": (
+                f"{data.cv_folds}-fold cross-validation: each fold's subjects held out once"
+                if folds
+                else _test_source(dataset.manifest, data.test_fraction)
+            ),
         },
         "counts": fold_counts(manifest) if folds else split_counts(manifest),
         "ignored": len(dataset.ignored),
