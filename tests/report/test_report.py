@@ -166,7 +166,8 @@ def test_verdicts_csv_decides_and_agrees_with_every_number(
         assert f"{row['p_adjusted']:.4f}" in line or (
             row["p_adjusted"] < 1e-4 and "<0.0001" in line
         )
-    assert "Holm's correction applies to exactly these p-values" in summary
+    # issue 18: the family is adjusted by the step-down max-t (Holm stays an option)
+    assert "The step-down max-t correction applies to exactly these p-values" in summary
 
 
 def test_metrics_csv_has_one_row_per_arm_and_split(built: tuple[Path, dict[str, Path]]) -> None:
