@@ -13,6 +13,7 @@ import pandas as pd
 
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError
+from leukaug.report.background import background_notes, background_summary
 from leukaug.report.cams import cam_figures, cam_notes, cam_summary, cam_table
 from leukaug.report.figure_specs import render_figures
 from leukaug.report.html import ReportContent, render_html
@@ -177,7 +178,8 @@ def build_report(
     if not training.empty:
         tables.append(training_display(training))
     cams = cam_summary(study)  # where the CNN arms look (Grad-CAM; report/cams.py)
-    if (where := cam_table(cams)) is not None:
+    background = background_summary(study)  # shortcuts (report/background.py)
+    if (where := cam_table(cams, background)) is not None:
         tables.append(where)
     content = ReportContent(
         title=_title(study),
@@ -185,7 +187,7 @@ def build_report(
         synthetic=study.synthetic,
         headline=headline(verdicts, plan, metric),
         verdict_table=verdict_table(verdicts, metric),
-        notes=_notes(metrics, plan) + cam_notes(cams),
+        notes=_notes(metrics, plan) + cam_notes(cams) + background_notes(background),
         tables=tables,
         figures=figure_entries + cam_figures(study),
         dataset=study.dataset,
