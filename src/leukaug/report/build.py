@@ -14,6 +14,7 @@ import pandas as pd
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError
 from leukaug.report.background import background_notes, background_summary
+from leukaug.report.baseline_note import baseline_sentence
 from leukaug.report.cams import cam_figures, cam_notes, cam_summary, cam_table
 from leukaug.report.figure_specs import render_figures
 from leukaug.report.html import ReportContent, render_html
@@ -106,6 +107,12 @@ def _title(study: Study) -> str:
     return f"leukaug study report: {name}"
 
 
+def _baseline_lines(study: Study, summary: pd.DataFrame, metric: str) -> list[str]:
+    """The answer box's comparison of the best CNN arm with the features baseline, if any."""
+    sentence = baseline_sentence(study, summary, metric)
+    return [] if sentence is None else [sentence]
+
+
 def _notes(metrics: pd.DataFrame, plan: ReferencePlan) -> list[str]:
     notes = family_notes(plan)
     without_test = sorted(
@@ -185,7 +192,7 @@ def build_report(
         title=_title(study),
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         synthetic=study.synthetic,
-        headline=headline(verdicts, plan, metric),
+        headline=headline(verdicts, plan, metric) + _baseline_lines(study, summary, metric),
         verdict_table=verdict_table(verdicts, metric),
         notes=_notes(metrics, plan) + cam_notes(cams) + background_notes(background),
         tables=tables,
