@@ -105,8 +105,9 @@ def check_arms(work: Path, size: int, epochs: int) -> list[dict[str, object]]:
         split = split_manifest(painted, "subject", val_fraction=0.25, seed=0)
         cache = load_or_build_cache(split, size, work / "cache")
         specs = {
-            "timm:resnet10t": ArmSpec(model="timm:resnet10t", image_size=size, epochs=epochs,
-                                      batch_size=16, lr=1e-3),  # fmt: skip
+            "timm:resnet10t": ArmSpec(
+                model="timm:resnet10t", image_size=size, epochs=epochs, batch_size=16, lr=1e-3
+            ),
             "features": ArmSpec(model="features_gbm", kind="features", image_size=size),
         }
         for label, spec in specs.items():
