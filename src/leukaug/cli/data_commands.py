@@ -13,6 +13,7 @@ from leukaug.cli.conventions import LeukaugTyper, choice
 from leukaug.data.choices import LAYOUTS
 
 Layout = choice(LAYOUTS)
+MAX_SUBJECT_ROWS = 20  # more subjects than this: a summary and a histogram, unless --all
 
 data_app = LeukaugTyper(
     help="Look at data sets: counts, image modes, contact sheets.", no_args_is_help=True
@@ -89,10 +90,19 @@ def inspect(
     ),
     per_class: int = typer.Option(8, help="Cells per class on the contact sheet."),
     seed: int = typer.Option(0, help="Seed for choosing the contact-sheet cells."),
+    show_all: bool = typer.Option(
+        False, "--all", help="List every subject (default: a summary when there are many)."
+    ),
 ) -> None:
     """Count images per split, class, fold and subject; list sizes, modes, conversions and
     ignored files; write a contact sheet of sample cells per class (Figure 1)."""
-    from leukaug.data.inspect import contact_sheet, inspect_manifest, sample_images
+    from leukaug.data.inspect import (
+        contact_sheet,
+        images_per_subject_histogram,
+        inspect_manifest,
+        sample_images,
+        subject_summary,
+    )
     from leukaug.data.read import read_dataset
 
     dataset = read_dataset(
@@ -110,14 +120,20 @@ def inspect(
     )
     console.print(_table("Images and subjects per source split and class", report.by_split))
     console.print(_table("Per fold", report.by_fold))
-    console.print(_table("Per subject", report.by_subject))
+    if show_all or len(report.by_subject) <= MAX_SUBJECT_ROWS:
+        console.print(_table("Per subject", report.by_subject))
+    else:
+        console.print(_table("Subjects per class", subject_summary(report.by_subject)))
+        histogram = images_per_subject_histogram(report.by_subject)
+        console.print(_table("Images per subject (subjects per class)", histogram))
+        console.print(f"{len(report.by_subject)} subjects: --all lists every one.", markup=False)
     console.print(_table("Image sizes", _pairs(dataset.sizes, "size")))
     console.print(_table("Image modes (original)", _pairs(dataset.modes, "mode")))
     if dataset.conversions:
         console.print(_table("Explicit conversions to RGB", _pairs(dataset.conversions, "mode")))
     if dataset.ignored:
         console.print(
-            f"[yellow]{len(dataset.ignored)} non-image file(s) ignored:[/] "
+            f"[yellow]{len(dataset.ignored)} file(s) ignored (not images, or not readable):[/] "
             + escape(", ".join(dataset.ignored))
         )
     for note in dataset.notes:

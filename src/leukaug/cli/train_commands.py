@@ -184,8 +184,8 @@ def train_one_arm(
     """Plan the config's one arm, prepare its data as a study does, and train it into `out`,
     holding its lock; nothing is written before every check passed. With `force`, an arm
     of another configuration in `out` is replaced."""
+    from leukaug.arm.dispatch import run_any_arm
     from leukaug.arm.network import load_state_file
-    from leukaug.arm.single import run_arm
     from leukaug.study.plan import expand_arms
     from leukaug.study.preflight import check_device, check_output_folder
     from leukaug.study.prepare import prepare_data
@@ -202,8 +202,8 @@ def train_one_arm(
         if force and previous and previous.get("config_hash") != spec.config_hash():
             console.print(f"--force: replacing arm {previous.get('arm_id')} in {out}", markup=False)
             clear_locked_folder(out)
-        data = prepare_data(config, [arm.image_size])
-        return run_arm(
+        data = prepare_data(config, [arm.image_size], need_test=False)  # val judges it
+        return run_any_arm(  # a single arm; a full disk leaves it interrupted, resumable
             spec,
             data.manifest,
             data.caches[arm.image_size],

@@ -7,10 +7,13 @@ new key (invalidation), and every arm with the same data and size reuses one cac
 A cache is built in a temporary folder and renamed into place: a crash never leaves a
 half-written cache under a valid key.
 
-Resize policy: optional centre crop (keep the central `crop` fraction of each side),
-pad a non-square image with black to a square (cells sit on black), then PIL bicubic
-resize to `size` (PIL filters over the full source footprint when shrinking, i.e.
-antialiased). C-NMC is 450 x 450, so this is a plain resize unless `crop` is given.
+Resize policy (`RESIZE_POLICY`, recorded in dataset.json): optional centre crop (keep the
+central `crop` fraction of each side), pad a non-square image to a square with its border
+colour (the per-channel median of its outermost pixels: black for C-NMC, the smear's colour
+for a raw smear), centred, then PIL bicubic resize to `size` (PIL filters over the full
+source footprint when shrinking, i.e. antialiased). Nothing is stretched or cut off, and the
+padding does not add a black frame a model could learn. C-NMC is 450 x 450, so this is a
+plain resize unless `crop` is given.
 
 Parallel build: every header is checked against the pixel limit first (nothing is
 decoded before), then chunks of rows are decoded and resized by a pool of processes
@@ -20,6 +23,7 @@ depends only on its own image, so the bytes are identical to a one-process build
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -37,13 +41,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from leukaug.core.errors import ConfigError, DataError
+from leukaug.core.atomic import STORAGE_ERRNOS, storage_error
+from leukaug.core.errors import ConfigError, DataError, StorageError
 from leukaug.data.images import MAX_PIXELS, check_pixels, open_rgb
 
 if TYPE_CHECKING:
     import pandas as pd
 
-CACHE_FORMAT = 1  # bump when the resize policy changes, to invalidate old caches
+CACHE_FORMAT = 2  # bump when the resize policy changes, to invalidate old caches
+RESIZE_POLICY = (
+    "non-square images are padded to a square with their border colour (median of the "
+    "outermost pixels), centred, then resized (bicubic)"
+)
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> digest, per process
 # With `workers=None`, smaller builds stay in one process: a forkserver pool takes ~1 s to
 # start (2-core box, loaded), about what one core needs for 256-350 450 px images (355/s,
@@ -103,8 +112,14 @@ def fingerprint(manifest: pd.DataFrame, size: int, crop: float | None = None) ->
     return digest.hexdigest()
 
 
+def border_colour(image: np.ndarray) -> np.ndarray:
+    """Per-channel median of the image's outermost rows and columns (uint8, shape (3,))."""
+    edge = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    return np.median(edge, axis=0).round().astype(np.uint8)
+
+
 def prepare_image(image: np.ndarray, size: int, crop: float | None = None) -> np.ndarray:
-    """The resize policy: centre crop, pad to square with black, bicubic resize to `size`."""
+    """The resize policy: centre crop, pad to square with the border colour, bicubic resize."""
     height, width = image.shape[:2]
     if crop is not None:
         keep_h, keep_w = max(1, round(height * crop)), max(1, round(width * crop))
@@ -113,7 +128,8 @@ def prepare_image(image: np.ndarray, size: int, crop: float | None = None) -> np
         height, width = image.shape[:2]
     if height != width:
         side = max(height, width)
-        square = np.zeros((side, side, 3), dtype=np.uint8)
+        square = np.empty((side, side, 3), dtype=np.uint8)
+        square[:] = border_colour(image)
         top, left = (side - height) // 2, (side - width) // 2
         square[top : top + height, left : left + width] = image
         image = square
@@ -175,13 +191,18 @@ def _build(
     paths = [str(path) for path in ordered["path"]]
     for path in paths:  # headers only: nothing is decoded before every file is checked
         check_pixels(path, max_pixels)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=folder.parent))
+    needed = len(ordered) * size * size * 3
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=folder.parent))
+    except OSError as error:
+        raise _storage(folder / "images.npy", error, needed) from None
     try:
         images = np.lib.format.open_memmap(
             tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(ordered), size, size, 3)
         )
         del images  # the file now exists with its header; rows are written below
+        _reserve(tmp / "images.npy")
         _fill(tmp / "images.npy", paths, size, crop, max_pixels, workers, on_progress)
         (tmp / "image_ids.json").write_text(json.dumps(list(ordered["image_id"])))
         meta = {
@@ -200,9 +221,29 @@ def _build(
         except OSError:
             if not (folder / "meta.json").is_file():
                 raise
+    except OSError as error:
+        raise _storage(folder / "images.npy", error, needed) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _storage(path: Path, error: OSError, needed: int) -> OSError | StorageError:
+    """A full disk or unwritable cache folder as a `StorageError`; other errors unchanged."""
+    return storage_error(path, error, needed) if error.errno in STORAGE_ERRNOS else error
+
+
+def _reserve(file: Path) -> None:
+    """Allocate the whole cache file now: a full disk is then an ENOSPC here, not a SIGBUS
+    when a memory-mapped row is written (file systems without fallocate skip this)."""
+    fd = os.open(file, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _fill(

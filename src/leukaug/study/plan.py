@@ -1,5 +1,9 @@
-"""A study's plan: config -> arms (model x augmentation x regime x seed) in dependency
-order, and the resume checks against what an earlier run left in the study folder.
+"""A study's plan: config -> arms (model x augmentation x regime x seed [x fold]) in
+dependency order, and the resume checks against what an earlier run left in the study folder.
+
+With `[data] cv_folds = K` every arm x seed runs once per fold, in `arms/<name>-s<seed>-f<k>`;
+the fold is part of the arm's spec (`ArmSpec.fold`), so of its config hash, and each fold
+resumes on its own.
 
 Resume rules: a finished arm with the same config hash is skipped; an interrupted arm
 continues from its `last.pt`; an arm folder holding another config hash, an arm folder the
@@ -36,8 +40,14 @@ def arm_name(model: str, augmentation: str, regime: str) -> str:
     return f"{model}-{augmentation}-{regime}"
 
 
-def arm_id(name: str, seed: int) -> str:
-    return f"{name}-s{seed}"
+def arm_id(name: str, seed: int, fold: int | None = None) -> str:
+    return f"{name}-s{seed}" if fold is None else f"{name}-s{seed}-f{fold}"
+
+
+def study_folds(config: StudyConfig) -> list[int | None]:
+    """The folds every arm x seed runs on: [None] for the one split, else 0..K-1."""
+    n_folds = config.data.cv_folds
+    return [None] if n_folds is None else list(range(n_folds))
 
 
 def _grid(config: StudyConfig) -> list[tuple[str, str, str]]:
@@ -139,27 +149,27 @@ def arm_spec(config: StudyConfig, model: str, augmentation: str, regime: str, se
 def expand_arms(config: StudyConfig, arms_dir: str | Path) -> list[StudyArm]:
     """All arms of the study, each after the arm it is initialised from.
 
-    `init_from` names another arm (without seed); the arm of the same seed runs first and
-    its `checkpoint.pt` (best validation loss) becomes this arm's starting weights.
+    `init_from` names another arm (without seed); the arm of the same seed (and fold) runs
+    first and its `checkpoint.pt` (best validation loss) becomes this arm's starting weights.
     """
     arms_dir = Path(arms_dir).resolve()
     combos = _grid(config)
     names = {arm_name(*combo): combo for combo in combos}
     arms: list[StudyArm] = []
     for seed in config.study.seeds:
-        for name, (model, augmentation, regime) in names.items():
-            spec = arm_spec(config, model, augmentation, regime, seed)
-            source = config.regimes[regime].init_from
-            depends_on = None
-            if source is not None:
-                _check_source(config, names, regime, name, source, spec.model)
-                depends_on = arm_id(source, seed)
-                checkpoint = ArmFolder(arms_dir / depends_on).checkpoint
-                spec = replace(spec, init_from=str(checkpoint))
-            check_spec(spec)  # what the arm's kind needs (arm_kinds.py)
-            arms.append(
-                StudyArm(arm_id(name, seed), name, spec, spec.resolved_image_size, depends_on)
-            )
+        for fold in study_folds(config):
+            for name, (model, augmentation, regime) in names.items():
+                spec = replace(arm_spec(config, model, augmentation, regime, seed), fold=fold)
+                source = config.regimes[regime].init_from
+                depends_on = None
+                if source is not None:
+                    _check_source(config, names, regime, name, source, spec.model)
+                    depends_on = arm_id(source, seed, fold)
+                    checkpoint = ArmFolder(arms_dir / depends_on).checkpoint
+                    spec = replace(spec, init_from=str(checkpoint))
+                check_spec(spec)  # what the arm's kind needs (arm_kinds.py)
+                identifier = arm_id(name, seed, fold)
+                arms.append(StudyArm(identifier, name, spec, spec.resolved_image_size, depends_on))
     for shape in {
         (a.spec.model, a.spec.head, a.image_size, a.spec.regime, a.spec.freeze_first)
         for a in arms

@@ -151,6 +151,7 @@ def run_study(
         job = ArmJob(
             out_dir, data.manifest, data.cache_dir, data.crop, config.study.device, **execution,
             tensorboard=tracking.tensorboard, mlflow_uri=tracking.mlflow_uri,
+            fold_manifests=data.folds,
             background_check=config.study.background_check,
         )  # fmt: skip
         outcomes = executors.run_arms(

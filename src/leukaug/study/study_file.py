@@ -9,7 +9,8 @@ Layout of a study file (see `studies/*.toml` for complete examples):
 
     [study]        name, description, seeds, baseline (the reference augmentation), pairs,
                    primary_metric, device, sanity_baseline, background_check
-    [data]         source ("embedded" or a path), split, val_fraction, ...; [data.synth]
+    [data]         source ("embedded" or a path), split, val_fraction, test_fraction,
+                   cv_folds, ...; [data.synth]
     [training]     image_size, epochs, batch_size, optimizer, lr, aug_p, tta, ...
     [models.X]     one table per model (X is a registry name unless `model` says otherwise)
     [augmentations] named augmentation arms: `flip = ["flip", {name = "rotate", ...}]`
@@ -147,7 +148,12 @@ class DataSection(Strict):
     crop: float | None = Field(default=None, gt=0.0, le=1.0)  # central fraction kept
     split: Literal["subject", "image"] = "subject"
     val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    # a data set without a test set: hold out this fraction of each class's subjects as test
+    test_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
     split_seed: int = Field(default=0, ge=0)
+    # K-fold cross-validation instead of a test split (data/folds.py): every arm x seed runs
+    # on every fold; the data set must have no test split of its own.
+    cv_folds: int | None = Field(default=None, ge=2, le=20)
     synth: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("synth")
@@ -169,6 +175,22 @@ class DataSection(Strict):
             raise ValueError(
                 f"[data.synth] configures the embedded generator, but data.source is "
                 f"{self.source!r}; remove [data.synth] or set source = 'embedded'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _folds_need_data_without_test_split(self) -> DataSection:
+        if self.cv_folds is not None and self.source == EMBEDDED:
+            raise ValueError(
+                f"cv_folds = {self.cv_folds}: the embedded synthetic data set has its own test "
+                "split; cross-validation needs data without one (set data.source to your "
+                "folder of cells, or remove cv_folds)"
+            )
+        if self.cv_folds is not None and self.test_fraction is not None:
+            raise ValueError(
+                f"cv_folds = {self.cv_folds} and test_fraction = {self.test_fraction} both say "
+                "where the test cells come from: cross-validation tests every cell once, in its "
+                "fold; keep one of the two"
             )
         return self
 

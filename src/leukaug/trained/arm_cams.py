@@ -81,14 +81,18 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def write_cams(folder: ArmFolder, cache: ImageCache, device: str = "auto") -> pd.DataFrame | None:
     """Grad-CAM of a complete single-network arm on up to `CAM_CELLS` test cells: `cam.csv`
-    (image_id, label, prob, correct, foreground_share, layer, cell_mask) and `cam_overlays.png`. None (and a
-    log line) for a model family Grad-CAM cannot explain."""
+    (image_id, label, prob, correct, foreground_share, layer, cell_mask) and `cam_overlays.png`.
+    None (and a log line) for a model family Grad-CAM cannot explain, or an arm without test
+    cells."""
     trained = load_trained_arm(folder.path)
     if not any(isinstance(trained.model, family) for family in TARGET_LAYERS):
         log.warning("%s: no Grad-CAM layer for %s; no cam.csv", folder.path, trained.model_name)
         return None
     predictions = pd.read_csv(folder.predictions, dtype={"image_id": str, "subject": str})
     cells = cam_cells(predictions)
+    if cells.empty:  # no test split (e.g. `leukaug train` on class folders): nothing to explain
+        log.warning("%s: no test cells to explain; no cam.csv", folder.path)
+        return None
     images = np.asarray(cache.images[cache.rows(list(cells["image_id"]))])
     model = trained.model.to(resolve_device(device))
     layer_name, layer = cam_layer(model, trained.image_size)
