@@ -26,7 +26,13 @@ from leukaug.core.lock import folder_lock
 from leukaug.report import build_report
 from leukaug.study import executors
 from leukaug.study.jobs import ArmJob, ArmOutcome, StudyArm
-from leukaug.study.plan import check_data_unchanged, check_resume, expand_arms, reset_arms
+from leukaug.study.plan import (
+    check_data_unchanged,
+    check_resume,
+    expand_arms,
+    reset_arms,
+    with_sanity_baseline,
+)
 from leukaug.study.preflight import preflight
 from leukaug.study.prepare import PreparedData, prepare_data, render_figures
 from leukaug.study.study_file import StudyConfig, dump_toml, parse_study
@@ -110,7 +116,7 @@ def run_study(
     folder = StudyFolder(out_dir)
     executor = executor or config.executor.kind
     executors.require(executor)
-    config = with_device(config, device)
+    config = with_sanity_baseline(with_device(config, device))  # the features arm on user data
     threads = resolve_threads(config.executor.threads, folder.study_toml)  # recorded below
     run_settings = {"threads": threads}
     if arms_per_device is not None:
