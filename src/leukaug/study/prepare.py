@@ -21,6 +21,7 @@ from leukaug import CLASS_NAMES
 from leukaug.augment import AugmentationSpec
 from leukaug.augment.preview import render_preview
 from leukaug.core import atomic
+from leukaug.core.atomic import STORAGE_ERRNOS, storage_error
 from leukaug.core.errors import ConfigError, DataError
 from leukaug.core.layout import StudyFolder
 from leukaug.core.user_cache import default_cache_dir
@@ -104,7 +105,13 @@ def ensure_embedded_data(config: StudyConfig) -> Path:
     synth = SynthConfig(**settings)
     synth.validate()
     log.info("Generating the synthetic data set into %s ...", root)
-    generate(root, synth)
+    try:
+        generate(root, synth)
+    except OSError as error:  # a full disk or read-only folder: named, like every write
+        if error.errno not in STORAGE_ERRNOS:
+            raise
+        written = Path(error.filename) if error.filename else root / MARKER_FILE
+        raise storage_error(written, error, None) from None
     return root
 
 
@@ -151,7 +158,11 @@ def prepare_data(
             "strategy": data.split,
             "val_fraction": data.val_fraction,
             "seed": data.split_seed,
-            "test": _test_source(dataset.manifest, data.test_fraction, data.cv_folds),
+            "test": (
+                f"{data.cv_folds}-fold cross-validation: each fold's subjects held out once"
+                if folds
+                else _test_source(dataset.manifest, data.test_fraction)
+            ),
         },
         "counts": fold_counts(manifest) if folds else split_counts(manifest),
         "ignored": len(dataset.ignored),
@@ -222,12 +233,8 @@ def stain_target(config: StudyConfig, manifest: pd.DataFrame) -> StainTarget | N
     return training_target(method, list(train["path"]))
 
 
-def _test_source(
-    manifest: pd.DataFrame, test_fraction: float | None, cv_folds: int | None = None
-) -> str:
+def _test_source(manifest: pd.DataFrame, test_fraction: float | None) -> str:
     """Where the test set comes from, in words, for dataset.json and the report."""
-    if cv_folds is not None:
-        return f"cross-validation: each cell is tested once, in its fold of {cv_folds}"
     if test_fraction is None:
         return "the data set's own test set"
     level = "subject-level" if has_subject_ids(manifest) else "image-level (no subject ids)"
