@@ -28,8 +28,9 @@ def write_study(path: Path, data: dict) -> Path:
     return path
 
 
-def only_arm(out: Path) -> Path:
-    (arm,) = (p for p in (out / "arms").iterdir() if (p / "arm.json").is_file())
+def cnn_arm(out: Path) -> Path:
+    """The study's custom_cnn arm (a features baseline arm may sit beside it)."""
+    (arm,) = (p for p in (out / "arms").glob("custom_cnn-*") if (p / "arm.json").is_file())
     return arm
 
 
@@ -58,7 +59,7 @@ def test_a_folder_per_class_runs_with_test_fraction_then_predicts_and_explains(
     )
     for class_name in ("ALL", "HEM"):
         assert info["counts"]["test"][class_name]["subjects"] >= 1
-    arm = only_arm(out)
+    arm = cnn_arm(out)
     assert (subjects_per_split(arm) == 1).all()  # subject-level: no subject in two splits
     assert {"val", "test"} <= set(pd.read_csv(arm / "predictions.csv")["split"])
 
@@ -98,7 +99,7 @@ def test_an_imagefolder_layout_runs_with_no_options(
     assert run_cli(monkeypatch, "run", str(study), "--out", str(out)) == 0
     info = json.loads((out / "dataset.json").read_text())
     assert info["layout"] == "imagefolder"
-    predictions = pd.read_csv(only_arm(out) / "predictions.csv", dtype={"subject": str})
+    predictions = pd.read_csv(cnn_arm(out) / "predictions.csv", dtype={"subject": str})
     test_subjects = set(predictions.loc[predictions["split"] == "test", "subject"])
     assert test_subjects == IMAGEFOLDER_TEST  # the test/ folder is the test set
 
