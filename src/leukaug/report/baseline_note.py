@@ -10,11 +10,11 @@ import math
 import pandas as pd
 
 from leukaug.arm.kinds import ARM_KINDS
-from leukaug.report.verdict_text import METRIC_LABELS
 from leukaug.stats.analysis import COMPARISON_SPLIT
+from leukaug.stats.primary_metrics import PRIMARY_METRICS, metric_label
 from leukaug.stats.study_results import Study
 
-LOWER_IS_BETTER = {"log_loss"}
+LOWER_IS_BETTER = {name for name, m in PRIMARY_METRICS.items() if not m.higher_is_better}
 
 
 def _kind(study: Study, name: str) -> str:
@@ -30,7 +30,7 @@ def _best(rows: pd.DataFrame, column: str, metric: str) -> pd.Series | None:
 
 
 def _numbers(row: pd.Series, metric: str) -> str:
-    label = METRIC_LABELS.get(metric, metric).split(" (")[0]
+    label = metric_label(metric).split(" (")[0]
     text = f"test {label} {row[f'{metric}_mean']:.3f}"
     if metric != "accuracy" and math.isfinite(row.get("accuracy_mean", math.nan)):
         text += f", accuracy {row['accuracy_mean']:.3f}"
