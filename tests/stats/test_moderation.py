@@ -186,3 +186,10 @@ def test_thresholded_metrics_use_each_runs_threshold() -> None:
     with pytest.raises(Exception, match="one operating threshold"):
         compare_arm({0: study[1][0].assign(threshold=[0.2] + [0.3] * (len(study[1][0]) - 1))},
                     {0: study[0][0]}, "accuracy")  # fmt: skip
+
+
+def test_an_extra_reference_seed_on_other_images_is_a_data_error() -> None:
+    study = _study(7, n_arms=1, n_seeds=3)
+    reference = {**study[0], 3: study[0][2].iloc[1:]}
+    with pytest.raises(Exception, match="reference seed 3 was not predicted"):
+        compare_arm({s: study[1][s] for s in range(2)}, reference)

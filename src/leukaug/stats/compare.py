@@ -304,11 +304,12 @@ def compare_arm(
     extra_seeds = tuple(sorted(set(reference) - set(arm)))
     pairs = [_pair(arm[s], reference[s], s, definition) for s in seeds]
     extra = [_pair(None, reference[s], s, definition) for s in extra_seeds]
-    if extra and not np.array_equal(np.sort(extra[0].subjects), np.sort(pairs[0].subjects)):
-        raise DataError(
-            f"reference seed {extra_seeds[0]} was not predicted on the arm's test images; "
-            "every seed needs the same test split."
-        )
+    for seed, other in zip(extra_seeds, extra, strict=True):
+        if not np.array_equal(other.subjects, pairs[0].subjects):
+            raise DataError(
+                f"reference seed {seed} was not predicted on the arm's test images; "
+                "every seed needs the same test split."
+            )
     effects = np.array([p.effect for p in pairs])
     arm_values = np.array([p.arm_value for p in pairs])
     ref_values = np.array([p.reference_value for p in pairs + extra])

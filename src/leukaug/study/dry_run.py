@@ -23,8 +23,8 @@ from leukaug.stats.pairs import plan_references
 from leukaug.stats.power import NEEDS, pilot_variances, plan_lines
 from leukaug.stats.study_results import ArmResults, Study
 from leukaug.study.jobs import StudyArm
-from leukaug.study.plan import expand_arms
-from leukaug.study.prepare import embedded_data_dir, split_counts
+from leukaug.study.plan import expand_arms, with_sanity_baseline
+from leukaug.study.prepare import cross_validation_splits, embedded_data_dir, split_counts
 from leukaug.study.study_file import StudyConfig
 
 SPLITS = ("train", "val", "test")
@@ -74,6 +74,7 @@ class StudyPreview:
 def preview_study(config: StudyConfig, out_dir: str | Path) -> StudyPreview:
     """Plan `config` into `out_dir` and describe it; reads data headers, trains nothing."""
     folder = StudyFolder(Path(out_dir).resolve())
+    config = with_sanity_baseline(config)  # the features arm on user data, as the run adds it
     arms = expand_arms(config, folder.arms_dir)
     plan = plan_references(_planned_study(config, arms, folder), config.study.baseline)
     reference_of = {pair.arm: pair.reference for pair in plan.pairs}
@@ -129,9 +130,16 @@ def describe_data(config: StudyConfig) -> dict[str, Any]:
         return facts
     kwargs = {} if data.embedded else {"layout": data.layout, "labels_csv": data.labels_csv}
     dataset = read_dataset(root, positive_class=data.positive_class, check_images=False, **kwargs)
-    manifest = split_manifest(
-        dataset.manifest, strategy=data.split, val_fraction=data.val_fraction, seed=data.split_seed
-    )
+    if data.cv_folds is not None:  # every fold's arms train and test on about fold 0's numbers
+        manifest = cross_validation_splits(dataset.manifest, config)[1][0]
+        facts["split"] = f"{data.split}, {data.cv_folds}-fold cross-validation (fold 0)"
+    else:
+        manifest = split_manifest(
+            dataset.manifest,
+            strategy=data.split,
+            val_fraction=data.val_fraction,
+            seed=data.split_seed,
+        )
     counts = split_counts(manifest)
     facts |= {"layout": str(dataset.layout), "synthetic": dataset.synthetic, "exact": True}
     facts["images"] = {s: sum(c["images"] for c in counts[s].values()) for s in SPLITS}
