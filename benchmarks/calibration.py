@@ -135,7 +135,13 @@ def _power(rng: np.random.Generator, n_seeds: int, *_: int) -> tuple[Family, np.
 
 _POOL: dict[str, dict[int, pd.DataFrame]] = {}
 # Default families per scenario: more where the rule is most likely to fail.
-NULL_FAMILIES = {"equal": 200, "unstable_reference": 300, "unstable_arm": 300, "spread": 200}
+NULL_FAMILIES = {
+    "equal": 200,
+    "unstable_reference": 300,
+    "unstable_reference_9": 200,
+    "unstable_arm": 300,
+    "spread": 200,
+}
 
 
 def _empirical(
