@@ -16,6 +16,7 @@ Scenarios (`SCENARIOS`), null unless named "power":
   without the analysis code (heavy-tailed t(3) run effects, collapsed runs, subject-by-run
   interaction, unequal cells per subject, no shared seed effect), 9 arms, 3 seeds, with the
   reference's or one arm's run SD x3, or every row's run variance x1 to x3;
+  unstable_reference_9: the x3 reference trained with 9 seeds (the arms keep 3);
 - empirical: real training runs (`empirical_null`: 4 null arms against their reference,
   12 seeds each, trained with leukaug); families are 3-seed subsets of that pool;
 - power: `independent_dgm` (equal), 9 arms of which arms 1-3 raise the expected AUC by
