@@ -14,6 +14,8 @@ import pandas as pd
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError
 from leukaug.core.layout import StudyFolder
+from leukaug.report.background import background_notes, background_summary
+from leukaug.report.baseline_note import baseline_sentence
 from leukaug.report.cams import cam_figures, cam_notes, cam_summary, cam_table
 from leukaug.report.figure_specs import render_figures
 from leukaug.report.folds_report import METHOD as CV_METHOD
@@ -112,6 +114,12 @@ def _title(study: Study) -> str:
     return f"leukaug study report: {name}"
 
 
+def _baseline_lines(study: Study, summary: pd.DataFrame, metric: str) -> list[str]:
+    """The answer box's comparison of the best CNN arm with the features baseline, if any."""
+    sentence = baseline_sentence(study, summary, metric)
+    return [] if sentence is None else [sentence]
+
+
 def _notes(metrics: pd.DataFrame, plan: ReferencePlan) -> list[str]:
     notes = family_notes(plan)
     without_test = sorted(
@@ -204,15 +212,19 @@ def build_report(
     if not training.empty:
         tables.append(training_display(training))
     cams = cam_summary(trained)  # where the CNN arms look (Grad-CAM; report/cams.py)
-    if (where := cam_table(cams)) is not None:
+    background = background_summary(trained)  # shortcuts (report/background.py)
+    if (where := cam_table(cams, background)) is not None:
         tables.append(where)
     content = ReportContent(
         title=_title(study),
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         synthetic=study.synthetic,
-        headline=headline(verdicts, plan, metric),
+        headline=headline(verdicts, plan, metric) + _baseline_lines(study, summary, metric),
         verdict_table=verdict_table(verdicts, metric),
-        notes=_notes(metrics, plan) + cam_notes(cams) + optional_failure_notes(study),
+        notes=_notes(metrics, plan)
+        + cam_notes(cams)
+        + background_notes(background)
+        + optional_failure_notes(study),
         tables=tables,
         figures=figure_entries + cam_figures(trained),
         dataset=study.dataset,

@@ -23,7 +23,7 @@ from leukaug.stats.pairs import plan_references
 from leukaug.stats.power import NEEDS, pilot_variances, plan_lines
 from leukaug.stats.study_results import ArmResults, Study
 from leukaug.study.jobs import StudyArm
-from leukaug.study.plan import expand_arms
+from leukaug.study.plan import expand_arms, with_sanity_baseline
 from leukaug.study.prepare import cross_validation_splits, embedded_data_dir, split_counts
 from leukaug.study.study_file import StudyConfig
 
@@ -74,6 +74,7 @@ class StudyPreview:
 def preview_study(config: StudyConfig, out_dir: str | Path) -> StudyPreview:
     """Plan `config` into `out_dir` and describe it; reads data headers, trains nothing."""
     folder = StudyFolder(Path(out_dir).resolve())
+    config = with_sanity_baseline(config)  # the features arm on user data, as the run adds it
     arms = expand_arms(config, folder.arms_dir)
     plan = plan_references(_planned_study(config, arms, folder), config.study.baseline)
     reference_of = {pair.arm: pair.reference for pair in plan.pairs}
