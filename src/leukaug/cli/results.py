@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 VERDICTS_CSV = "verdicts.csv"  # written by the report (leukaug.stats's primary analysis)
 RESULT_COLUMNS = ("arm", "reference", "metric", "n_seeds", "effect", "ci_low", "ci_high")
-RESULT_COLUMNS += ("p_adjusted", "verdict")
+RESULT_COLUMNS += ("p_adjusted", "verdict", "multiplicity")
 
 
 def read_results(study_dir: Path) -> list[dict[str, Any]]:
@@ -47,14 +47,16 @@ def _number(value: Any, digits: int = 3) -> str:
 def results_table(rows: list[dict[str, Any]]) -> Table:
     """arm, its reference, seeds, the primary metric's difference with its CI, the verdict."""
     metric = rows[0].get("metric", "metric") if rows else "metric"
+    rule = "max-t" if rows and rows[0].get("multiplicity") == "maxt" else "Holm"
     table = Table(
         title=f"Verdicts (primary metric: {metric}; difference from the reference)",
-        caption="interval: at the level matching Holm's adjusted p (ci_level in verdicts.csv)",
+        caption=f"interval: at the level matching the {rule}-adjusted p (ci_level in verdicts.csv)",
     )
     for column in ("arm", "reference"):
         table.add_column(column, overflow="fold")  # names are the answer: never truncated
-    for column in ("seeds", f"{metric} difference [interval]", "p (Holm)"):
-        table.add_column(column, justify="right" if column in ("seeds", "p (Holm)") else "left")
+    p_column = f"p ({rule})"
+    for column in ("seeds", f"{metric} difference [interval]", p_column):
+        table.add_column(column, justify="right" if column in ("seeds", p_column) else "left")
     table.add_column("verdict")
     for row in rows:
         interval = f"{_number(row.get('effect'))} [{_number(row.get('ci_low'))}, {_number(row.get('ci_high'))}]"
