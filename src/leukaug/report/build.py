@@ -14,6 +14,8 @@ import pandas as pd
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError
 from leukaug.core.layout import StudyFolder
+from leukaug.report.background import background_notes, background_summary
+from leukaug.report.baseline_note import baseline_sentence
 from leukaug.report.cams import cam_figures, cam_notes, cam_summary, cam_table
 from leukaug.report.figure_specs import render_figures
 from leukaug.report.folds_report import METHOD as CV_METHOD
@@ -66,8 +68,11 @@ METHODS = [
     "Primary analysis (the verdicts; verdicts.csv): each arm is compared with its matched reference, the arm that "
     "differs from it only in its augmentations, on the study's primary metric. The comparison is paired by seed and "
     "joined by image_id, and its inference covers both training runs (seeds) and test subjects (leukaug.stats; "
-    "see docs/statistics.md). Holm's step-down correction is applied to exactly these primary p-values, one per "
-    "tested arm: that family, and only it, decides the verdicts.",
+    "see docs/statistics.md). Each row's (arm's and reference's) own training-run variance is moderated toward the "
+    "family's; a step-down max-t correction that uses the correlation the shared reference induces (Holm's in "
+    "older tables; verdicts.csv `multiplicity`) is applied to exactly these primary p-values, one per tested arm: "
+    "that family, and only it, decides the verdicts. Accuracy-type primary metrics use each run's operating "
+    "threshold chosen on validation unless the study fixes one.",
     "Secondary analyses (comparisons.csv, Table 6, Figure 9): McNemar's exact test on correctness, DeLong's test of "
     "correlated AUCs, and a subject bootstrap, each arm against its matched reference per seed and on seed-averaged "
     "probabilities. They are conditional on these trained models and these cells, and McNemar and DeLong treat cells "
@@ -107,6 +112,12 @@ def _title(study: Study) -> str:
         or study.directory.resolve().name
     )
     return f"leukaug study report: {name}"
+
+
+def _baseline_lines(study: Study, summary: pd.DataFrame, metric: str) -> list[str]:
+    """The answer box's comparison of the best CNN arm with the features baseline, if any."""
+    sentence = baseline_sentence(study, summary, metric)
+    return [] if sentence is None else [sentence]
 
 
 def _notes(metrics: pd.DataFrame, plan: ReferencePlan) -> list[str]:
@@ -201,15 +212,19 @@ def build_report(
     if not training.empty:
         tables.append(training_display(training))
     cams = cam_summary(trained)  # where the CNN arms look (Grad-CAM; report/cams.py)
-    if (where := cam_table(cams)) is not None:
+    background = background_summary(trained)  # shortcuts (report/background.py)
+    if (where := cam_table(cams, background)) is not None:
         tables.append(where)
     content = ReportContent(
         title=_title(study),
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         synthetic=study.synthetic,
-        headline=headline(verdicts, plan, metric),
+        headline=headline(verdicts, plan, metric) + _baseline_lines(study, summary, metric),
         verdict_table=verdict_table(verdicts, metric),
-        notes=_notes(metrics, plan) + cam_notes(cams) + optional_failure_notes(study),
+        notes=_notes(metrics, plan)
+        + cam_notes(cams)
+        + background_notes(background)
+        + optional_failure_notes(study),
         tables=tables,
         figures=figure_entries + cam_figures(trained),
         dataset=study.dataset,
