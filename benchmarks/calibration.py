@@ -66,12 +66,28 @@ Rows = list[tuple[str, str, Comparison]]
 
 
 # ------------------------------------------------------------------ verdict rules
-def current_rule(rows: Rows) -> pd.DataFrame:
-    """The rule of issue 8: pooled arm x seed ANOVA residual ("pooled_net"), Holm."""
-    return decide_verdicts(rows, METRIC, ALPHA, seed_variance="pooled_net")
+def _rule(seed_variance: str, multiplicity: str) -> Callable[[Rows], pd.DataFrame]:
+    def decide(rows: Rows) -> pd.DataFrame:
+        return decide_verdicts(
+            rows,
+            METRIC,
+            ALPHA,
+            seed_variance=seed_variance,
+            multiplicity=multiplicity,
+            detectable=False,
+        )
+
+    return decide
 
 
-RULES: dict[str, Callable[[Rows], pd.DataFrame]] = {"current": current_rule}
+# "current": the rule of issue 8 (arm x seed ANOVA residual pooled over the family, Holm);
+# "new": issue 18's (each row's own run variance moderated toward the family, step-down
+# max-t); "moderated_holm": the new variance with Holm, to tell the two parts apart.
+RULES: dict[str, Callable[[Rows], pd.DataFrame]] = {
+    "current": _rule("pooled_net", "holm"),
+    "new": _rule("moderated", "maxt"),
+    "moderated_holm": _rule("moderated", "holm"),
+}
 
 
 # ------------------------------------------------------------------ scenarios
@@ -118,6 +134,8 @@ def _power(rng: np.random.Generator, n_seeds: int, *_: int) -> tuple[Family, np.
 
 
 _POOL: dict[str, dict[int, pd.DataFrame]] = {}
+# Default families per scenario: more where the rule is most likely to fail.
+NULL_FAMILIES = {"equal": 200, "unstable_reference": 300, "unstable_arm": 300, "spread": 200}
 
 
 def _empirical(
@@ -139,7 +157,10 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[..., tuple[Family, np.ndarray]]]] 
         _builtin,
     ),
     **{
-        name: (Scenario(name, f"independent DGM: {text}, 9 null arms", 200), _independent(name))
+        name: (
+            Scenario(name, f"independent DGM: {text}, 9 null arms", NULL_FAMILIES[name]),
+            _independent(name),
+        )
         for name, (text, _) in independent_dgm.SCENARIOS.items()
     },
     "empirical": (
@@ -299,13 +320,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             cells.append(run_cell(name, n_seeds, n, args.workers))
             print(f"[{time.perf_counter() - start:.0f} s] {name}, {n_seeds} seeds done", flush=True)
     seconds = time.perf_counter() - start
+    used = os.times()
+    cpu = used.user + used.system + used.children_user + used.children_system
     print_tables(cells)
-    print(f"{seconds:.0f} s with {args.workers} workers; rules: {', '.join(RULES)}")
+    print(
+        f"{seconds:.0f} s wall, {cpu:.0f} s CPU, {args.workers} workers, load average "
+        f"{os.getloadavg()[0]:.1f}; rules: {', '.join(RULES)}"
+    )
     if not args.no_save:
         record = {
             "scenarios": names,
             "cells": cells,
             "seconds": seconds,
+            "cpu_seconds": cpu,
             "workers": args.workers,
             "quick": args.quick,
             "rules": list(RULES),

@@ -308,3 +308,33 @@ def test_a_failing_optional_step_keeps_the_arm_complete_and_shows_in_the_report(
     assert "cannot reshape array of size 0" in info["optional_failures"][0]["error"]
     summary = (out / "summary.md").read_text() + (out / "report.html").read_text()
     assert f"Arm {arm.name}: optional step(s) failed (cams: ValueError" in summary
+
+
+@pytest.mark.slow  # trains an arm
+def test_train_onto_a_full_disk_exits_2_and_leaves_the_arm_resumable(
+    tiny_cnmc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Issue 22 item 1: `--out` on a 2 MB file system ended in an OSError traceback and left
+    the arm `running`. (The byte-identical resume after freeing space is
+    tests/arm/test_attacks_checkpoints.py's.)"""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+                             capture_output=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        out = disk / "arm"
+        status = run_cli(monkeypatch, "train", "--data", str(tiny_cnmc), "--model", "custom_cnn",
+                         "--image-size", "72", "--epochs", "1", "--batch-size", "8", "--out",
+                         str(out), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu")  # fmt: skip
+        _, err = output(capsys)
+        assert status == 2 and "Traceback" not in err
+        assert squeeze(f"cannot write {out / 'checkpoint.pt'}: No space left on device") in err
+        assert squeeze(f"{out} has") in err and "freespacethere" in err
+        assert json.loads((out / "arm.json").read_text())["status"] == "interrupted"
+        assert not list(out.glob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

@@ -330,3 +330,11 @@ def test_a_csv_row_naming_an_odd_file_is_refused_by_name(reason: str, class_fold
     (class_folders / "labels.csv").write_text("path,label\nodd.bmp,1\n")
     with pytest.raises(DataError, match=rf"line 2: 'odd.bmp' is {re.escape(reason)}, not an"):
         read_dataset(class_folders, labels_csv="labels.csv")
+
+
+def test_a_fifo_without_an_image_suffix_is_never_opened(class_folders: Path) -> None:
+    """Images are also found by content (their first bytes); a FIFO is never opened to
+    look (the read would block forever)."""
+    os.mkfifo(class_folders / "all" / "pipe")
+    dataset = read_dataset(class_folders, positive_class="all")
+    assert any("all/pipe (a FIFO (named pipe))" in note for note in dataset.notes)

@@ -43,13 +43,19 @@ def test_a_folder_per_class_runs_with_test_fraction_then_predicts_and_explains(
     real_cells: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cells = class_folder_layout(real_cells, tmp_path / "cells")
-    data = {"source": str(cells), "test_fraction": 0.3, "cache_dir": str(tmp_path / "cache")}
+    data = {"source": str(cells), "test_fraction": 0.3, "normalize": "macenko",
+            "cache_dir": str(tmp_path / "cache")}  # fmt: skip
     study = write_study(tmp_path / "study.toml", data)
     out = tmp_path / "out"
     assert run_cli(monkeypatch, "run", str(study), "--out", str(out)) == 0
 
     info = json.loads((out / "dataset.json").read_text())
     assert info["layout"] == "folders" and info["split"]["test"].startswith("held out: 0.3")
+    assert info["normalize"]["method"] == "macenko"
+    assert (
+        info["normalize"]["source"].startswith("fitted to")
+        and "training images" in info["normalize"]["source"]
+    )
     for class_name in ("ALL", "HEM"):
         assert info["counts"]["test"][class_name]["subjects"] >= 1
     arm = only_arm(out)

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from leukaug.core.atomic import atomic_path
+from leukaug.core.atomic import atomic_path, os_errors_unwrapped
 from leukaug.core.errors import ConfigError, DataError
 from leukaug.core.layout import ArmFolder
 from leukaug.models.safe_load import NotATorchFileError, safe_torch_load
@@ -181,16 +181,14 @@ def tensor_bytes(obj: Any) -> int:
 def torch_save(path: str | os.PathLike[str], obj: Any) -> None:
     """`torch.save` atomically: the file is either the old one or the complete new one."""
     path = Path(path)
-    with atomic_path(path, tensor_bytes(obj)) as tmp, open(tmp, "wb") as handle:
-        # Through a Python file object a full disk is an OSError (ENOSPC), which atomic_path
-        # turns into a StorageError naming the folder; torch may wrap it in its own
-        # RuntimeError ("unexpected pos"), so the OSError is taken out again.
-        try:
-            torch.save(obj, handle)
-        except RuntimeError as error:
-            if isinstance(error.__context__, OSError):
-                raise error.__context__ from None
-            raise
+    # Through a Python file a full disk is an OSError (ENOSPC), which atomic_path turns into
+    # a StorageError naming the folder (a path makes torch's C++ writer say "unexpected pos").
+    with (
+        atomic_path(path, tensor_bytes(obj)) as tmp,
+        open(tmp, "wb") as handle,
+        os_errors_unwrapped(),
+    ):
+        torch.save(obj, handle)
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -174,7 +174,9 @@ def run_arm(
     atomic.write_csv(folder.predictions, predictions)
     metrics = arm_metrics(predictions) if len(predictions) else {}
     atomic.write_json(folder.metrics, metrics)
-    embed_model_card(out_dir, model_card(spec, predictions, crop=crop, arm_id=arm_id, name=name))
+    stain = cache.stain.to_dict() if cache.stain is not None else None
+    card = model_card(spec, predictions, crop=crop, stain=stain, arm_id=arm_id, name=name)
+    embed_model_card(out_dir, card)
     for tracker in trackers:
         tracker.on_end(out_dir, predictions, spec)
     failures = [failure_record(t.step, t.error) for t in trackers if t.error is not None]

@@ -115,6 +115,19 @@ def atomic_path(path: str | os.PathLike[str], size_hint: int | None = None) -> I
 
 
 @contextlib.contextmanager
+def os_errors_unwrapped() -> Iterator[None]:
+    """A C++ writer (torch.save, torch.jit.save) writing to a Python file wraps the file's
+    OSError (ENOSPC) in its own RuntimeError ("unexpected pos"); take the OSError out again,
+    so `atomic_path` names it."""
+    try:
+        yield
+    except RuntimeError as error:
+        if isinstance(error.__context__, OSError):
+            raise error.__context__ from None
+        raise
+
+
+@contextlib.contextmanager
 def atomic_open(
     path: str | os.PathLike[str], mode: str = "w", size_hint: int | None = None, **kwargs: Any
 ) -> Iterator[IO[Any]]:

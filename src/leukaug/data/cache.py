@@ -2,7 +2,7 @@
 
 Layout: `cache_dir/<key>/images.npy` (N x size x size x 3, rows in sorted `image_id`
 order), `image_ids.json`, `meta.json`. The key is a BLAKE2b digest of every file's bytes
-and id plus the size, crop and `CACHE_FORMAT`, so edited, added or removed images give a
+and id plus the size, crop, stain normalisation (`data.stain_norm`) and `CACHE_FORMAT`, so edited, added or removed images give a
 new key (invalidation), and every arm with the same data and size reuses one cache.
 A cache is built in a temporary folder and renamed into place: a crash never leaves a
 half-written cache under a valid key.
@@ -44,6 +44,7 @@ from PIL import Image
 from leukaug.core.atomic import STORAGE_ERRNOS, storage_error
 from leukaug.core.errors import ConfigError, DataError, StorageError
 from leukaug.data.images import MAX_PIXELS, check_pixels, open_rgb
+from leukaug.data.stain_norm import StainTarget, normalize_image
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,6 +74,7 @@ class ImageCache:
     crop: float | None
     fingerprint: str
     path: Path
+    stain: StainTarget | None = None  # the stain normalisation applied when it was built
 
     def __post_init__(self) -> None:
         self._row_of = {image_id: row for row, image_id in enumerate(self.image_ids)}
@@ -103,10 +105,18 @@ def file_digest(path: str | Path) -> str:
     return _DIGESTS[key]
 
 
-def fingerprint(manifest: pd.DataFrame, size: int, crop: float | None = None) -> str:
-    """Content key of the manifest's files at this size and crop."""
+def fingerprint(
+    manifest: pd.DataFrame,
+    size: int,
+    crop: float | None = None,
+    stain: StainTarget | None = None,
+) -> str:
+    """Content key of the manifest's files at this size, crop and stain normalisation."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps({"format": CACHE_FORMAT, "size": size, "crop": crop}).encode())
+    settings = {"format": CACHE_FORMAT, "size": size, "crop": crop}
+    if stain is not None:
+        settings["stain"] = stain.key()
+    digest.update(json.dumps(settings).encode())
     for image_id, path in sorted(zip(manifest["image_id"], manifest["path"], strict=True)):
         digest.update(f"{image_id}\0{file_digest(path)}\n".encode())
     return digest.hexdigest()
@@ -138,6 +148,20 @@ def prepare_image(image: np.ndarray, size: int, crop: float | None = None) -> np
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
 
 
+def preprocess(
+    image: np.ndarray,
+    size: int,
+    crop: float | None = None,
+    stain: StainTarget | None = None,
+    where: str = "image",
+) -> np.ndarray:
+    """What the cache holds for one decoded image: stain normalisation (if any, on the full
+    image), then the resize policy. `predict` and `explain` use it on new images."""
+    if stain is not None:
+        image = normalize_image(image, stain, where)
+    return prepare_image(image, size, crop)
+
+
 def default_workers() -> int:
     """The cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
@@ -154,8 +178,10 @@ def load_or_build_cache(
     workers: int | None = None,
     max_pixels: int = MAX_PIXELS,
     on_progress: ProgressCallback | None = None,
+    stain: StainTarget | None = None,
 ) -> ImageCache:
-    """The cache of `manifest`'s images at `size` (and `crop`), built once and reused.
+    """The cache of `manifest`'s images at `size` (and `crop`, and `stain` normalisation),
+    built once and reused.
 
     A build uses `workers` processes (None: every core, or one for a small manifest) and
     calls `on_progress(done, total)` as images are written; files declaring more than
@@ -170,17 +196,19 @@ def load_or_build_cache(
             f"crop {crop} must be a fraction in (0, 1], e.g. 0.67 to keep the central two thirds."
         )
     cache_dir = Path(cache_dir)
-    key = fingerprint(manifest, size, crop)
+    key = fingerprint(manifest, size, crop, stain)
     folder = cache_dir / key
     if not (folder / "meta.json").is_file():
-        _build(manifest, size, crop, key, folder, workers, max_pixels, on_progress)
-    return _open(folder, size, crop, key)
+        _build(manifest, size, (crop, stain), key, folder, workers, max_pixels, on_progress)
+    cache = _open(folder, size, crop, key)
+    cache.stain = stain
+    return cache
 
 
 def _build(
     manifest: pd.DataFrame,
     size: int,
-    crop: float | None,
+    policy: tuple[float | None, StainTarget | None],
     key: str,
     folder: Path,
     workers: int | None,
@@ -203,12 +231,14 @@ def _build(
         )
         del images  # the file now exists with its header; rows are written below
         _reserve(tmp / "images.npy")
-        _fill(tmp / "images.npy", paths, size, crop, max_pixels, workers, on_progress)
+        _fill(tmp / "images.npy", paths, size, policy, max_pixels, workers, on_progress)
         (tmp / "image_ids.json").write_text(json.dumps(list(ordered["image_id"])))
+        crop, stain = policy
         meta = {
             "format": CACHE_FORMAT,
             "size": size,
             "crop": crop,
+            "stain": stain.to_dict() if stain is not None else None,
             "fingerprint": key,
             "n": len(ordered),
         }
@@ -250,7 +280,7 @@ def _fill(
     file: Path,
     paths: list[str],
     size: int,
-    crop: float | None,
+    policy: tuple[float | None, StainTarget | None],
     max_pixels: int,
     workers: int | None,
     on_progress: ProgressCallback | None,
@@ -265,7 +295,7 @@ def _fill(
     done = 0
     if processes <= 1:
         for start in starts:
-            done += _fill_rows(file, start, paths[start : start + chunk], size, crop, max_pixels)
+            done += _fill_rows(file, start, paths[start : start + chunk], size, policy, max_pixels)
             if on_progress is not None:
                 on_progress(done, total)
         return
@@ -273,7 +303,7 @@ def _fill(
     try:
         futures = [
             pool.submit(
-                _fill_rows, file, start, paths[start : start + chunk], size, crop, max_pixels
+                _fill_rows, file, start, paths[start : start + chunk], size, policy, max_pixels
             )
             for start in starts
         ]
@@ -297,13 +327,19 @@ def _process_context() -> multiprocessing.context.BaseContext:
 
 
 def _fill_rows(
-    file: Path, start: int, paths: list[str], size: int, crop: float | None, max_pixels: int
+    file: Path,
+    start: int,
+    paths: list[str],
+    size: int,
+    policy: tuple[float | None, StainTarget | None],
+    max_pixels: int,
 ) -> int:
     """Write rows `start ...` of the cache file (in a worker process or in this one)."""
     images = np.load(file, mmap_mode="r+")
+    crop, stain = policy
     for offset, path in enumerate(paths):
         image, _ = open_rgb(path, max_pixels)
-        images[start + offset] = prepare_image(image, size, crop)
+        images[start + offset] = preprocess(image, size, crop, stain, where=path)
     images.flush()
     return len(paths)
 

@@ -12,6 +12,8 @@ TCIA = "cnmc_tcia"  # the TCIA release
 IMAGEFOLDER = "imagefolder"  # ROOT/{train,test[,val]}/{CLASS}/ (torchvision's ImageFolder)
 LAYOUTS = ("auto", KAGGLE, TCIA, "folders", IMAGEFOLDER, "csv")
 
+STAIN_NORMALIZATIONS = ("none", "macenko", "reinhard")  # [data] normalize (data.stain_norm)
+
 QUADRANTS = ("top_left", "top_right", "bottom_left", "bottom_right")
 NUCLEUS = "nucleus"
 PERIMETER = "perimeter"

@@ -75,6 +75,8 @@ FORMAT_OF_SUFFIX = {
 
 def sniff_format(path: Path) -> str | None:
     """ "BMP", "PNG", "JPEG" or "TIFF" from the file's first bytes; None for anything else."""
+    if not path.is_file():  # never open a FIFO or a device: the read would block or not end
+        return None
     try:
         with open(path, "rb") as handle:
             head = handle.read(8)

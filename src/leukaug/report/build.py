@@ -68,8 +68,11 @@ METHODS = [
     "Primary analysis (the verdicts; verdicts.csv): each arm is compared with its matched reference, the arm that "
     "differs from it only in its augmentations, on the study's primary metric. The comparison is paired by seed and "
     "joined by image_id, and its inference covers both training runs (seeds) and test subjects (leukaug.stats; "
-    "see docs/statistics.md). Holm's step-down correction is applied to exactly these primary p-values, one per "
-    "tested arm: that family, and only it, decides the verdicts.",
+    "see docs/statistics.md). Each row's (arm's and reference's) own training-run variance is moderated toward the "
+    "family's; a step-down max-t correction that uses the correlation the shared reference induces (Holm's in "
+    "older tables; verdicts.csv `multiplicity`) is applied to exactly these primary p-values, one per tested arm: "
+    "that family, and only it, decides the verdicts. Accuracy-type primary metrics use each run's operating "
+    "threshold chosen on validation unless the study fixes one.",
     "Secondary analyses (comparisons.csv, Table 6, Figure 9): McNemar's exact test on correctness, DeLong's test of "
     "correlated AUCs, and a subject bootstrap, each arm against its matched reference per seed and on seed-averaged "
     "probabilities. They are conditional on these trained models and these cells, and McNemar and DeLong treat cells "

@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student_t
+from scipy.special import stdtr, stdtrit
 
 from leukaug.core.errors import DataError
+from leukaug.stats.metrics import DEFAULT_THRESHOLD
 from leukaug.stats.primary_metrics import DEFAULT_METRIC, MetricDef, get_metric
 
 REQUIRED_COLUMNS = ("image_id", "subject", "label", "prob")
@@ -105,6 +106,20 @@ class _Predictions:
     subject: np.ndarray
     label: np.ndarray
     prob: np.ndarray
+    threshold: float  # the run's operating threshold for thresholded metrics (0.5 unless given)
+
+
+def _threshold(frame: pd.DataFrame, side: str, seed: int) -> float:
+    """The run's operating threshold: the optional `threshold` column, one value per run."""
+    if "threshold" not in frame.columns:
+        return DEFAULT_THRESHOLD
+    values = pd.to_numeric(frame["threshold"], errors="coerce").unique()
+    if len(values) != 1 or not 0 < values[0] <= 1:
+        raise DataError(
+            f"{side} seed {seed}: `threshold` must be one operating threshold in (0, 1] for the "
+            f"whole run, got {sorted(map(str, values))[:3]}."
+        )
+    return float(values[0])
 
 
 def _predictions(frame: pd.DataFrame, side: str, seed: int) -> _Predictions:
@@ -144,7 +159,7 @@ def _predictions(frame: pd.DataFrame, side: str, seed: int) -> _Predictions:
     subject = frame["subject"].to_numpy().astype(str)
     if order is not None:
         prob, label, subject = prob[order], label[order], subject[order]
-    return _Predictions(image_id, subject, label.astype(int), prob)
+    return _Predictions(image_id, subject, label.astype(int), prob, _threshold(frame, side, seed))
 
 
 def _pair(
@@ -175,8 +190,8 @@ def _pair(
                 f"seed {seed}: image {a.image_id[differs][0]!r} has a different {column} "
                 "in the arm and the reference predictions."
             )
-    arm_value, arm_influence = metric.influence(a.label, a.prob)
-    ref_value, ref_influence = metric.influence(a.label, r.prob)
+    arm_value, arm_influence = metric.influence(a.label, a.prob, a.threshold)
+    ref_value, ref_influence = metric.influence(a.label, r.prob, r.threshold)
     return _SeedPair(
         arm_value - ref_value,
         arm_value,
@@ -249,10 +264,10 @@ def _subject_variance(pairs: list[_SeedPair], extra: list[_SeedPair]) -> _Subjec
 def t_test(effect: float, se: float, df: float, alpha: float) -> tuple[float, float]:
     """Two-sided p-value and the matching (1 - alpha) CI half-width."""
     if se > 1e-12:
-        p_value = float(2 * student_t.sf(abs(effect) / se, df))
+        p_value = float(2 * stdtr(df, -abs(effect) / se))
     else:  # no variance at all: identical predictions, or a difference with no spread
         p_value = 1.0 if abs(effect) <= 1e-12 else 0.0
-    return p_value, float(student_t.ppf(1 - alpha / 2, df) * se)
+    return p_value, float(stdtrit(df, 1 - alpha / 2) * se)
 
 
 def compare_arm(
@@ -266,7 +281,8 @@ def compare_arm(
     """Compare an arm with its reference on new patients and a new training run.
 
     `arm` and `reference` map seed -> that seed's test predictions (image_id, subject,
-    label, prob); seeds are paired, images joined by image_id. An arm seed the reference
+    label, prob, and optionally `threshold`: the run's operating threshold for accuracy,
+    balanced accuracy and F1, 0.5 without it); seeds are paired, images joined by image_id. An arm seed the reference
     lacks is a DataError; reference seeds the arm lacks (a study may give the reference
     more seeds) join the reference's mean, and the effect is the arm's mean over its seeds
     minus the reference's over all of its seeds. `rng_seed` is accepted for the report's interface; this analytic
@@ -288,11 +304,12 @@ def compare_arm(
     extra_seeds = tuple(sorted(set(reference) - set(arm)))
     pairs = [_pair(arm[s], reference[s], s, definition) for s in seeds]
     extra = [_pair(None, reference[s], s, definition) for s in extra_seeds]
-    if extra and not np.array_equal(np.sort(extra[0].subjects), np.sort(pairs[0].subjects)):
-        raise DataError(
-            f"reference seed {extra_seeds[0]} was not predicted on the arm's test images; "
-            "every seed needs the same test split."
-        )
+    for seed, other in zip(extra_seeds, extra, strict=True):
+        if not np.array_equal(other.subjects, pairs[0].subjects):
+            raise DataError(
+                f"reference seed {seed} was not predicted on the arm's test images; "
+                "every seed needs the same test split."
+            )
     effects = np.array([p.effect for p in pairs])
     arm_values = np.array([p.arm_value for p in pairs])
     ref_values = np.array([p.reference_value for p in pairs + extra])

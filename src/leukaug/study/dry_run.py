@@ -20,6 +20,7 @@ from leukaug.data.read import read_dataset
 from leukaug.data.split import split_manifest
 from leukaug.data.synth_config import SynthConfig
 from leukaug.stats.pairs import plan_references
+from leukaug.stats.power import NEEDS, pilot_variances, plan_lines
 from leukaug.stats.study_results import ArmResults, Study
 from leukaug.study.jobs import StudyArm
 from leukaug.study.plan import expand_arms, with_sanity_baseline
@@ -125,6 +126,7 @@ def describe_data(config: StudyConfig) -> dict[str, Any]:
         synth = SynthConfig(**data.synth)
         facts |= {"layout": "cnmc_kaggle (synthetic, generated on first run)", "exact": False}
         facts["images"] = _synthetic_counts(synth, data.val_fraction)
+        facts["test_subjects"] = 2 * synth.test_subjects_per_class
         return facts
     kwargs = {} if data.embedded else {"layout": data.layout, "labels_csv": data.labels_csv}
     dataset = read_dataset(root, positive_class=data.positive_class, check_images=False, **kwargs)
@@ -141,6 +143,7 @@ def describe_data(config: StudyConfig) -> dict[str, Any]:
     counts = split_counts(manifest)
     facts |= {"layout": str(dataset.layout), "synthetic": dataset.synthetic, "exact": True}
     facts["images"] = {s: sum(c["images"] for c in counts[s].values()) for s in SPLITS}
+    facts["test_subjects"] = sum(c["subjects"] for c in counts["test"].values())
     return facts
 
 
@@ -170,3 +173,19 @@ def estimate_work(arms: list[PlannedArm], images: dict[str, int]) -> dict[str, A
         "training_image_passes": train_passes,
         "evaluation_image_passes": eval_passes,
     }
+
+
+# --- power from a pilot (`--variance-from`, issue 18; the computation is stats/power.py) ---
+
+
+def power_lines(config: StudyConfig, preview: StudyPreview, pilot: Path | None) -> list[str]:
+    """What the planned seeds and test subjects can detect, from a pilot study's variances;
+    without a pilot, what one would need."""
+    if pilot is None:
+        return [f"power: {NEEDS}"]
+    variances = pilot_variances(pilot, config.study.primary_metric)
+    tested = list(dict.fromkeys(arm.name for arm in preview.arms if arm.reference))
+    seeds = len(config.study.seeds)
+    reference_seeds = len(config.study.reference_seeds) or seeds
+    subjects = int(preview.data.get("test_subjects") or variances.n_subjects)
+    return plan_lines(variances, tested, seeds, reference_seeds, subjects)

@@ -156,15 +156,25 @@ def expand_arms(config: StudyConfig, arms_dir: str | Path) -> list[StudyArm]:
     combos = _grid(config)
     names = {arm_name(*combo): combo for combo in combos}
     arms: list[StudyArm] = []
-    for seed in config.study.seeds:
+    extra_seeds = [s for s in config.study.reference_seeds if s not in config.study.seeds]
+    for seed in [*config.study.seeds, *extra_seeds]:
         for fold in study_folds(config):
             for name, (model, augmentation, regime) in names.items():
+                if seed in extra_seeds and augmentation != config.study.baseline:
+                    continue  # `[study] reference_seeds`: only the reference arms run these
                 spec = replace(arm_spec(config, model, augmentation, regime, seed), fold=fold)
                 source = config.regimes[regime].init_from
                 depends_on = None
                 if source is not None:
                     _check_source(config, names, regime, name, source, spec.model)
                     depends_on = arm_id(source, seed, fold)
+                    if seed in extra_seeds and names[source][1] != config.study.baseline:
+                        raise ConfigError(
+                            f"study.reference_seeds: reference arm {name!r} starts from "
+                            f"{source!r}, which runs only the study's seeds; drop seed {seed} "
+                            "from reference_seeds or give the source arm the reference "
+                            "augmentation."
+                        )
                     checkpoint = ArmFolder(arms_dir / depends_on).checkpoint
                     spec = replace(spec, init_from=str(checkpoint))
                 check_spec(spec)  # what the arm's kind needs (arm_kinds.py)
@@ -310,7 +320,9 @@ def check_data_unchanged(out_dir: Path, info: dict[str, Any], *, force: bool) ->
     previous = atomic.read_json(folder.dataset_json)
     if previous is None or not folder.has_arms():
         return False
-    if previous.get("split_fingerprint") == info["split_fingerprint"]:
+    if previous.get("split_fingerprint") == info["split_fingerprint"] and (
+        previous.get("normalize") == info.get("normalize")  # stain normalisation: other images
+    ):
         return False
     if not force:
         raise ConfigError(

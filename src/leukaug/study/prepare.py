@@ -21,6 +21,7 @@ from leukaug import CLASS_NAMES
 from leukaug.augment import AugmentationSpec
 from leukaug.augment.preview import render_preview
 from leukaug.core import atomic
+from leukaug.core.atomic import STORAGE_ERRNOS, storage_error
 from leukaug.core.errors import ConfigError, DataError
 from leukaug.core.layout import StudyFolder
 from leukaug.core.user_cache import default_cache_dir
@@ -35,6 +36,7 @@ from leukaug.data.folds import (
 )
 from leukaug.data.read import read_dataset
 from leukaug.data.split import has_subject_ids, split_manifest
+from leukaug.data.stain_norm import StainTarget, reference_target, training_target
 from leukaug.data.synth import MARKER_FILE, generate
 from leukaug.data.synth_config import SynthConfig, settings_identity
 from leukaug.study.study_file import StudyConfig
@@ -103,7 +105,13 @@ def ensure_embedded_data(config: StudyConfig) -> Path:
     synth = SynthConfig(**settings)
     synth.validate()
     log.info("Generating the synthetic data set into %s ...", root)
-    generate(root, synth)
+    try:
+        generate(root, synth)
+    except OSError as error:  # a full disk or read-only folder: named, like every write
+        if error.errno not in STORAGE_ERRNOS:
+            raise
+        written = Path(error.filename) if error.filename else root / MARKER_FILE
+        raise storage_error(written, error, None) from None
     return root
 
 
@@ -136,10 +144,11 @@ def prepare_data(
     else:
         manifest, folds = cross_validation_splits(dataset.manifest, config)
     cache_dir = cache_root(config)
+    stain = stain_target(config, manifest)
     caches = {}
     for size in sorted(set(image_sizes)):
         log.info("Image cache at %d px ...", size)
-        caches[size] = load_or_build_cache(manifest, size, cache_dir, crop=data.crop)
+        caches[size] = load_or_build_cache(manifest, size, cache_dir, crop=data.crop, stain=stain)
     info = {
         "root": str(root),
         "layout": str(dataset.layout),
@@ -149,13 +158,18 @@ def prepare_data(
             "strategy": data.split,
             "val_fraction": data.val_fraction,
             "seed": data.split_seed,
-            "test": _test_source(dataset.manifest, data.test_fraction),
+            "test": (
+                f"{data.cv_folds}-fold cross-validation: each fold's subjects held out once"
+                if folds
+                else _test_source(dataset.manifest, data.test_fraction)
+            ),
         },
         "counts": fold_counts(manifest) if folds else split_counts(manifest),
         "ignored": len(dataset.ignored),
         "conversions": dict(dataset.conversions),
         "image_sizes_found": dict(dataset.sizes),
         "resize": RESIZE_POLICY,
+        "normalize": stain.to_dict() | {"applied": stain.describe()} if stain else None,
         "notes": list(dataset.notes),
         "image_sizes": sorted(caches),
         "split_fingerprint": split_fingerprint(manifest, folds),
@@ -204,6 +218,18 @@ def check_splits(manifest: pd.DataFrame, root: Path, *, need_test: bool = True) 
             f"{root}: the validation split is empty: too few training subjects to hold out. "
             "Fix: add training subjects, or raise [data] val_fraction."
         )
+
+
+def stain_target(config: StudyConfig, manifest: pd.DataFrame) -> StainTarget | None:
+    """The study's stain normalisation target: fitted to `normalize_reference`, else to the
+    training split's images (never validation or test images); None when it is off."""
+    method = config.data.normalize
+    if method == "none":
+        return None
+    if config.data.normalize_reference:
+        return reference_target(method, config.data.normalize_reference)
+    train = manifest[manifest["split"] == "train"].sort_values("image_id")
+    return training_target(method, list(train["path"]))
 
 
 def _test_source(manifest: pd.DataFrame, test_fraction: float | None) -> str:
@@ -263,7 +289,9 @@ def render_figures(
             if column < len(images):
                 ax.imshow(images[column])
                 ax.set_title(CLASS_NAMES[label], fontsize=8)
-    fig.suptitle("Figure 1: training cells, ALL (top) and HEM (bottom)", fontsize=9)
+    stain = data.info.get("normalize")
+    normalised = f", {stain['method'].capitalize()} stain-normalised" if stain else ""
+    fig.suptitle(f"Figure 1: training cells, ALL (top) and HEM (bottom){normalised}", fontsize=9)
     fig.tight_layout()
     atomic.save_figure(folder.sample_cells_figure, fig, dpi=110)
     plt.close(fig)

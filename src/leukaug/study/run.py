@@ -33,7 +33,7 @@ from leukaug.study.plan import (
     reset_arms,
     with_sanity_baseline,
 )
-from leukaug.study.preflight import check_device, check_output_folder
+from leukaug.study.preflight import preflight
 from leukaug.study.prepare import PreparedData, prepare_data, render_figures
 from leukaug.study.study_file import StudyConfig, dump_toml, parse_study
 
@@ -123,9 +123,8 @@ def run_study(
         run_settings["arms_per_device"] = arms_per_device
     config = config.model_copy(update={"executor": config.executor.model_copy(update=run_settings)})
     arms = expand_arms(config, folder.arms_dir)
-    check_output_folder(out_dir)
-    if not (executor == "ray" and (ray_address or config.executor.address)):
-        check_device(config.study.device)  # a Ray cluster's workers may have other devices
+    remote = executor == "ray" and bool(ray_address or config.executor.address)
+    preflight(config, arms, out_dir, device=not remote)  # every problem at once, before any work
     with folder_lock(out_dir, "study folder"):  # one run per study folder
         restart = check_resume(arms, out_dir, force=force)
 

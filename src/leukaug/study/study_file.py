@@ -10,7 +10,7 @@ Layout of a study file (see `studies/*.toml` for complete examples):
     [study]        name, description, seeds, baseline (the reference augmentation), pairs,
                    primary_metric, device, sanity_baseline, background_check
     [data]         source ("embedded" or a path), split, val_fraction, test_fraction,
-                   cv_folds, ...; [data.synth]
+                   cv_folds, normalize, normalize_reference, ...; [data.synth]
     [training]     image_size, epochs, batch_size, optimizer, lr, aug_p, tta, ...
     [models.X]     one table per model (X is a registry name unless `model` says otherwise)
     [augmentations] named augmentation arms: `flip = ["flip", {name = "rotate", ...}]`
@@ -45,6 +45,7 @@ from leukaug.arm.kinds import ARM_KINDS, check_kind_options
 from leukaug.arm.spec import ARM_DEFAULTS, CHOICES
 from leukaug.augment import AugmentationSpec, check_augmentations, list_augmentations
 from leukaug.core.errors import ConfigError, unknown_name_message
+from leukaug.data.choices import STAIN_NORMALIZATIONS
 from leukaug.data.synth_config import SynthConfig
 from leukaug.models import is_model_name, list_models, model_info
 from leukaug.study.overrides import apply_overrides
@@ -91,6 +92,12 @@ class StudySection(Strict):
     primary_metric: Literal["auc", "accuracy", "balanced_accuracy", "f1_weighted", "log_loss"] = (
         "auc"
     )
+    # Accuracy, balanced accuracy and F1 as primary metrics: "validation" decides each run at
+    # its own operating threshold chosen on its validation split; a number (e.g. 0.5) fixes it.
+    threshold: Literal["validation"] | float = "validation"
+    # More seeds for the reference arms than for the others (a superset of `seeds`; the
+    # reference is in every comparison, about sqrt(K) times as many seeds for K arms).
+    reference_seeds: list[int] = Field(default_factory=list)
     device: str = "auto"
     # On user data (source not "embedded"): add a `features` arm (cell features + gradient
     # boosting) as the reference point every CNN must beat (study.plan.with_sanity_baseline).
@@ -120,6 +127,27 @@ class StudySection(Strict):
         if any(seed < 0 for seed in seeds):
             raise ValueError(f"seeds must be >= 0, got {seeds}")
         return seeds
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_in_range(cls, threshold: str | float) -> str | float:
+        if isinstance(threshold, float) and not 0 < threshold < 1:
+            raise ValueError(f"threshold must be 'validation' or lie in (0, 1), got {threshold}")
+        return threshold
+
+    @model_validator(mode="after")
+    def _reference_seeds_cover_seeds(self) -> StudySection:
+        extra = self.reference_seeds
+        if extra and (missing := sorted(set(self.seeds) - set(extra))):
+            raise ValueError(
+                f"reference_seeds must include every seed of `seeds` (missing {missing}); "
+                "list the reference's seeds in full, e.g. reference_seeds = [0, 1, ..., 8]"
+            )
+        if len(set(extra)) != len(extra) or any(seed < 0 for seed in extra):
+            raise ValueError(f"reference_seeds must be distinct seeds >= 0, got {extra}")
+        if extra and self.baseline is None:
+            raise ValueError("reference_seeds needs `baseline` (the reference augmentation)")
+        return self
 
     @field_validator("device")
     @classmethod
@@ -154,6 +182,11 @@ class DataSection(Strict):
     # K-fold cross-validation instead of a test split (data/folds.py): every arm x seed runs
     # on every fold; the data set must have no test split of its own.
     cv_folds: int | None = Field(default=None, ge=2, le=20)
+    # stain normalisation applied once when the image cache is built (leukaug.data.stain_norm)
+    normalize: Literal[STAIN_NORMALIZATIONS] = "none"  # type: ignore[valid-type]
+    normalize_reference: str | None = (
+        None  # an image to fit the target to (default: training cells)
+    )
     synth: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("synth")
@@ -191,6 +224,15 @@ class DataSection(Strict):
                 f"cv_folds = {self.cv_folds} and test_fraction = {self.test_fraction} both say "
                 "where the test cells come from: cross-validation tests every cell once, in its "
                 "fold; keep one of the two"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _reference_needs_a_method(self) -> DataSection:
+        if self.normalize_reference is not None and self.normalize == "none":
+            raise ValueError(
+                "normalize_reference is set but normalize = 'none'; set normalize = 'macenko' "
+                "or 'reinhard', or remove normalize_reference"
             )
         return self
 

@@ -29,10 +29,11 @@ from torch import nn
 
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError, DataError
-from leukaug.data.cache import prepare_image
+from leukaug.data.cache import preprocess
 from leukaug.data.cell_mask import find_cells
 from leukaug.data.images import is_image_file, open_rgb
 from leukaug.data.regions import check_images, foreground_share
+from leukaug.data.stain_norm import StainTarget
 from leukaug.models.custom_cnn import CustomCNN
 from leukaug.models.timm_models import TimmClassifier
 from leukaug.models.torchvision_models import TorchvisionClassifier
@@ -207,7 +208,10 @@ def write_overlays(
 
 
 def read_inputs(
-    inputs: Sequence[str | Path], size: int, crop: float | None = None
+    inputs: Sequence[str | Path],
+    size: int,
+    crop: float | None = None,
+    stain: StainTarget | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Image files (or folders of them, recursively) decoded and resized as the cache does;
     returns unique names (file stems) and uint8 (N, size, size, 3)."""
@@ -228,7 +232,7 @@ def read_inputs(
         while name in names:
             name, suffix = f"{path.stem}_{suffix}", suffix + 1
         names.append(name)
-    images = np.stack([prepare_image(open_rgb(path)[0], size, crop) for path in paths])
+    images = np.stack([preprocess(open_rgb(p)[0], size, crop, stain, str(p)) for p in paths])
     return names, images
 
 
@@ -242,6 +246,7 @@ def explain_arm(
 ) -> pd.DataFrame:
     """Grad-CAM overlays of a trained arm on image files into `out_dir`; returns `cam.csv`'s table."""
     arm = load_trained_arm(arm_dir)
-    names, images = read_inputs(inputs, arm.image_size, crop)
+    stain = StainTarget.from_dict(arm.card["stain"]) if arm.card.get("stain") else None
+    names, images = read_inputs(inputs, arm.image_size, crop, stain)
     explanation = explain_images(arm.model, images, arm.mean, arm.std, target=target)
     return write_overlays(out_dir, names, images, explanation)
