@@ -11,13 +11,10 @@ import pandas as pd
 
 from leukaug.arm.kinds import ARM_KINDS
 from leukaug.stats.analysis import COMPARISON_SPLIT
-from leukaug.stats.primary_metrics import PRIMARY_METRICS
+from leukaug.stats.primary_metrics import PRIMARY_METRICS, metric_label
 from leukaug.stats.study_results import Study
 
-
-def _lower_is_better(metric: str) -> bool:
-    definition = PRIMARY_METRICS.get(metric)
-    return definition is not None and not definition.higher_is_better
+LOWER_IS_BETTER = {name for name, m in PRIMARY_METRICS.items() if not m.higher_is_better}
 
 
 def _kind(study: Study, name: str) -> str:
@@ -28,13 +25,12 @@ def _best(rows: pd.DataFrame, column: str, metric: str) -> pd.Series | None:
     rows = rows[rows[column].notna()]
     if rows.empty:
         return None
-    index = rows[column].idxmin() if _lower_is_better(metric) else rows[column].idxmax()
+    index = rows[column].idxmin() if metric in LOWER_IS_BETTER else rows[column].idxmax()
     return rows.loc[index]
 
 
 def _numbers(row: pd.Series, metric: str) -> str:
-    definition = PRIMARY_METRICS.get(metric)
-    label = definition.label if definition is not None else metric
+    label = metric_label(metric).split(" (")[0]
     text = f"test {label} {row[f'{metric}_mean']:.3f}"
     if metric != "accuracy" and math.isfinite(row.get("accuracy_mean", math.nan)):
         text += f", accuracy {row['accuracy_mean']:.3f}"
@@ -55,8 +51,7 @@ def baseline_sentence(study: Study, summary: pd.DataFrame, metric: str) -> str |
     if cnn is None or features is None:
         return None
     cnn_value, features_value = float(cnn[column]), float(features[column])
-    lower = _lower_is_better(metric)
-    below = cnn_value > features_value if lower else cnn_value < features_value
+    below = cnn_value > features_value if metric in LOWER_IS_BETTER else cnn_value < features_value
     comparison = (
         f"The best CNN arm, {cnn['name']} ({_numbers(cnn, metric)}), is below the features "
         f"baseline {features['name']} (cell morphology, colour and texture + gradient boosting, "
