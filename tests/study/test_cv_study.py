@@ -22,6 +22,7 @@ name = "cv"
 seeds = [0]
 baseline = "none"
 device = "cpu"
+sanity_baseline = false  # the folds' mechanics only (the features baseline: test_sanity_baseline)
 
 [data]
 source = "{source}"

@@ -29,7 +29,12 @@ def write_study(path: Path, data: dict) -> Path:
 
 
 def only_arm(out: Path) -> Path:
-    (arm,) = (p for p in (out / "arms").iterdir() if (p / "arm.json").is_file())
+    """The study's one CNN arm; on user data the features baseline runs beside it (issue 19)."""
+    arms = [p for p in (out / "arms").iterdir() if (p / "arm.json").is_file()]
+    assert [p.name for p in arms if p.name.startswith("features_gbm-")] == [
+        "features_gbm-none-full-s0"
+    ]
+    (arm,) = (p for p in arms if not p.name.startswith("features_gbm-"))
     return arm
 
 
