@@ -28,9 +28,10 @@ from scipy.stats import t as student_t
 
 from leukaug.core.errors import DataError
 from leukaug.stats.compare import Comparison, compare_arm
-from leukaug.stats.family import primary_metric, seed_predictions
+from leukaug.stats.family import primary_metric, seed_predictions, study_threshold
 from leukaug.stats.moderation import moderate_family
 from leukaug.stats.pairs import plan_references
+from leukaug.stats.primary_metrics import get_metric
 from leukaug.stats.study_results import load_study_results
 
 POWER = 0.8
@@ -64,8 +65,13 @@ def pilot_variances(pilot_dir: str | Path, metric: str | None = None) -> PilotVa
     metric = metric or primary_metric(study)
     plan = plan_references(study)
     comparisons: list[tuple[str, str, Comparison]] = []
+    threshold = study_threshold(study) if get_metric(metric).thresholded else None
     for pair in plan.pairs:
-        arm, reference = seed_predictions(study, pair.arm), seed_predictions(study, pair.reference)
+        try:
+            arm = seed_predictions(study, pair.arm, threshold)
+            reference = seed_predictions(study, pair.reference, threshold)
+        except DataError:  # no validation split to choose a run's threshold
+            continue
         if len(arm) < 2 or not set(arm) <= set(reference):
             continue
         if any(frame.empty for frame in (*arm.values(), *reference.values())):
