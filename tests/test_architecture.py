@@ -155,6 +155,7 @@ def test_function_level_imports_only_for_optional_dependencies(name: str) -> Non
 RANKS = {
     "leukaug.cli": 9,
     "leukaug.__main__": 9,
+    "leukaug.api": 8,
     "leukaug.study": 7,
     "leukaug.trained": 6,
     "leukaug.report": 5,
