@@ -89,11 +89,16 @@ def overlay_figure(table: pd.DataFrame, images: np.ndarray, cams: np.ndarray) ->
     import matplotlib.pyplot as plt
 
     groups = [(1, True), (1, False), (0, True), (0, False)]
-    fig = plt.figure(figsize=(2.0 * OVERLAY_COLUMNS, 1.75 * len(groups)), layout="constrained")
-    for subfig, (label, correct) in zip(fig.subfigures(len(groups), 1), groups, strict=True):
-        indices = np.flatnonzero(
+    members = [
+        np.flatnonzero(
             (table["label"].to_numpy() == label) & (table["correct"].to_numpy() == correct)
         )[:OVERLAY_COLUMNS]
+        for label, correct in groups
+    ]
+    heights = [1.75 if len(indices) else 0.35 for indices in members]  # an empty group: a line
+    fig = plt.figure(figsize=(2.0 * OVERLAY_COLUMNS, sum(heights)), layout="constrained")
+    subfigs = fig.subfigures(len(groups), 1, height_ratios=heights)
+    for subfig, (label, correct), indices in zip(subfigs, groups, members, strict=True):
         title = f"{'ALL' if label else 'HEM'} cells, {'correct' if correct else 'wrong'}"
         subfig.suptitle(
             title if len(indices) else f"{title}: none",
@@ -102,6 +107,8 @@ def overlay_figure(table: pd.DataFrame, images: np.ndarray, cams: np.ndarray) ->
             fontsize=OVERLAY_TITLE_PT,
             fontweight="bold",
         )
+        if not len(indices):
+            continue
         for column, ax in enumerate(subfig.subplots(1, OVERLAY_COLUMNS, squeeze=False)[0]):
             ax.set_xticks([])
             ax.set_yticks([])
