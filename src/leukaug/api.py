@@ -27,7 +27,6 @@ from PIL import Image
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError, DataError
 from leukaug.core.layout import ArmFolder, StudyFolder
-from leukaug.data.cache import prepare_image
 from leukaug.data.images import open_rgb, pil_to_rgb
 from leukaug.stats.metrics import predicted_all
 from leukaug.study.jobs import ArmOutcome
@@ -35,7 +34,7 @@ from leukaug.study.packaged import resolve_study
 from leukaug.study.run import run_study as run_study_folder
 from leukaug.study.study_file import StudyConfig, read_study_file
 from leukaug.trained.loader import TrainedArm, load_trained_arm
-from leukaug.trained.predict import CHUNK_IMAGES, collect_inputs, predict_prepared
+from leukaug.trained.predict import CHUNK_IMAGES, collect_inputs, predict_prepared, preparer
 
 VERDICTS_CSV = "verdicts.csv"
 
@@ -288,9 +287,9 @@ class Arm:
         """P(ALL) per image, in order. `images`: a path (an image, a folder, a CSV with a
         `path` column), a PIL image, a uint8 array (N, H, W, 3) or (H, W, 3), a tensor
         (uint8, or float in [0, 1]; channels last or first), or a list of these. Every image
-        is resized as the cache and `leukaug predict` resize (`prepare_image`)."""
-        size, crop = self.trained.image_size, self.card.get("crop")
-        prepared = [prepare_image(image, size, crop) for image in _images(images)]
+        is prepared as the arm's cache and `leukaug predict` prepare it (`preparer`)."""
+        prepare = preparer(self.card)
+        prepared = [prepare(image, f"images[{k}]") for k, image in enumerate(_images(images))]
         if not prepared:
             raise DataError("no images to predict. Fix: pass at least one image.")
         chunks = (

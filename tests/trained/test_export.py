@@ -84,6 +84,13 @@ def test_pt2_export_takes_any_batch_and_size_and_matches_pytorch(trained, tmp_pa
     np.testing.assert_allclose(exported, reference.numpy(), atol=TOLERANCE, rtol=0)
     # the in-graph resize is PIL's up to rounding of a few pixels by one level
     np.testing.assert_allclose(exported, predicted, atol=1e-2, rtol=0)
+    wide = np.ascontiguousarray(big[:1, :, :300])  # not square: padded with its border colour
+    path = Path(trained[0]).parent / "wide.png"
+    Image.fromarray(wide[0]).save(path)
+    with torch.no_grad():
+        from_wide = loaded(torch.from_numpy(wide)).numpy()
+    from_predict = predict_images(load_trained_arm(trained[0]), [path])["prob"].to_numpy()
+    np.testing.assert_allclose(from_wide, from_predict, atol=1e-2, rtol=0)
     card = json.loads(result.card_path.read_text())
     assert card["input"]["size"].startswith("dynamic") and card["input"]["batch"] == "dynamic"
     assert card["threshold"] == load_trained_arm(trained[0]).threshold

@@ -12,7 +12,7 @@ import pandas as pd
 from leukaug.arm.bagged import run_bagged_regions
 from leukaug.arm.features_arm import run_features
 from leukaug.arm.kinds import ARM_KINDS, SINGLE
-from leukaug.arm.lifecycle import ArmResult
+from leukaug.arm.lifecycle import ArmResult, interrupted_on_storage_error
 from leukaug.arm.loop import TrainingCallbacks
 from leukaug.arm.single import run_arm
 from leukaug.arm.spec import ArmSpec
@@ -60,7 +60,8 @@ def run_any_arm(
     """Run one arm of any kind (`spec.kind`) into `out_dir`; `options` are `run_arm`'s
     further keywords (crop, trackers), passed to every network the kind trains."""
     ARM_KINDS.get(spec.kind)  # an unknown kind: ConfigError with "did you mean"
-    return RUNNERS[spec.kind](
-        spec, split_manifest, cache, out_dir,
-        arm_id=arm_id, name=name, device=device, callbacks=callbacks, **options,
-    )  # fmt: skip
+    with interrupted_on_storage_error(out_dir):  # a full disk: resumable, not left running
+        return RUNNERS[spec.kind](
+            spec, split_manifest, cache, out_dir,
+            arm_id=arm_id, name=name, device=device, callbacks=callbacks, **options,
+        )  # fmt: skip

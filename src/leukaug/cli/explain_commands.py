@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -39,7 +40,7 @@ def explain(
     at the arm's operating threshold, threshold), then the share of the CAM on the cell, the
     layer and the overlay's file name. The layer is the one the study's own cam.csv uses."""
     from leukaug.data.regions import LOW_FOREGROUND_SHARE
-    from leukaug.trained.explain import CAM_CSV, explain_arm
+    from leukaug.trained.explain import CAM_CSV, CELL_FOUND, explain_arm
 
     table = explain_arm(arm_dir, inputs, out, target=target, crop=crop)
     share = table["foreground_share"].mean()
@@ -49,6 +50,15 @@ def explain(
         f"{table['layer'].iloc[0]}); {n_all} predicted ALL, {len(table) - n_all} HEM at the "
         f"operating threshold {table['threshold'].iloc[0]:.4f}"
     )
+    missing = int((table["cell_mask"] != CELL_FOUND).sum())
+    if missing:
+        typer.echo(
+            f"no cell found in {counted(missing, 'image')}: their share is empty "
+            "(see cell_mask in cam.csv)."
+        )
+    if math.isnan(share):
+        typer.echo("no share of the CAM on the cell: no image had both a cell and a CAM.")
+        return
     typer.echo(f"mean share of the CAM on the cell: {share:.2f}")
     if share < LOW_FOREGROUND_SHARE:
         typer.echo("warning: this model looks mostly at the background, not at the cell.")

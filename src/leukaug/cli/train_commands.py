@@ -23,7 +23,7 @@ from leukaug.cli.conventions import choice
 from leukaug.cli.progress import arm_display
 from leukaug.core.layout import ArmFolder
 from leukaug.core.lock import clear_locked_folder, folder_lock
-from leukaug.data.choices import LAYOUTS
+from leukaug.data.choices import LAYOUTS, STAIN_NORMALIZATIONS
 from leukaug.study.study_file import DataSection, StudyConfig, parse_study
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ ClassWeighting = choice(CHOICES["class_weighting"])
 Head = choice(CHOICES["head"])
 Split = choice(get_args(DataSection.model_fields["split"].annotation))
 Layout = choice(LAYOUTS)
+StainNormalization = choice(STAIN_NORMALIZATIONS)
 
 
 def register(app: typer.Typer) -> None:
@@ -112,6 +113,17 @@ def register(app: typer.Typer) -> None:
         split_seed: int = typer.Option(
             DATA_DEFAULTS["split_seed"], "--split-seed", help="Seed of the train/val split."
         ),
+        test_fraction: float | None = typer.Option(
+            None,
+            "--test-fraction",
+            help="Data with no test set: hold out this fraction of each class's subjects.",
+        ),
+        normalize: StainNormalization = typer.Option(
+            DATA_DEFAULTS["normalize"], "--normalize", help="Stain normalisation of the images."
+        ),
+        normalize_reference: Path | None = typer.Option(
+            None, "--normalize-reference", help="Image to fit the stain target to."
+        ),
         layout: Layout = typer.Option(
             DATA_DEFAULTS["layout"], "--layout", help="Data layout (auto: detected)."
         ),
@@ -140,6 +152,8 @@ def register(app: typer.Typer) -> None:
                 "labels_csv": str(labels_csv) if labels_csv else None,
                 "cache_dir": str(cache_dir) if cache_dir else None,
                 "split": split, "val_fraction": val_fraction, "split_seed": split_seed,
+                "test_fraction": test_fraction, "normalize": normalize,
+                "normalize_reference": str(normalize_reference) if normalize_reference else None,
             },
             "training": {
                 "image_size": image_size, "epochs": epochs, "batch_size": batch_size,
@@ -184,8 +198,8 @@ def train_one_arm(
     """Plan the config's one arm, prepare its data as a study does, and train it into `out`,
     holding its lock; nothing is written before every check passed. With `force`, an arm
     of another configuration in `out` is replaced."""
+    from leukaug.arm.dispatch import run_any_arm
     from leukaug.arm.network import load_state_file
-    from leukaug.arm.single import run_arm
     from leukaug.study.plan import expand_arms
     from leukaug.study.preflight import check_device, check_output_folder
     from leukaug.study.prepare import prepare_data
@@ -202,8 +216,8 @@ def train_one_arm(
         if force and previous and previous.get("config_hash") != spec.config_hash():
             console.print(f"--force: replacing arm {previous.get('arm_id')} in {out}", markup=False)
             clear_locked_folder(out)
-        data = prepare_data(config, [arm.image_size])
-        return run_arm(
+        data = prepare_data(config, [arm.image_size], need_test=False)  # val judges it
+        return run_any_arm(  # a single arm; a full disk leaves it interrupted, resumable
             spec,
             data.manifest,
             data.caches[arm.image_size],

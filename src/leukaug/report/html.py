@@ -22,8 +22,8 @@ TEMPLATE = "report.html.j2"
 # caption is the line to click): a table stays open only when it is one of these and has at
 # most FOLD_ROWS rows; a figure only when it is one of OPEN_FIGURES.
 OPEN_TABLES = frozenset({"verdicts", "table1", "table5", "dataset-counts", "failed"})
-FOLD_ROWS = 20
-OPEN_FIGURES = frozenset({"accuracy_ci", "roc_curves", "forest"})
+FOLD_ROWS = 12
+OPEN_FIGURES = frozenset({"roc_curves", "forest"})
 STACK_COLUMNS = 4  # a table of more columns is stacked row by row in a narrow window
 
 

@@ -26,8 +26,14 @@ from leukaug.core.lock import folder_lock
 from leukaug.report import build_report
 from leukaug.study import executors
 from leukaug.study.jobs import ArmJob, ArmOutcome, StudyArm
-from leukaug.study.plan import check_data_unchanged, check_resume, expand_arms, reset_arms
-from leukaug.study.preflight import check_device, check_output_folder
+from leukaug.study.plan import (
+    check_data_unchanged,
+    check_resume,
+    expand_arms,
+    reset_arms,
+    with_sanity_baseline,
+)
+from leukaug.study.preflight import preflight
 from leukaug.study.prepare import PreparedData, prepare_data, render_figures
 from leukaug.study.study_file import StudyConfig, dump_toml, parse_study
 
@@ -110,16 +116,15 @@ def run_study(
     folder = StudyFolder(out_dir)
     executor = executor or config.executor.kind
     executors.require(executor)
-    config = with_device(config, device)
+    config = with_sanity_baseline(with_device(config, device))  # the features arm on user data
     threads = resolve_threads(config.executor.threads, folder.study_toml)  # recorded below
     run_settings = {"threads": threads}
     if arms_per_device is not None:
         run_settings["arms_per_device"] = arms_per_device
     config = config.model_copy(update={"executor": config.executor.model_copy(update=run_settings)})
     arms = expand_arms(config, folder.arms_dir)
-    check_output_folder(out_dir)
-    if not (executor == "ray" and (ray_address or config.executor.address)):
-        check_device(config.study.device)  # a Ray cluster's workers may have other devices
+    remote = executor == "ray" and bool(ray_address or config.executor.address)
+    preflight(config, arms, out_dir, device=not remote)  # every problem at once, before any work
     with folder_lock(out_dir, "study folder"):  # one run per study folder
         restart = check_resume(arms, out_dir, force=force)
 
@@ -145,6 +150,8 @@ def run_study(
         job = ArmJob(
             out_dir, data.manifest, data.cache_dir, data.crop, config.study.device, **execution,
             tensorboard=tracking.tensorboard, mlflow_uri=tracking.mlflow_uri,
+            fold_manifests=data.folds,
+            background_check=config.study.background_check,
         )  # fmt: skip
         outcomes = executors.run_arms(
             executor,

@@ -10,7 +10,8 @@ the family's layer, unless its map is too small at that image size (the custom C
 1 x 1 at 72 px), then the deepest one that is not. `grad_cams` gives one
 map per image in [0, 1] at the input's size, for the predicted class (the logit for ALL,
 its negative for HEM, at the arm's operating threshold) or a fixed one; `foreground_share` is the share of a map's mass on
-the cell (the non-black pixels): a model that looks mostly at the black background or the
+the cell (`leukaug.data.cell_mask`: on black or on a smear; NaN, with the reason in
+`cell_mask`, where no cell is found): a model that looks mostly at the background or the
 frame is not looking at the cell. `explain_arm` runs all of it on a trained arm's folder.
 """
 
@@ -32,21 +33,18 @@ from torch import nn
 
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError
-from leukaug.data.cache import prepare_image
+from leukaug.data.cell_mask import find_cells
 from leukaug.data.images import open_rgb
-from leukaug.data.regions import (
-    check_images,
-    foreground_mask,
-    foreground_share,
-)
+from leukaug.data.regions import check_images, foreground_share
 from leukaug.models.custom_cnn import CustomCNN
 from leukaug.models.timm_models import TimmClassifier
 from leukaug.models.torchvision_models import TorchvisionClassifier
 from leukaug.trained import CAM_TARGETS
 from leukaug.trained.loader import load_trained_arm
-from leukaug.trained.predict import OUTPUT_COLUMNS, collect_inputs, output_table
+from leukaug.trained.predict import OUTPUT_COLUMNS, collect_inputs, output_table, preparer
 
 CAM_CSV = "cam.csv"
+CELL_FOUND = "found"  # cam.csv's cell_mask where the cell was found (else the reason)
 # A CAM needs a map of some size: at small inputs (the custom CNN's last convolution is 1 x 1
 # at 72 px) the deepest convolution whose output is at least this many pixels a side is used.
 MIN_CAM_SIDE = 4
@@ -187,11 +185,13 @@ def normalise(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
 
 @dataclass(frozen=True)
 class Explanation:
-    """CAMs of a batch: maps (N, H, W), P(ALL) (N,), foreground share (N,)."""
+    """CAMs of a batch: maps (N, H, W), P(ALL) (N,), foreground share (N,) and, per image,
+    "found" or why no cell was found (its share is then NaN)."""
 
     cams: np.ndarray
     prob_all: np.ndarray
     foreground_share: np.ndarray
+    cell_mask: tuple[str, ...] = ()
 
 
 def explain_images(
@@ -218,8 +218,10 @@ def explain_images(
         probs.append(batch_probs)
     cam_array = np.concatenate(cams) if cams else np.zeros((0, *images.shape[1:3]), np.float32)
     prob_array = np.concatenate(probs) if probs else np.zeros(0, np.float32)
-    share = foreground_share(cam_array, foreground_mask(images))
-    return Explanation(cam_array, prob_array, share)
+    cells = find_cells(images)
+    share = foreground_share(cam_array, cells.masks)
+    notes = tuple(reason or CELL_FOUND for reason in cells.reasons)
+    return Explanation(cam_array, prob_array, share, notes)
 
 
 def overlay_names(paths: Sequence[Path]) -> list[str]:
@@ -243,19 +245,22 @@ def write_overlays(
     layer: str,
 ) -> pd.DataFrame:
     """`<stem>_cam.png` per image and `cam.csv`: predict's columns (path, prob, predicted,
-    threshold), then foreground_share, layer and overlay (the PNG's file name)."""
+    threshold), then foreground_share, cell_mask, layer and overlay (the PNG's file name)."""
     out_dir = Path(out_dir)
     overlays = [f"{name}_cam.png" for name in overlay_names(paths)]
     for overlay, image, cam in zip(overlays, images, explanation.cams, strict=True):
         atomic.write_bytes(out_dir / overlay, overlay_png(image, cam))
     table = output_table(paths, explanation.prob_all, threshold).assign(
-        foreground_share=explanation.foreground_share, layer=layer, overlay=overlays
+        foreground_share=explanation.foreground_share,
+        cell_mask=list(explanation.cell_mask),
+        layer=layer,
+        overlay=overlays,
     )
     atomic.write_csv(out_dir / CAM_CSV, table)
     return table
 
 
-CAM_COLUMNS = (*OUTPUT_COLUMNS, "foreground_share", "layer", "overlay")
+CAM_COLUMNS = (*OUTPUT_COLUMNS, "foreground_share", "cell_mask", "layer", "overlay")
 
 
 def explain_arm(
@@ -270,8 +275,8 @@ def explain_arm(
     `leukaug predict` takes) into `out_dir`; returns `cam.csv`'s table (`CAM_COLUMNS`)."""
     arm = load_trained_arm(arm_dir)
     paths, _ = collect_inputs(inputs)
-    crop = crop if crop is not None else arm.card.get("crop")
-    images = np.stack([prepare_image(open_rgb(path)[0], arm.image_size, crop) for path in paths])
+    prepare = preparer(arm.card, crop)
+    images = np.stack([prepare(open_rgb(path)[0], str(path)) for path in paths])
     layer_name, layer = cam_layer(arm.model, arm.image_size)
     explanation = explain_images(
         arm.model, images, arm.mean, arm.std, target=target, layer=layer, threshold=arm.threshold

@@ -3,12 +3,13 @@
 The exported model takes RGB images as (N, H, W, 3), the layout numpy / PIL / OpenCV arrays
 already have: uint8 in 0..255, or float in [0, 1] (one input type per file, chosen at
 export). Batch size, height and width are dynamic: inside the graph the image is padded to
-a square with black and resized to the arm's image size with an antialiased bicubic (the
+a square with its border colour and resized to the arm's image size with an antialiased bicubic (the
 resize policy of `leukaug.data.cache.prepare_image`; uint8 input is rounded back to
 integers after the resize, as PIL does, so a 450 px C-NMC cell gives what `leukaug predict`
 gives up to that rounding), then scaled, normalised with the arm's mean/std; the graph
-returns P(ALL), shape (N,). Only an arm trained with a data crop needs the crop done
-first (`input.crop_first` in the model card). The model card (`<out>.json`) says all of
+returns P(ALL), shape (N,). Only an arm trained with a data crop or stain normalisation
+needs that done first (`input.crop_first`, `input.stain_normalise_first` in the model card;
+`leukaug.trained.predict.preparer` does both). The model card (`<out>.json`) says all of
 this, with the arm's operating threshold. Every export is checked against PyTorch, at the
 arm's size and at 450 px, before it is reported done.
 
@@ -47,7 +48,8 @@ DROPPED = {
 
 
 class ProbabilityModel(nn.Module):
-    """(N, H, W, 3) uint8 or float [0, 1] images of any size -> P(ALL) (N,): pad to square,
+    """(N, H, W, 3) uint8 or float [0, 1] images of any size -> P(ALL) (N,): pad to square
+    with the border colour,
     resize to `size` (antialiased bicubic), normalise, run the network, sigmoid."""
 
     def __init__(self, model: nn.Module, mean: list[float], std: list[float], size: int) -> None:
@@ -63,12 +65,25 @@ class ProbabilityModel(nn.Module):
         height, width = x.shape[-2], x.shape[-1]
         side = torch.sym_max(height, width)
         top, left = (side - height) // 2, (side - width) // 2
-        x = F.pad(x, (left, side - width - left, top, side - height - top))
+        padding = (left, side - width - left, top, side - height - top)
+        inside = F.pad(torch.ones_like(x[:, :1]), padding)  # 1 on the image, 0 on the padding
+        x = F.pad(x, padding) + (1 - inside) * border_colour(x, integers)
         x = F.interpolate(
             x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False
         )
         x = x.round().clamp(0, 255) / 255.0 if integers else x
         return torch.sigmoid(self.model((x - self.mean) / self.std).reshape(-1))
+
+
+def border_colour(x: torch.Tensor, integers: bool) -> torch.Tensor:
+    """(N, 3, 1, 1): per channel, the median of the outermost rows and columns, as
+    `leukaug.data.cache.border_colour` (numpy's median: the mean of the two middle values of
+    an even count, rounded for integer images); the colour a non-square image is padded with."""
+    edge = torch.cat([x[:, :, 0, :], x[:, :, -1, :], x[:, :, :, 0], x[:, :, :, -1]], dim=-1)
+    ordered = torch.sort(edge, dim=-1).values
+    count = edge.shape[-1]
+    median = (ordered[..., (count - 1) // 2] + ordered[..., count // 2]) / 2
+    return (median.round() if integers else median)[..., None, None]
 
 
 def probability_model(arm: TrainedArm) -> ProbabilityModel:
@@ -111,8 +126,9 @@ def _pt2(wrapped: ProbabilityModel, out: Path, example: torch.Tensor) -> Runner:
     """torch.export with dynamic batch, height and width; loaded back by torch.export.load."""
     with torch.no_grad():
         program = torch.export.export(wrapped, (example,), dynamic_shapes=_dynamic_shapes())
-    with atomic.atomic_path(out) as tmp:
-        torch.export.save(program, str(tmp))
+    # through a Python file, so a full disk is a StorageError naming the folder
+    with atomic.atomic_path(out) as tmp, open(tmp, "wb") as handle, atomic.os_errors_unwrapped():
+        torch.export.save(program, handle)
     loaded = torch.export.load(str(out)).module()
 
     def run(images: np.ndarray) -> np.ndarray:
@@ -170,9 +186,11 @@ def export_card(arm: TrainedArm, fmt: str, input_dtype: str, difference: float) 
             "range": scale,
             "batch": "dynamic",
             "size": f"dynamic, {MIN_SIDE} to {MAX_SIDE} px a side",
-            "resize": f"inside the graph: pad to square with black, antialiased bicubic to "
+            "resize": "inside the graph: pad to square with the border colour (median of the "
+            f"outermost pixels), antialiased bicubic to "
             f"{arm.image_size} px",
             "crop_first": crop,
+            "stain_normalise_first": arm.card.get("stain"),
         },
         "output": {"name": "prob_all", "shape": "(N,)", "meaning": "P(ALL)"},
         "threshold": arm.threshold,
@@ -200,8 +218,9 @@ def export_arm(
     # Export from an image of neither size checked below, so no size is baked in.
     run = exporter(wrapped, out, example_images(arm.image_size + 8, input_dtype))
     difference = 0.0
-    for side, n in ((arm.image_size, 3), (CHECK_SIDE, 1)):  # other batch sizes than exported
-        check = example_images(side, input_dtype, n=n, seed=side)
+    for side, n in ((arm.image_size, 3), (CHECK_SIDE, 1), (CHECK_SIDE // 2, 2)):
+        check = example_images(side, input_dtype, n=n, seed=side)  # other batches than exported
+        check = check[:, :, : side * 2 // 3] if side == CHECK_SIDE // 2 else check  # not square
         with torch.no_grad():
             expected = wrapped(check).numpy()
         difference = max(difference, float(np.max(np.abs(run(check.numpy()) - expected))))

@@ -1,13 +1,14 @@
 """P(ALL) for new images from a trained arm (`leukaug.trained.loader`).
 
-New images go through the same path as training: `open_rgb`, the cache's `prepare_image`,
-then `leukaug.arm.loop.evaluate` (uint8 -> [0, 1] -> (x - mean) / std -> model).
+New images go through the same path as training: `open_rgb`, the cache's `preprocess`
+(stain normalisation if the arm's data had it, the resize policy; `preparer`), then `leukaug.arm.loop.evaluate` (uint8 -> [0, 1] -> (x - mean) / std -> model).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,9 +17,10 @@ import torch
 from leukaug.arm.batches import SplitImages, make_pipeline, resolve_device
 from leukaug.arm.loop import evaluate
 from leukaug.core.errors import DataError
-from leukaug.data.cache import prepare_image
+from leukaug.data.cache import preprocess
 from leukaug.data.files import list_images, read_csv_table
 from leukaug.data.images import is_image_file, open_rgb
+from leukaug.data.stain_norm import StainTarget
 from leukaug.stats.metrics import predicted_all
 from leukaug.trained.loader import TrainedArm
 
@@ -76,6 +78,20 @@ def _csv_images(csv_path: Path) -> list[Path]:
     return paths
 
 
+def preparer(
+    card: dict[str, Any], crop: float | None = None
+) -> Callable[[np.ndarray, str], np.ndarray]:
+    """`prepare(image, where)`: what the arm's image cache would hold for a decoded uint8
+    image (its stain normalisation, if any, then its crop, unless `crop` is given, and resize)."""
+    stain = StainTarget.from_dict(card["stain"]) if card.get("stain") else None
+    size, crop = int(card["image_size"]), crop if crop is not None else card.get("crop")
+
+    def prepare(image: np.ndarray, where: str = "image") -> np.ndarray:
+        return preprocess(image, size, crop, stain, where)
+
+    return prepare
+
+
 def predict_images(
     arm: TrainedArm,
     paths: Sequence[Path],
@@ -85,9 +101,9 @@ def predict_images(
     tta: bool | None = None,
 ) -> pd.DataFrame:
     """`OUTPUT_COLUMNS` per image, in input order; `tta` None = as the arm was evaluated."""
-    size, crop = arm.image_size, arm.card.get("crop")
+    prepare = preparer(arm.card)
     chunks = (
-        [prepare_image(open_rgb(p)[0], size, crop) for p in paths[start : start + CHUNK_IMAGES]]
+        [prepare(open_rgb(p)[0], str(p)) for p in paths[start : start + CHUNK_IMAGES]]
         for start in range(0, len(paths), CHUNK_IMAGES)
     )
     prob = predict_prepared(arm, chunks, batch_size=batch_size, device=device, tta=tta)
@@ -102,7 +118,7 @@ def predict_prepared(
     device: str = "cpu",
     tta: bool | None = None,
 ) -> np.ndarray:
-    """P(ALL) of images already through `prepare_image` (uint8 (size, size, 3) each), given in
+    """P(ALL) of images already through `preparer` (uint8 (size, size, 3) each), given in
     chunks (bounded memory): `leukaug.arm.loop.evaluate`, as in training."""
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}.")

@@ -23,7 +23,7 @@ from leukaug.core.errors import ConfigError, DataError
 from leukaug.study.study_file import read_study_file
 from study_fixtures import TINY_ARMS, write_tiny_study
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "python-api.md"
 CODE_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
