@@ -11,8 +11,9 @@ the page is laid out at `--width` CSS pixels and captured at its full height.
 Networking is disabled: every request goes to a proxy that does not exist (loopback
 included) and every host name resolves to nothing, so a page that needed the network would
 show broken images. Every request the page made other than `data:` and `file:` is listed,
-and so is a page wider than the window (it would scroll sideways); either makes the exit
-status 1. Install the browser with `apt-get install -y chromium`.
+and so is a page wider than the window (it would scroll sideways) and every box whose
+content is wider than it (a table scrolled sideways or cut off; `<pre>` blocks may
+scroll); any of these makes the exit status 1. Install the browser with `apt-get install -y chromium`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ NO_NETWORK = [
 ]
 LOCAL_SCHEMES = ("data:", "file:", "about:")
 REPLY_TIMEOUT_S = 120
+# Every element whose content is wider than its box (a table that scrolls sideways inside its
+# box, or is cut off), named by its id or its first table's id.
+SCROLLED = """JSON.stringify(Array.from(document.querySelectorAll('body *'))
+  .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible'
+          && e.clientWidth > 1 && e.tagName !== 'PRE')  // 1 px: visually hidden
+  .map(e => (e.id || (e.querySelector('table') || {}).id || e.tagName)
+            + ' (' + e.scrollWidth + ' px in ' + e.clientWidth + ')'))"""
 
 
 def demo_study(directory: Path, seeds: int) -> Path:
@@ -161,6 +169,7 @@ class Capture:
     window_width: int
     height: int
     requests: list[str]
+    scrolled: list[str]  # boxes (tables) wider than their place: they scroll or are cut off
 
 
 def capture(report: Path, width: int) -> Capture:
@@ -192,6 +201,11 @@ def capture(report: Path, width: int) -> Capture:
                 returnByValue=True,
             )["result"]["value"]
             page_width, height, window_width = json.loads(size)
+            scrolled = json.loads(
+                tools.call("Runtime.evaluate", session, expression=SCROLLED, returnByValue=True)[
+                    "result"
+                ]["value"]
+            )
             tools.call(
                 "Emulation.setDeviceMetricsOverride",
                 session,
@@ -217,6 +231,7 @@ def capture(report: Path, width: int) -> Capture:
         window_width,
         height,
         [url for url in requests if not url.startswith(LOCAL_SCHEMES)],
+        scrolled,
     )
 
 
@@ -252,6 +267,8 @@ def main() -> None:
             f"the page is {result.page_width} px wide in a {result.window_width} px window: "
             "it scrolls sideways"
         )
+    problems += [f"{name} is wider than its place: it scrolls sideways or is cut off"
+                 for name in result.scrolled]  # fmt: skip
     for problem in problems:
         print(problem, file=sys.stderr)
     raise SystemExit(1 if problems else 0)

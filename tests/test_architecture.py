@@ -156,6 +156,7 @@ def test_function_level_imports_only_for_optional_dependencies(name: str) -> Non
 RANKS = {
     "leukaug.cli": 9,
     "leukaug.__main__": 9,
+    "leukaug.api": 8,
     "leukaug.study": 7,
     "leukaug.trained": 6,
     "leukaug.report": 5,
@@ -202,10 +203,12 @@ def test_no_two_modules_share_a_file_name() -> None:
 
 
 def test_tests_mirror_the_package() -> None:
-    """Every test module sits in the folder of the sub-package it tests (tests/data/ for
-    leukaug.data, ...); only this whole-package test sits at the top."""
+    """Every test module sits in the folder of the sub-package or top-level module it tests
+    (tests/data/ for leukaug.data, tests/api/ for leukaug.api, ...); only this whole-package
+    test sits at the top."""
     tests = Path(__file__).resolve().parent
     packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    packages |= {p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("_")}  # api.py
     misplaced = [
         str(path.relative_to(tests))
         for path in tests.rglob("test_*.py")

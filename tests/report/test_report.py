@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from leukaug.core.errors import ConfigError
+from leukaug.core.errors import ConfigError, DataError
 from leukaug.report import build_report
 from leukaug.stats.pairs import plan_references
 from leukaug.stats.study_results import load_study_results
@@ -395,6 +395,22 @@ def test_cli_report_prints_location_and_headline(tmp_path: Path) -> None:
     assert "flip_rotate helps compared with baseline" in result.output
     assert "SYNTHETIC DATA" in result.output
     assert json.loads((study / "dataset.json").read_text())["synthetic"] is True
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "no" / "such" / "dir", "does not exist"),
+        (lambda d: (d / "f.txt").write_text("x") and d / "f.txt", "is a file"),
+        (lambda d: d, "has no arms/ folder"),
+    ],
+    ids=["missing", "a-file", "no-arms"],
+)
+def test_cli_report_on_a_folder_that_is_not_a_study_says_why(tmp_path: Path, make, message) -> None:
+    from leukaug.cli import app
+
+    result = CliRunner().invoke(app, ["report", str(make(tmp_path))])
+    assert isinstance(result.exception, DataError) and message in str(result.exception)
 
 
 def test_a_failing_figure_and_an_arms_optional_failures_are_noted_not_fatal(

@@ -215,7 +215,8 @@ def test_arm_settings_become_one_table_of_what_differs() -> None:
     shared = page.text_by_id["configuration-shared"]
     assert "model" in shared and "resnet18" in shared and "epochs" in shared
     assert "config_hash" not in shared and "weights_path" in shared
-    details = text[text.index('<details id="arm-json">') : text.index("</details>")]
+    start = text.index('<details id="arm-json">')  # folded tables' <details> come before it
+    details = text[start : text.index("</details>", start)]
     assert (
         details.count("<pre>") == 4
         and "hashflip1" in details
@@ -331,3 +332,56 @@ def test_screenshot_is_full_height_and_offline(tmp_path: Path) -> None:
     assert result.requests == [url]  # ... though the page asked for it
     assert height >= 3000 and result.height >= 3000  # the whole page, not one window
     assert width == result.page_width == 2000 and result.window_width == 640  # overflow shows
+
+
+# ------------------------------------------------------------------ layout: fits the screen
+
+
+@pytest.fixture(scope="module")
+def many_arms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo-sized fabricated study: 16 arm names x 2 seeds (32-row per-arm tables)."""
+    arms = {"baseline": 0.3} | {f"aug{k:02d}": 0.3 + 0.05 * (k % 5) for k in range(15)}
+    study = make_study(
+        tmp_path_factory.mktemp("many"),
+        arms,
+        seeds=(0, 1),
+        failed=(),
+        n_subjects={"train": 4, "val": 4, "test": 12},
+        images_per_subject=6,
+    )
+    build_report(study, n_resamples=50)
+    return study
+
+
+def _folded_ids(text: str) -> set[str]:
+    return set(re.findall(r'<details class="fold" id="fold-([^"]+)">', text))
+
+
+@pytest.mark.slow
+def test_per_arm_detail_is_folded_and_wide_tables_stack(many_arms: Path) -> None:
+    text = (many_arms / "report.html").read_text(encoding="utf-8")
+    folded = _folded_ids(text)
+    assert {"table1", "table2", "table3", "table4", "table6", "table7"} <= folded  # 32+ rows
+    assert "table5" in folded  # 16 arm names: more than FOLD_ROWS
+    assert {"training_curves", "confusion_matrices", "subject_accuracy", "accuracy_ci"} <= folded
+    assert "verdicts" not in folded and "forest" not in folded and "roc_curves" not in folded
+    page = parse(text)
+    assert "caption-table4" in page.ids  # a folded table keeps its caption (as the summary)
+    for key in ("table2", "verdicts"):  # many columns: stacked row by row in a narrow window
+        table = text[text.index(f'<table id="{key}"') :]
+        table = table[: table.index("</table>")]
+        assert 'class="stack"' in table.split(">")[0]
+        assert table.count("<td ") == table.count("<td data-label=")
+    css = text[text.index("<style>") : text.index("</style>")]
+    assert "nowrap" not in css  # cells wrap, so a table fits the page
+    assert re.search(r"@media \(max-width: \d+px\) \{\s*table\.stack", css)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_no_table_scrolls_sideways_and_the_page_is_short(many_arms: Path) -> None:
+    capture = _screenshot_module().capture
+    wide, narrow = capture(many_arms / "report.html", 1280), capture(many_arms / "report.html", 800)
+    assert wide.scrolled == [] and narrow.scrolled == []
+    assert wide.page_width <= 1280 and narrow.page_width <= 800
+    assert wide.height <= 8000

@@ -3,6 +3,8 @@ signal, and `leukaug explain` on a trained arm's folder."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,13 +20,17 @@ from leukaug.core import atomic
 from leukaug.core.errors import ConfigError, DataError
 from leukaug.models import get_model, model_info
 from leukaug.trained.explain import (
+    CAM_COLUMNS,
     CAM_CSV,
+    cam_layer,
     explain_images,
     foreground_share,
     grad_cams,
     normalise,
     target_layer,
 )
+from leukaug.trained.loader import load_trained_arm
+from leukaug.trained.predict import OUTPUT_COLUMNS
 
 SIZE = 64
 FAMILIES = [
@@ -118,12 +124,54 @@ def test_explain_command_on_a_trained_arm(tmp_path):
     out = tmp_path / "cams"
     result = CliRunner().invoke(app, ["explain", str(arm_dir), str(inputs), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "wrote 3 overlays" in result.output and "share of the CAM on the cell" in result.output
+    assert (
+        "wrote 3 overlays" in result.output
+        and "layer layers." in result.output
+        and "share of the CAM on the cell" in result.output
+    )
     overlay = Image.open(out / "cell0_cam.png")
     assert overlay.size == (2 * 72, 72)  # the cell and its overlay side by side
 
     table = pd.read_csv(out / CAM_CSV)
-    assert list(table["image"]) == ["cell0", "cell1", "cell2"]
-    assert table["prob_all"].between(0, 1).all() and table["predicted"].isin(["ALL", "HEM"]).all()
+    assert list(table.columns) == list(CAM_COLUMNS)
+    assert list(table.columns[: len(OUTPUT_COLUMNS)]) == list(OUTPUT_COLUMNS)  # as predict's
+    assert [Path(p).name for p in table["path"]] == ["cell0.png", "cell1.png", "cell2.png"]
+    assert list(table["overlay"]) == ["cell0_cam.png", "cell1_cam.png", "cell2_cam.png"]
+    threshold = load_trained_arm(arm_dir).threshold
+    assert (table["threshold"] == threshold).all()
+    assert (table["predicted"] == (table["prob"] >= threshold).astype(int)).all()
+    assert table["prob"].between(0, 1).all() and table["foreground_share"].notna().all()
     missing = CliRunner().invoke(app, ["explain", str(tmp_path), str(inputs), "--out", str(out)])
     assert isinstance(missing.exception, DataError) and "arm.json" in str(missing.exception)
+
+
+@pytest.mark.parametrize(
+    ("name", "size"), [("resnet18", 48), ("custom_cnn", 72), ("custom_cnn", 256)]
+)
+def test_cams_at_every_size_are_finite_and_not_flat(name, size):
+    """At 72 px the custom CNN's last convolution is 1 x 1 (a flat map, a NaN share): the
+    default layer is `cam_layer`'s, the one the study's cam.csv uses, at every size."""
+    torch.manual_seed(0)
+    model = get_model(name, image_size=size)
+    info = model_info(name)
+    images = cells(3, size)
+    result = explain_images(model, images, info.mean, info.std)
+    assert np.isfinite(result.foreground_share).all()
+    assert all(cam.max() > cam.min() for cam in result.cams)  # not a constant map
+    layer = cam_layer(model, size)[1]
+    again = explain_images(model, images, info.mean, info.std, layer=layer)
+    np.testing.assert_allclose(again.cams, result.cams)  # the same layer as the study's
+
+
+def test_explain_writes_predict_columns_on_a_single_image_and_says_1_overlay(tmp_path):
+    torch.manual_seed(0)
+    arm_dir = tmp_path / "arms" / "custom_cnn-s0"
+    spec = ArmSpec(model="custom_cnn", image_size=72)
+    atomic.write_json(arm_dir / "arm.json", {"arm_id": "custom_cnn-s0", "spec": spec.to_dict()})
+    model = get_model("custom_cnn", image_size=72)
+    checkpoints.torch_save(arm_dir / "checkpoint.pt", {"model": model.state_dict(), "epoch": 1})
+    image = tmp_path / "one.png"
+    Image.fromarray(cells(1, 72)[0]).save(image)
+    result = CliRunner().invoke(app, ["explain", str(arm_dir), str(image), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "wrote 1 overlay " in result.output and "nan" not in result.output

@@ -3,6 +3,7 @@ inputs, and predictions that reproduce the arm's own predictions.csv."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -187,3 +188,15 @@ def test_predict_command_writes_the_csv_and_states_the_threshold(trained, tmp_pa
         app, ["predict", str(arm_dir), str(tmp_path / "nope"), "-o", str(out)]
     )
     assert isinstance(missing.exception, DataError)  # main() maps it to exit status 2
+
+
+def test_predict_without_out_writes_the_csv_to_stdout_and_counts_in_words(trained, tmp_path):
+    arm_dir = arm_copy(trained, tmp_path, with_card=True)
+    paths, expected = own_images(arm_dir, trained[1], "test")
+    result = CliRunner().invoke(app, ["predict", str(arm_dir), str(paths[0])])
+    assert result.exit_code == 0, result.stderr
+    table = pd.read_csv(io.StringIO(result.stdout))  # stdout is the CSV alone
+    assert list(table.columns) == list(OUTPUT_COLUMNS) and len(table) == 1
+    assert table["prob"].iloc[0] == pytest.approx(expected[0], abs=1e-5)
+    assert table["threshold"].iloc[0] == pytest.approx(load_trained_arm(arm_dir).threshold)
+    assert "1 image:" in result.stderr and "-> stdout" in result.stderr

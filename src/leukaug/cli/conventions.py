@@ -27,6 +27,11 @@ def choice(values: Iterable[str]) -> Any:
     return Literal[tuple(values)]  # type: ignore[valid-type]
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 image`, `2 images`: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def _plain(text: str | None) -> str | None:
     """Help text shown as written: rich would swallow `[onnx]` or `[bold]` in it."""
     return escape(text) if text else text

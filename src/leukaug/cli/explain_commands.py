@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from leukaug.cli.conventions import choice
+from leukaug.cli.conventions import choice, counted
 from leukaug.trained import CAM_TARGETS
 
 Target = choice(CAM_TARGETS)
@@ -18,7 +18,12 @@ def explain(
     arm_dir: Annotated[
         Path, typer.Argument(help="A trained arm's folder (arm.json, checkpoint.pt).")
     ],
-    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders of them.")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files, folders (searched recursively) or CSVs with a 'path' column."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Folder for the overlays and cam.csv.")],
     target: Annotated[
         Target, typer.Option("--target", help="Class to explain (predicted: each image's).")
@@ -26,21 +31,30 @@ def explain(
     crop: Annotated[
         float | None,
         typer.Option(
-            "--crop", help="Central fraction kept before resizing, as the study's data.crop."
+            "--crop",
+            help="Central fraction kept before resizing. Default: the arm's (its study's data.crop).",
         ),
     ] = None,
 ) -> None:
-    """Write one Grad-CAM overlay per image and cam.csv (P(ALL), share of the CAM on the cell)."""
+    """Write one Grad-CAM overlay per image and cam.csv: predict's columns (path, prob, predicted
+    at the arm's operating threshold, threshold), then the share of the CAM on the cell, the
+    layer and the overlay's file name. The layer is the one the study's own cam.csv uses."""
     from leukaug.data.regions import LOW_FOREGROUND_SHARE
     from leukaug.trained.explain import CAM_CSV, CELL_FOUND, explain_arm
 
     table = explain_arm(arm_dir, inputs, out, target=target, crop=crop)
     share = table["foreground_share"].mean()
-    typer.echo(f"wrote {len(table)} overlays and {out / CAM_CSV}")
+    n_all = int(table["predicted"].sum())
+    typer.echo(
+        f"wrote {counted(len(table), 'overlay')} and {out / CAM_CSV} (Grad-CAM of layer "
+        f"{table['layer'].iloc[0]}); {n_all} predicted ALL, {len(table) - n_all} HEM at the "
+        f"operating threshold {table['threshold'].iloc[0]:.4f}"
+    )
     missing = int((table["cell_mask"] != CELL_FOUND).sum())
     if missing:
         typer.echo(
-            f"no cell found in {missing} image(s): their share is empty (see cell_mask in cam.csv)."
+            f"no cell found in {counted(missing, 'image')}: their share is empty "
+            "(see cell_mask in cam.csv)."
         )
     if math.isnan(share):
         typer.echo("no share of the CAM on the cell: no image had both a cell and a CAM.")

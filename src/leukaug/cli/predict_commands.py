@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from leukaug.cli.conventions import choice
+from leukaug.cli.conventions import choice, counted
 from leukaug.trained import EXPORT_FORMATS, INPUT_DTYPES
 
 ExportFormat = choice(EXPORT_FORMATS)
@@ -22,7 +22,12 @@ def predict(
         ...,
         help="Image files, folders (searched recursively) or CSVs with a 'path' column.",
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="CSV to write: path, prob, predicted."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="CSV to write (path, prob, predicted, threshold). Default: the CSV on stdout.",
+    ),
     tta: bool | None = typer.Option(
         None,
         "--tta/--no-tta",
@@ -32,7 +37,8 @@ def predict(
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
-    """P(ALL) for new images; predicted = 1 (ALL) when P(ALL) >= the arm's operating threshold."""
+    """P(ALL) for new images; predicted = 1 (ALL) when P(ALL) >= the arm's operating threshold
+    (chosen on its validation split). The CSV goes to --out or stdout; messages to stderr."""
     from leukaug.core import atomic
     from leukaug.trained.loader import load_trained_arm
     from leukaug.trained.predict import collect_inputs, predict_images
@@ -51,10 +57,14 @@ def predict(
         markup=False,  # paths and names from the arm folder; the brackets above are text
     )
     table = predict_images(arm, paths, batch_size=batch_size, device=device, tta=tta)
-    atomic.write_csv(out, table)
+    if out is None:
+        typer.echo(table.to_csv(index=False), nl=False)
+    else:
+        atomic.write_csv(out, table)
     n_all = int(table["predicted"].sum())
     console.print(
-        f"{len(table)} images: {n_all} predicted ALL, {len(table) - n_all} HEM -> {out}",
+        f"{counted(len(table), 'image')}: {n_all} predicted ALL, {len(table) - n_all} HEM"
+        f" -> {out if out is not None else 'stdout'}",
         highlight=False,
         markup=False,
     )
@@ -65,23 +75,26 @@ def export(
     fmt: ExportFormat = typer.Option(
         ...,
         "--format",
-        help="ONNX needs the extra: pip install 'leukaug[onnx]'.",
+        help="onnx (needs pip install 'leukaug[onnx]') or pt2 (torch.export; TorchScript was "
+        "dropped: torch deprecates it).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="The model file to write."),
     input_dtype: InputDtype = typer.Option(
         "uint8",
         "--input-dtype",
-        help="uint8 in 0..255 or float32 in [0, 1] (TorchScript takes both).",
+        help="uint8 in 0..255 or float32 in [0, 1].",
     ),
 ) -> None:
-    """A model taking (N, H, W, 3) RGB images and returning P(ALL), normalisation inside."""
+    """A model taking (N, H, W, 3) RGB images of any size and returning P(ALL); the resize to
+    the arm's size and the normalisation are inside. Its card goes to OUT.json."""
     from leukaug.trained.export import export_arm
 
     result = export_arm(arm_dir, out, fmt=fmt, input_dtype=input_dtype)
     typer.echo(
-        f"{result.format}: {result.path} takes (N, {result.image_size}, {result.image_size}, 3) "
-        f"{result.input_dtype} RGB images, returns P(ALL); max |difference| from PyTorch "
-        f"{result.max_abs_difference:.1e}"
+        f"{result.format}: {result.path} takes (N, H, W, 3) {result.input_dtype} RGB images of "
+        f"any size (padded to square and resized to {result.image_size} px inside), returns "
+        f"P(ALL); max |difference| from PyTorch {result.max_abs_difference:.1e}; "
+        f"card {result.card_path}"
     )
 
 

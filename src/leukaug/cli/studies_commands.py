@@ -1,6 +1,6 @@
 """`leukaug studies list|show|copy`: the study files shipped inside the package.
 
-`leukaug run NAME` runs one of them by name (`resolve_study`); `studies copy NAME FILE`
+`leukaug run NAME` runs one of them by name (`leukaug.study.packaged.resolve_study`); `studies copy NAME FILE`
 starts one's own from it.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,51 +17,13 @@ from rich.table import Table
 
 from leukaug.cli.conventions import LeukaugTyper
 from leukaug.core import atomic
-from leukaug.core.errors import ConfigError, unknown_name_message
-
-STUDY_SUFFIX = ".toml"
+from leukaug.core.errors import ConfigError
+from leukaug.study.packaged import packaged_studies, packaged_study
 
 studies_app = LeukaugTyper(
     help="The study files shipped with leukaug (run one by name: leukaug run paper).",
     no_args_is_help=True,
 )
-
-
-def packaged_studies() -> dict[str, Path]:
-    """Name (file stem) -> path of every study file in the package's `studies/` folder."""
-    folder = resources.files("leukaug") / "studies"
-    return {
-        Path(entry.name).stem: Path(str(entry))
-        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
-        if entry.name.endswith(STUDY_SUFFIX)
-    }
-
-
-def packaged_study(name: str) -> Path:
-    """The packaged study called `name` (`paper` or `paper.toml`), else a ConfigError."""
-    studies = packaged_studies()
-    stem = name.removesuffix(STUDY_SUFFIX)
-    if stem not in studies:
-        raise ConfigError(
-            unknown_name_message("packaged study", name, studies)
-            + " (`leukaug studies list` shows them)"
-        )
-    return studies[stem]
-
-
-def resolve_study(study: str) -> Path:
-    """A study argument: an existing file, else the name of a packaged study."""
-    path = Path(study)
-    if path.is_file():
-        return path
-    if path.suffix == STUDY_SUFFIX and (path.parent != Path(".") or path.exists()):
-        raise ConfigError(f"Study file {study!r} does not exist.")
-    try:
-        return packaged_study(study)
-    except ConfigError as error:
-        raise ConfigError(
-            f"{study!r} is neither a study file nor a packaged study: {error}"
-        ) from None
 
 
 def study_summary(name: str, path: Path) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from rich.markup import escape
 from leukaug.cli.conventions import choice
 from leukaug.cli.progress import arm_display
 from leukaug.cli.results import preview_lines, preview_table, read_results, results_table
-from leukaug.cli.studies_commands import packaged_study, resolve_study
 from leukaug.study.overrides import describe
+from leukaug.study.packaged import packaged_study, resolve_study
 from leukaug.study.study_file import EXECUTORS, StudyConfig, read_study_file
 
 if TYPE_CHECKING:

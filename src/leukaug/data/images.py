@@ -132,6 +132,14 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     raise ValueError(f"unsupported image mode {mode!r}")
 
 
+def pil_to_rgb(image: Image.Image) -> np.ndarray:
+    """A PIL image in memory as uint8 H x W x 3 RGB, converted as `open_rgb` converts files."""
+    try:
+        return _to_rgb(image)
+    except ValueError as error:
+        raise DataError(f"{error}. Fix: pass an RGB, greyscale or palette image.") from None
+
+
 def _too_large(path: Path, width: int, height: int, max_pixels: int) -> DataError:
     return DataError(
         f"{path}: the image is {width} x {height} = {width * height:,} pixels, over the limit "

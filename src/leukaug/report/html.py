@@ -18,6 +18,13 @@ from leukaug.report.describe import arm_settings, counts_table, dataset_lines, p
 from leukaug.report.tables import Table
 
 TEMPLATE = "report.html.j2"
+# The page keeps the study-level answer in view and folds per-arm detail (`<details>`, the
+# caption is the line to click): a table stays open only when it is one of these and has at
+# most FOLD_ROWS rows; a figure only when it is one of OPEN_FIGURES.
+OPEN_TABLES = frozenset({"verdicts", "table1", "table5", "dataset-counts", "failed"})
+FOLD_ROWS = 12
+OPEN_FIGURES = frozenset({"roc_curves", "forest"})
+STACK_COLUMNS = 4  # a table of more columns is stacked row by row in a narrow window
 
 
 @dataclass
@@ -99,6 +106,7 @@ class FigureView:
     missing: str
     data: str | None  # base64 PNG
     width: int
+    folded: bool = False
 
 
 def _display_width(png: bytes, scale: float) -> int:
@@ -108,12 +116,19 @@ def _display_width(png: bytes, scale: float) -> int:
 
 
 def figure_view(entry: FigureEntry) -> FigureView:
-    """The figure as the page shows it: base64 PNG at its display width, or the reason it is missing."""
+    """The figure as the page shows it: base64 PNG at its display width, or the reason it is
+    missing; folded unless it is one of OPEN_FIGURES (or missing: one line either way)."""
+    folded = entry.key not in OPEN_FIGURES and entry.png is not None
     if entry.png is None:
-        return FigureView(entry.key, entry.title, entry.caption, entry.missing, None, 0)
+        return FigureView(entry.key, entry.title, entry.caption, entry.missing, None, 0, folded)
     data = base64.b64encode(entry.png).decode("ascii")
     width = _display_width(entry.png, entry.display_scale)
-    return FigureView(entry.key, entry.title, entry.caption, entry.missing, data, width)
+    return FigureView(entry.key, entry.title, entry.caption, entry.missing, data, width, folded)
+
+
+def folded_tables(tables: list[Table]) -> set[str]:
+    """Keys of the tables the page folds (per-arm detail; see OPEN_TABLES)."""
+    return {t.key for t in tables if t.key not in OPEN_TABLES or len(t.rows) > FOLD_ROWS}
 
 
 def failed_table(failed: list[dict[str, Any]], incomplete: list[str]) -> Table | None:
@@ -145,13 +160,15 @@ def failed_table(failed: list[dict[str, Any]], incomplete: list[str]) -> Table |
 @functools.cache
 def environment() -> jinja2.Environment:
     """The package's templates, autoescaped; an undefined name is an error, not blank text."""
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("leukaug", "report/templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.globals["STACK_COLUMNS"] = STACK_COLUMNS
+    return env
 
 
 def render_html(content: ReportContent) -> str:
@@ -161,6 +178,7 @@ def render_html(content: ReportContent) -> str:
     counts = counts_table(dataset.get("counts"))
     odd_counts = counts is None and dataset.get("counts") is not None
     page = environment().get_template(TEMPLATE)
+    settings = arm_settings(content.specs)
     return page.render(
         c=content,
         failed=failed_table(content.failed, content.incomplete),
@@ -168,5 +186,11 @@ def render_html(content: ReportContent) -> str:
         dataset_lines=dataset_lines(dataset) if content.dataset else None,
         counts=counts,
         counts_text=plain(dataset["counts"]) if odd_counts else None,
-        settings=arm_settings(content.specs),
+        settings=settings,
+        folded=folded_tables(content.tables)
+        | (
+            {settings.differing.key}
+            if settings and len(settings.differing.rows) > FOLD_ROWS
+            else set()
+        ),
     )

@@ -95,6 +95,12 @@ def load_study_results(study_dir: str | Path) -> Study:
     """Read `study_dir/arms/*/` and the optional study.toml and dataset.json."""
     directory = Path(study_dir)
     study_folder = StudyFolder(directory)
+    if not directory.exists():
+        raise DataError(
+            f"{directory} does not exist. Fix: pass a study folder (the --out of `leukaug run`)."
+        )
+    if not directory.is_dir():
+        raise DataError(f"{directory} is a file, not a study folder (one holding arms/).")
     if not study_folder.arms_dir.is_dir():
         raise DataError(f"{directory} has no arms/ folder; point the report at a study folder.")
     arms, failed, incomplete = [], [], []

@@ -13,9 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
-from torch import nn
 
 from leukaug.arm.bagged import MEMBERS_DIR, region_cache
 from leukaug.arm.batches import resolve_device
@@ -25,17 +23,19 @@ from leukaug.core import atomic
 from leukaug.core.layout import ArmFolder
 from leukaug.data.cache import ImageCache
 from leukaug.stats.metrics import predicted_all
-from leukaug.trained.explain import TARGET_LAYERS, explain_images, overlay_png, target_layer
+from leukaug.trained.explain import TARGET_LAYERS, cam_layer, explain_images, overlay_png
 from leukaug.trained.loader import load_trained_arm
 
 log = logging.getLogger(__name__)
 
 CAM_CELLS = 64  # test cells explained per arm (a bounded, cheap sample)
 CAM_GROUP_CELLS = CAM_CELLS // 4  # per (class, correct) group
-# A CAM needs a map of some size: at small inputs (the custom CNN's last convolution is 1 x 1
-# at 72 px) the deepest convolution whose output is at least this many pixels a side is used.
-MIN_CAM_SIDE = 4
 OVERLAY_COLUMNS = 6  # cells per group row in cam_overlays.png
+OVERLAY_DPI = 110
+# Points; the report shows the PNG at 0.75 CSS px per pixel (report.cams.CAM_FIGURE_SCALE):
+# 10 pt at 110 dpi is 15 PNG px, 11.5 CSS px on the page.
+OVERLAY_CAPTION_PT = 10
+OVERLAY_TITLE_PT = 11
 
 
 def cam_cells(predictions: pd.DataFrame, per_group: int = CAM_GROUP_CELLS) -> pd.DataFrame:
@@ -48,35 +48,6 @@ def cam_cells(predictions: pd.DataFrame, per_group: int = CAM_GROUP_CELLS) -> pd
         for correct in (True, False)
     ]
     return pd.concat(groups, ignore_index=True)
-
-
-def cam_layer(model: nn.Module, image_size: int) -> tuple[str, nn.Module]:
-    """(name, module) Grad-CAM weighs: the family's `target_layer`, unless its map is smaller
-    than `MIN_CAM_SIDE` a side; then the module run last whose output map is not (a block
-    or stage output, since a container's output is recorded after its children's)."""
-    target = target_layer(model)
-    names = {module: name for name, module in model.named_modules()}
-    sides: list[tuple[nn.Module, int]] = []
-
-    def record(module: nn.Module, _: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.dim() == 4:
-            sides.append((module, min(output.shape[-2:])))
-
-    hooks = [module.register_forward_hook(record) for module in model.modules()]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, image_size, image_size, device=_device_of(model)))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    if dict(sides).get(target, 0) < MIN_CAM_SIDE:
-        large = [module for module, side in sides if side >= MIN_CAM_SIDE]
-        target = large[-1] if large else target
-    return names.get(target, type(target).__name__), target
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def write_cams(folder: ArmFolder, cache: ImageCache, device: str = "auto") -> pd.DataFrame | None:
@@ -108,36 +79,60 @@ def write_cams(folder: ArmFolder, cache: ImageCache, device: str = "auto") -> pd
 
 
 def _save_overlays(path: Path, table: pd.DataFrame, images: np.ndarray, cams: np.ndarray) -> None:
-    """One row per (class, correct) group of up to `OVERLAY_COLUMNS` cell | CAM pairs."""
+    import matplotlib.pyplot as plt
+
+    fig = overlay_figure(table, images, cams)
+    atomic.save_figure(path, fig, dpi=OVERLAY_DPI)
+    plt.close(fig)
+
+
+def overlay_figure(table: pd.DataFrame, images: np.ndarray, cams: np.ndarray) -> Any:
+    """One row per (class, correct) group of up to `OVERLAY_COLUMNS` cell | CAM pairs, each
+    with its P(ALL) and share on the cell under it; the group's name heads its row. Laid out
+    by matplotlib's constrained layout (titles and captions never overlap)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     groups = [(1, True), (1, False), (0, True), (0, False)]
-    fig, axes = plt.subplots(
-        len(groups), OVERLAY_COLUMNS, figsize=(1.9 * OVERLAY_COLUMNS, 1.1 * len(groups) + 0.4),
-        squeeze=False,
-    )  # fmt: skip
-    for row, (label, correct) in enumerate(groups):
-        indices = np.flatnonzero(
+    members = [
+        np.flatnonzero(
             (table["label"].to_numpy() == label) & (table["correct"].to_numpy() == correct)
         )[:OVERLAY_COLUMNS]
-        title = f"{'ALL' if label else 'HEM'}, {'correct' if correct else 'wrong'}"
-        axes[row, 0].set_title(title if len(indices) else f"{title}: none", fontsize=7, loc="left")
-        for column, ax in enumerate(axes[row]):
-            ax.set_axis_off()
+        for label, correct in groups
+    ]
+    heights = [1.75 if len(indices) else 0.35 for indices in members]  # an empty group: a line
+    fig = plt.figure(figsize=(2.0 * OVERLAY_COLUMNS, sum(heights)), layout="constrained")
+    subfigs = fig.subfigures(len(groups), 1, height_ratios=heights)
+    for subfig, (label, correct), indices in zip(subfigs, groups, members, strict=True):
+        title = f"{'ALL' if label else 'HEM'} cells, {'correct' if correct else 'wrong'}"
+        subfig.suptitle(
+            title if len(indices) else f"{title}: none",
+            x=0.0,
+            ha="left",
+            fontsize=OVERLAY_TITLE_PT,
+            fontweight="bold",
+        )
+        if not len(indices):
+            continue
+        for column, ax in enumerate(subfig.subplots(1, OVERLAY_COLUMNS, squeeze=False)[0]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
             if column < len(indices):
                 index = indices[column]
                 pair = Image.open(io.BytesIO(overlay_png(images[index], cams[index])))
                 ax.imshow(np.asarray(pair))
                 share = table["foreground_share"].iloc[index]
-                where = "no cell found" if np.isnan(share) else f"on cell {share:.2f}"
-                ax.text(0.5, -0.12, f"P(ALL) {table['prob'].iloc[index]:.2f}, {where}",
-                        transform=ax.transAxes, ha="center", va="top", fontsize=5)  # fmt: skip
-    fig.tight_layout()
-    atomic.save_figure(path, fig, dpi=110)
-    plt.close(fig)
+                ax.set_xlabel(
+                    f"P(ALL) {table['prob'].iloc[index]:.2f}\n"
+                    + ("no cell found" if np.isnan(share) else f"on cell {share:.2f}"),
+                    fontsize=OVERLAY_CAPTION_PT,
+                    linespacing=1.1,
+                )
+    return fig
 
 
 def write_arm_cams(

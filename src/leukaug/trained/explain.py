@@ -4,9 +4,12 @@
 al. 2017 use the last convolutional layer: the best compromise between semantics and
 spatial detail): layer 9 (the last convolution) of custom_cnn / custom_resnet, `layer4` of
 the torchvision ResNets, `Mixed_7c` of InceptionV3, and the last stage in timm's
-`feature_info` (CNNs; transformer token maps are not supported). `grad_cams` gives one
+`feature_info` (CNNs; transformer token maps are not supported). `cam_layer(model, size)`
+is the one rule every Grad-CAM here uses (`leukaug explain` and the study's `cam.csv`):
+the family's layer, unless its map is too small at that image size (the custom CNN's is
+1 x 1 at 72 px), then the deepest one that is not. `grad_cams` gives one
 map per image in [0, 1] at the input's size, for the predicted class (the logit for ALL,
-its negative for HEM) or a fixed one; `foreground_share` is the share of a map's mass on
+its negative for HEM, at the arm's operating threshold) or a fixed one; `foreground_share` is the share of a map's mass on
 the cell (`leukaug.data.cell_mask`: on black or on a smear; NaN, with the reason in
 `cell_mask`, where no cell is found): a model that looks mostly at the background or the
 frame is not looking at the cell. `explain_arm` runs all of it on a trained arm's folder.
@@ -18,6 +21,7 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,20 +32,22 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from torch import nn
 
 from leukaug.core import atomic
-from leukaug.core.errors import ConfigError, DataError
-from leukaug.data.cache import preprocess
+from leukaug.core.errors import ConfigError
 from leukaug.data.cell_mask import find_cells
-from leukaug.data.images import is_image_file, open_rgb
+from leukaug.data.images import open_rgb
 from leukaug.data.regions import check_images, foreground_share
-from leukaug.data.stain_norm import StainTarget
 from leukaug.models.custom_cnn import CustomCNN
 from leukaug.models.timm_models import TimmClassifier
 from leukaug.models.torchvision_models import TorchvisionClassifier
 from leukaug.trained import CAM_TARGETS
 from leukaug.trained.loader import load_trained_arm
+from leukaug.trained.predict import OUTPUT_COLUMNS, collect_inputs, output_table, preparer
 
 CAM_CSV = "cam.csv"
 CELL_FOUND = "found"  # cam.csv's cell_mask where the cell was found (else the reason)
+# A CAM needs a map of some size: at small inputs (the custom CNN's last convolution is 1 x 1
+# at 72 px) the deepest convolution whose output is at least this many pixels a side is used.
+MIN_CAM_SIDE = 4
 
 
 def _seed_cnn_layer(model: nn.Module) -> nn.Module:
@@ -84,6 +90,32 @@ def target_layer(model: nn.Module) -> nn.Module:
     )
 
 
+def cam_layer(model: nn.Module, image_size: int) -> tuple[str, nn.Module]:
+    """(name, module) Grad-CAM weighs at `image_size`: the family's `target_layer`, unless its
+    map is smaller than `MIN_CAM_SIDE` a side; then the module run last whose output map is
+    not (a block or stage output, since a container's output is recorded after its children's)."""
+    target = target_layer(model)
+    names = {module: name for name, module in model.named_modules()}
+    sides: list[tuple[nn.Module, int]] = []
+
+    def record(module: nn.Module, _: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.dim() == 4:
+            sides.append((module, min(output.shape[-2:])))
+
+    hooks = [module.register_forward_hook(record) for module in model.modules()]
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, image_size, image_size, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if dict(sides).get(target, 0) < MIN_CAM_SIDE:
+        large = [module for module, side in sides if side >= MIN_CAM_SIDE]
+        target = large[-1] if large else target
+    return names.get(target, type(target).__name__), target
+
+
 def _no_inplace(model: nn.Module) -> None:
     """In-place activations would overwrite the activations Grad-CAM keeps; switch them off."""
     for module in model.modules():
@@ -106,10 +138,12 @@ def grad_cams(
     inputs: torch.Tensor,
     target: str = "predicted",
     layer: nn.Module | None = None,
+    threshold: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM maps (B, H, W) in [0, 1] for normalised inputs (B, 3, H, W), and P(ALL) (B,).
 
-    `target`: "predicted" explains each image's predicted class, "all" / "hem" a fixed one.
+    `target`: "predicted" explains each image's predicted class (ALL when P(ALL) >=
+    `threshold`), "all" / "hem" a fixed one. `layer` None: `cam_layer` at the inputs' size.
     """
     if target not in CAM_TARGETS:
         raise ConfigError(
@@ -121,12 +155,13 @@ def grad_cams(
     with torch.no_grad():
         prob_all = torch.sigmoid(model(inputs).float()).cpu().numpy()
     if target == "predicted":
-        signs = np.where(prob_all >= 0.5, 1.0, -1.0)
+        signs = np.where(prob_all >= threshold, 1.0, -1.0)
     else:
         signs = np.full(len(inputs), 1.0 if target == "all" else -1.0)
     # An input that requires grad keeps the graph alive through frozen layers (freeze_first).
     inputs = inputs.detach().requires_grad_(True)
-    with GradCAM(model=model, target_layers=[layer or target_layer(model)]) as cam:
+    layer = layer if layer is not None else cam_layer(model, int(inputs.shape[-1]))[1]
+    with GradCAM(model=model, target_layers=[layer]) as cam:
         maps = cam(input_tensor=inputs, targets=[_LogitTarget(float(s)) for s in signs])
     return np.asarray(maps, dtype=np.float32), prob_all
 
@@ -168,14 +203,17 @@ def explain_images(
     target: str = "predicted",
     batch_size: int = 16,
     layer: nn.Module | None = None,
+    threshold: float = 0.5,
 ) -> Explanation:
     """Grad-CAM and foreground share of uint8 cells (N, H, W, 3) at the model's input size
-    (`layer`: another layer than the family's `target_layer`)."""
+    (`layer` None: `cam_layer` at the images' size, decided once for all batches)."""
     images = check_images(images)
+    if layer is None and len(images):
+        layer = cam_layer(model, images.shape[1])[1]
     cams, probs = [], []
     for start in range(0, len(images), batch_size):
         inputs = normalise(images[start : start + batch_size], mean, std)
-        batch_cams, batch_probs = grad_cams(model, inputs, target, layer)
+        batch_cams, batch_probs = grad_cams(model, inputs, target, layer, threshold)
         cams.append(batch_cams)
         probs.append(batch_probs)
     cam_array = np.concatenate(cams) if cams else np.zeros((0, *images.shape[1:3]), np.float32)
@@ -186,54 +224,43 @@ def explain_images(
     return Explanation(cam_array, prob_array, share, notes)
 
 
-def write_overlays(
-    out_dir: str | Path, names: Sequence[str], images: np.ndarray, explanation: Explanation
-) -> pd.DataFrame:
-    """`<name>_cam.png` per image and `cam.csv` (image, prob_all, predicted, foreground_share,
-    cell_mask)."""
-    out_dir = Path(out_dir)
-    for name, image, cam in zip(names, images, explanation.cams, strict=True):
-        atomic.write_bytes(out_dir / f"{name}_cam.png", overlay_png(image, cam))
-    table = pd.DataFrame(
-        {
-            "image": list(names),
-            "prob_all": explanation.prob_all,
-            "predicted": np.where(explanation.prob_all >= 0.5, "ALL", "HEM"),
-            "foreground_share": explanation.foreground_share,
-            "cell_mask": list(explanation.cell_mask),
-        }
-    )
-    atomic.write_csv(out_dir / CAM_CSV, table)
-    return table
-
-
-def read_inputs(
-    inputs: Sequence[str | Path],
-    size: int,
-    crop: float | None = None,
-    stain: StainTarget | None = None,
-) -> tuple[list[str], np.ndarray]:
-    """Image files (or folders of them, recursively) decoded and resized as the cache does;
-    returns unique names (file stems) and uint8 (N, size, size, 3)."""
-
-    paths: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            paths += sorted(p for p in item.rglob("*") if p.is_file() and is_image_file(p))
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise DataError(f"input {item} does not exist; pass image files or folders of them.")
-    if not paths:
-        raise DataError(f"no image files among {', '.join(map(str, inputs))}.")
+def overlay_names(paths: Sequence[Path]) -> list[str]:
+    """Unique overlay file stems for `paths`: the file's stem, `_2`, `_3`... on a clash."""
     names: list[str] = []
     for path in paths:
         name, suffix = path.stem, 2
         while name in names:
             name, suffix = f"{path.stem}_{suffix}", suffix + 1
         names.append(name)
-    images = np.stack([preprocess(open_rgb(p)[0], size, crop, stain, str(p)) for p in paths])
-    return names, images
+    return names
+
+
+def write_overlays(
+    out_dir: str | Path,
+    paths: Sequence[Path],
+    images: np.ndarray,
+    explanation: Explanation,
+    *,
+    threshold: float,
+    layer: str,
+) -> pd.DataFrame:
+    """`<stem>_cam.png` per image and `cam.csv`: predict's columns (path, prob, predicted,
+    threshold), then foreground_share, cell_mask, layer and overlay (the PNG's file name)."""
+    out_dir = Path(out_dir)
+    overlays = [f"{name}_cam.png" for name in overlay_names(paths)]
+    for overlay, image, cam in zip(overlays, images, explanation.cams, strict=True):
+        atomic.write_bytes(out_dir / overlay, overlay_png(image, cam))
+    table = output_table(paths, explanation.prob_all, threshold).assign(
+        foreground_share=explanation.foreground_share,
+        cell_mask=list(explanation.cell_mask),
+        layer=layer,
+        overlay=overlays,
+    )
+    atomic.write_csv(out_dir / CAM_CSV, table)
+    return table
+
+
+CAM_COLUMNS = (*OUTPUT_COLUMNS, "foreground_share", "cell_mask", "layer", "overlay")
 
 
 def explain_arm(
@@ -244,9 +271,16 @@ def explain_arm(
     target: str = "predicted",
     crop: float | None = None,
 ) -> pd.DataFrame:
-    """Grad-CAM overlays of a trained arm on image files into `out_dir`; returns `cam.csv`'s table."""
+    """Grad-CAM overlays of a trained arm on images (files, folders, CSVs of paths, as
+    `leukaug predict` takes) into `out_dir`; returns `cam.csv`'s table (`CAM_COLUMNS`)."""
     arm = load_trained_arm(arm_dir)
-    stain = StainTarget.from_dict(arm.card["stain"]) if arm.card.get("stain") else None
-    names, images = read_inputs(inputs, arm.image_size, crop, stain)
-    explanation = explain_images(arm.model, images, arm.mean, arm.std, target=target)
-    return write_overlays(out_dir, names, images, explanation)
+    paths, _ = collect_inputs(inputs)
+    prepare = preparer(arm.card, crop)
+    images = np.stack([prepare(open_rgb(path)[0], str(path)) for path in paths])
+    layer_name, layer = cam_layer(arm.model, arm.image_size)
+    explanation = explain_images(
+        arm.model, images, arm.mean, arm.std, target=target, layer=layer, threshold=arm.threshold
+    )
+    return write_overlays(
+        out_dir, paths, images, explanation, threshold=arm.threshold, layer=layer_name
+    )

@@ -1,13 +1,14 @@
 """P(ALL) for new images from a trained arm (`leukaug.trained.loader`).
 
-New images go through the same path as training: `open_rgb`, the cache's `preprocess` (stain normalisation, resize),
-then `leukaug.arm.loop.evaluate` (uint8 -> [0, 1] -> (x - mean) / std -> model).
+New images go through the same path as training: `open_rgb`, the cache's `preprocess`
+(stain normalisation if the arm's data had it, the resize policy; `preparer`), then `leukaug.arm.loop.evaluate` (uint8 -> [0, 1] -> (x - mean) / std -> model).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,10 @@ from leukaug.data.stain_norm import StainTarget
 from leukaug.stats.metrics import predicted_all
 from leukaug.trained.loader import TrainedArm
 
-OUTPUT_COLUMNS = ("path", "prob", "predicted")
+# The columns `leukaug predict` writes and `leukaug explain`'s cam.csv starts with: P(ALL),
+# predicted = 1 (ALL) / 0 (HEM) at the arm's operating threshold (chosen on validation), and
+# that threshold.
+OUTPUT_COLUMNS = ("path", "prob", "predicted", "threshold")
 CHUNK_IMAGES = 512  # images decoded per chunk: bounds memory on large folders
 
 
@@ -74,6 +78,20 @@ def _csv_images(csv_path: Path) -> list[Path]:
     return paths
 
 
+def preparer(
+    card: dict[str, Any], crop: float | None = None
+) -> Callable[[np.ndarray, str], np.ndarray]:
+    """`prepare(image, where)`: what the arm's image cache would hold for a decoded uint8
+    image (its stain normalisation, if any, then its crop, unless `crop` is given, and resize)."""
+    stain = StainTarget.from_dict(card["stain"]) if card.get("stain") else None
+    size, crop = int(card["image_size"]), crop if crop is not None else card.get("crop")
+
+    def prepare(image: np.ndarray, where: str = "image") -> np.ndarray:
+        return preprocess(image, size, crop, stain, where)
+
+    return prepare
+
+
 def predict_images(
     arm: TrainedArm,
     paths: Sequence[Path],
@@ -82,7 +100,26 @@ def predict_images(
     device: str = "cpu",
     tta: bool | None = None,
 ) -> pd.DataFrame:
-    """`path, prob, predicted` per image, in input order; `tta` None = as the arm was evaluated."""
+    """`OUTPUT_COLUMNS` per image, in input order; `tta` None = as the arm was evaluated."""
+    prepare = preparer(arm.card)
+    chunks = (
+        [prepare(open_rgb(p)[0], str(p)) for p in paths[start : start + CHUNK_IMAGES]]
+        for start in range(0, len(paths), CHUNK_IMAGES)
+    )
+    prob = predict_prepared(arm, chunks, batch_size=batch_size, device=device, tta=tta)
+    return output_table(paths, prob, arm.threshold)
+
+
+def predict_prepared(
+    arm: TrainedArm,
+    chunks: Iterable[Sequence[np.ndarray]],
+    *,
+    batch_size: int = 32,
+    device: str = "cpu",
+    tta: bool | None = None,
+) -> np.ndarray:
+    """P(ALL) of images already through `preparer` (uint8 (size, size, 3) each), given in
+    chunks (bounded memory): `leukaug.arm.loop.evaluate`, as in training."""
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}.")
     card = arm.card
@@ -90,20 +127,22 @@ def predict_images(
     model = arm.model.to(torch_device, memory_format=torch.channels_last)
     pipeline = make_pipeline(torch_device, card["mean"], card["std"])
     use_tta = bool(card.get("tta", False)) if tta is None else tta
-    size, crop = int(card["image_size"]), card.get("crop")
-    stain = StainTarget.from_dict(card["stain"]) if card.get("stain") else None
     probs = []
-    for start in range(0, len(paths), CHUNK_IMAGES):
-        chunk = paths[start : start + CHUNK_IMAGES]
-        store = np.stack([preprocess(open_rgb(p)[0], size, crop, stain, str(p)) for p in chunk])
+    for chunk in chunks:
+        store = np.stack(chunk)
         data = SplitImages(store, np.arange(len(chunk)), np.zeros(len(chunk), dtype=np.int64))
         probs.append(evaluate(model, data, pipeline, batch_size=batch_size, tta=use_tta)["prob"])
-    prob = np.concatenate(probs) if probs else np.zeros(0)
+    return np.concatenate(probs) if probs else np.zeros(0)
+
+
+def output_table(paths: Sequence[Path], prob: np.ndarray, threshold: float) -> pd.DataFrame:
+    """`OUTPUT_COLUMNS` for images and their P(ALL) at the arm's operating threshold."""
     return pd.DataFrame(
         {
             "path": [str(p) for p in paths],
             "prob": prob,
-            "predicted": predicted_all(prob, arm.threshold).astype(np.int64),
+            "predicted": predicted_all(prob, threshold).astype(np.int64),
+            "threshold": float(threshold),
         },
         columns=list(OUTPUT_COLUMNS),
     )
