@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,35 @@ def dependents(arms: Sequence[StudyArm], roots: set[str]) -> set[str]:
 
 
 # --------------------------------------------------------------------------- resume
+
+
+@dataclass
+class StudyPlan:
+    """A study's arms and what the resume rules decided for its folder (`plan_study`)."""
+
+    arms: list[StudyArm]
+    folder: StudyFolder
+    restart: set[str]  # arm folders to delete before the run (they start over)
+    force: bool
+
+    @property
+    def image_sizes(self) -> list[int]:
+        return sorted({arm.image_size for arm in self.arms})
+
+    def settle(self, data_info: dict[str, Any]) -> None:
+        """Once the data are prepared: restart every arm if the earlier arms were trained on
+        another split (a ConfigError without `force`), then delete the arm folders that
+        start over."""
+        if check_data_unchanged(self.folder.path, data_info, force=self.force):
+            self.restart = {arm.arm_id for arm in self.arms}
+        reset_arms(self.folder.path, self.restart)
+
+
+def plan_study(config: StudyConfig, folder: StudyFolder, *, force: bool) -> StudyPlan:
+    """The arms of `config` in dependency order and the arm folders of `folder` that must
+    start over (see the module doc); ConfigError for a folder that cannot be resumed."""
+    arms = expand_arms(config, folder.arms_dir)
+    return StudyPlan(arms, folder, check_resume(arms, folder.path, force=force), force)
 
 
 def stale_arms(arms: Sequence[StudyArm], folder: StudyFolder) -> list[str]:

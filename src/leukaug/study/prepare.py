@@ -1,5 +1,6 @@
 """Data and figures of a study: the embedded synthetic data, the split manifest, one image
-cache per image size, the facts for `dataset.json`, and the report's Figures 1-2.
+cache per image size, the facts for `dataset.json`, and the report's Figures 1-2 (drawn
+from the image cache once the arms have run).
 
 `leukaug run` (every arm) and `leukaug train` (a one-arm study) prepare their data here.
 """
@@ -20,11 +21,11 @@ import pandas as pd
 from leukaug import CLASS_NAMES
 from leukaug.augment import AugmentationSpec
 from leukaug.augment.preview import render_preview
-from leukaug.core import atomic
 from leukaug.core.errors import ConfigError
 from leukaug.core.layout import StudyFolder
 from leukaug.core.user_cache import default_cache_dir
 from leukaug.data.cache import ImageCache, load_or_build_cache
+from leukaug.data.inspect import contact_sheet
 from leukaug.data.read import read_dataset
 from leukaug.data.split import split_manifest
 from leukaug.data.synth import MARKER_FILE, generate
@@ -164,29 +165,18 @@ def split_fingerprint(manifest: pd.DataFrame) -> str:
 def render_figures(
     data: PreparedData, augmentations: Sequence[AugmentationSpec], folder: StudyFolder
 ) -> None:
-    """Figure 1 (ALL and HEM training cells) and Figure 2 (`augmentations`, the study's
-    distinct augmentations, at p = 1; skipped when there are none)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Figure 1 (ALL and HEM training cells, drawn like `leukaug data inspect`'s contact
+    sheet) and Figure 2 (`augmentations`, the study's distinct augmentations, at p = 1;
+    skipped when there are none). The study draws them after training, with the report."""
     cache = data.caches[max(data.caches)]
     by_class = _sample_training_cells(data.manifest, cache, per_class=SAMPLE_CELLS_PER_CLASS)
-
-    n_cols = max(len(images) for images in by_class.values())
-    fig, axes = plt.subplots(2, n_cols, figsize=(1.6 * n_cols, 4.0), squeeze=False)
-    for row_axes, (label, images) in zip(axes, by_class.items(), strict=True):
-        for column, ax in enumerate(row_axes):
-            ax.set_axis_off()
-            if column < len(images):
-                ax.imshow(images[column])
-                ax.set_title(CLASS_NAMES[label], fontsize=8)
-    fig.suptitle("Figure 1: training cells, ALL (top) and HEM (bottom)", fontsize=9)
-    fig.tight_layout()
-    atomic.save_figure(folder.sample_cells_figure, fig, dpi=110)
-    plt.close(fig)
-
+    contact_sheet(
+        [image for images in by_class.values() for image in images],
+        [label for label, images in by_class.items() for _ in images],
+        folder.sample_cells_figure,
+        title="Figure 1: training cells, ALL (top) and HEM (bottom)",
+        n_cols=SAMPLE_CELLS_PER_CLASS,
+    )
     specs = list(dict.fromkeys(augmentations))
     if specs:
         n = PREVIEW_CELLS_PER_CLASS
