@@ -49,6 +49,13 @@ def rerun(study_dir: Path, cache_dir: Path) -> dict[str, object]:
     }
 
 
+def import_seconds() -> float:
+    """`python -c "import torch"`: the floor of any command that trains (a reference)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study-dir", type=Path, help="a finished demo (trained with --set "
@@ -69,12 +76,14 @@ def main() -> None:
         )  # fmt: skip
         load_before = os.getloadavg()
         runs = [rerun(study_dir.resolve(), cache_dir.resolve()) for _ in range(args.repeat)]
+        torch_import = import_seconds()
         load_after = os.getloadavg()
     seconds = [run["seconds"] for run in runs]
     result = {
         "median_seconds": statistics.median(seconds),
         "min_seconds": min(seconds),
         "goal_seconds": GOAL_SECONDS,
+        "import_torch_seconds": torch_import,
         "load_average_before_after": [load_before[0], load_after[0]],
         "cpus": os.cpu_count(),
         "runs": runs,
@@ -84,7 +93,8 @@ def main() -> None:
         return
     print(f"finished demo rerun: median {result['median_seconds']:.1f} s, min "
           f"{result['min_seconds']:.1f} s over {args.repeat} runs (goal < {GOAL_SECONDS:.0f} s); "
-          f"load average {load_before[0]:.1f} -> {load_after[0]:.1f} on {os.cpu_count()} CPUs")  # fmt: skip
+          f"load average {load_before[0]:.1f} -> {load_after[0]:.1f} on {os.cpu_count()} CPUs; "
+          f"`import torch` alone {torch_import:.1f} s at the same load")  # fmt: skip
     for run in runs:
         print("  " + ", ".join(f"{key} {value}" for key, value in run.items()))
 
