@@ -364,7 +364,8 @@ def test_a_finished_study_reruns_without_training_or_rebuilding_the_report(
     finished: tuple[Path, Path],
 ) -> None:
     study, out = finished
-    run_study(read_study_file(study), out)  # the report as this version builds it
+    # the report as this version builds it, from the study.toml the command writes
+    run_study(read_study_file(study), out, source=str(study))
     report = out / "report.html"
     before = report.stat().st_mtime_ns
     completed = subprocess.run(
