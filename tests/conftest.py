@@ -12,6 +12,7 @@ from cli_tools import ATTACK_SYNTH
 from leukaug.core.user_cache import CACHE_DIR_ENV
 from leukaug.data.read import read_dataset
 from leukaug.data.synth import SynthConfig, generate
+from real_cells import REAL_CELLS_ENV, REPO, real_cells_folder
 
 TINY_SYNTH = SynthConfig(
     size=40, subjects_per_class=3, test_subjects_per_class=2, cells_per_subject=4, seed=0
@@ -23,6 +24,15 @@ def _user_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch) ->
     """Generated data and image caches go under pytest's temporary folder, never the user's
     cache (one folder per session, so tests share what they generate)."""
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path_factory.getbasetemp() / "leukaug-cache"))
+
+
+@pytest.fixture(scope="session")
+def real_cells() -> Path:
+    """../shared/real-cells/cnmc-samples (read-only), or a skip naming where it was looked for."""
+    folder = real_cells_folder()
+    if folder is None:
+        pytest.skip(f"no ../shared/real-cells/cnmc-samples beside {REPO}; set ${REAL_CELLS_ENV}")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ OPTIONAL = {
     "torch.utils.tensorboard",
     "pytorch_grad_cam",
     "skimage",
+    "torchstain",  # stain normalisation, [data] normalize (ARCHITECTURE.md lists it)
 }
 # Modules that only the command line may import.
 UI_ONLY = {"rich", "typer", "leukaug.cli"}

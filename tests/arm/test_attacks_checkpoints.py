@@ -148,3 +148,187 @@ def test_a_damaged_checkpoint_of_a_finished_arm_is_named_by_predict(
     with pytest.raises(DataError) as error:
         load_trained_arm(arm_dir)
     assert f"{checkpoint} is damaged" in str(error.value) and "rerun the arm" in str(error.value)
+
+
+# ============================================================ issue 22: code in a weights file
+
+
+class _Payload:
+    """Unpickled by an unsafe loader, this creates `marker` (the attack's visible effect)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def malicious_checkpoint(path: Path, marker: Path) -> Path:
+    """A torch file whose unpickling would run code: a checkpoint-like dict with a payload."""
+    import torch
+
+    torch.save({"model": {"w": torch.zeros(2)}, "epoch": 1, "payload": _Payload(marker)}, path)
+    return path
+
+
+def assert_refused(message: str, path: Path, marker: Path) -> None:
+    text = squeeze(message)
+    assert squeeze(f"{path} refused: it holds code, not only weights") in text
+    assert "weights_only" not in message and "damaged" not in message
+    assert "rerun the arm" not in message and "Traceback" not in message
+    assert not marker.exists()  # nothing ran
+
+
+def malicious_arm(clean: Path, tmp_path: Path, name: str = "checkpoint.pt") -> tuple[Path, Path]:
+    arm_dir = tmp_path / "arm"
+    shutil.copytree(clean, arm_dir)
+    marker = tmp_path / "PWNED"
+    malicious_checkpoint(arm_dir / name, marker)
+    return arm_dir, marker
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_predict_and_export_refuse_a_checkpoint_that_holds_code(
+    command: str, fault_arm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Issue 22 items 3 and 6: PyTorch's hint to set weights_only=False was passed on, and
+    the file was called damaged ("rerun the arm")."""
+    *_, clean = fault_arm
+    arm_dir, marker = malicious_arm(clean, tmp_path)
+    images = fault_arm[1]["path"].iloc[0]
+    args = (
+        [command, str(arm_dir), str(images), "--out", str(tmp_path / "p.csv")]
+        if command == "predict"
+        else [command, str(arm_dir), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]
+    )
+    status = run_cli(monkeypatch, *args)
+    err = capsys.readouterr().err
+    assert status == 2
+    assert_refused(err, arm_dir / "checkpoint.pt", marker)
+    assert (arm_dir / "checkpoint.pt").is_file()  # not set aside: the user must look at it
+
+
+def test_init_from_a_file_that_holds_code_is_refused(
+    tiny_cnmc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    marker = tmp_path / "PWNED"
+    bad = malicious_checkpoint(tmp_path / "source.pt", marker)
+    out = tmp_path / "arm"
+    status = run_cli(
+        monkeypatch, *train_args(tiny_cnmc, out, tmp_path / "cache", "--init-from", str(bad))
+    )
+    err = capsys.readouterr().err
+    assert status == 2 and "notaweightsfile" in squeeze(err)
+    assert_refused(err, bad, marker)
+    assert not out.exists() or not (out / "arm.json").exists()
+
+
+def test_resume_refuses_a_last_pt_that_holds_code(fault_arm, tmp_path: Path) -> None:
+    """A planted last.pt is refused by name, not set aside as damaged and retrained over."""
+    from leukaug.arm.single import run_arm
+    from leukaug.models.safe_load import RefusedFileError
+
+    spec, manifest, cache, clean = fault_arm
+    arm_dir, marker = malicious_arm(clean, tmp_path, "last.pt")
+    info = json.loads((arm_dir / "arm.json").read_text())
+    (arm_dir / "arm.json").write_text(json.dumps(info | {"status": "running"}))
+    with pytest.raises(RefusedFileError) as error:
+        run_arm(spec, manifest, cache, ArmContext(arm_dir, "arm", "arm", RunSettings(device="cpu")))
+    assert_refused(str(error.value), arm_dir / "last.pt", marker)
+    assert not list(arm_dir.glob("*.damaged-*"))
+
+
+def test_weights_path_that_holds_code_is_refused(tmp_path: Path) -> None:
+    from leukaug.models.safe_load import RefusedFileError
+    from leukaug.models.weights import load_state_dict
+
+    marker = tmp_path / "PWNED"
+    bad = malicious_checkpoint(tmp_path / "weights.pth", marker)
+    with pytest.raises(RefusedFileError) as error:
+        load_state_dict(bad)
+    assert_refused(str(error.value), bad, marker)
+
+
+# ================================================================ issue 22: a full disk
+
+
+@pytest.mark.parametrize("failing_save", [1, 3])  # checkpoint.pt of epoch 1; last.pt of epoch 2
+def test_a_full_disk_leaves_the_arm_interrupted_and_the_rerun_resumes_byte_identically(
+    failing_save: int, fault_arm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22 item 1: an ENOSPC was a traceback and left the arm `running`."""
+    import errno
+
+    import torch
+
+    from leukaug.arm import checkpoints
+    from leukaug.arm.dispatch import run_any_arm
+    from leukaug.core.errors import StorageError
+
+    spec, manifest, cache, clean = fault_arm
+    arm_dir = tmp_path / "arm"
+    saves = []
+    real_save = torch.save
+
+    def disk_fills(obj, handle, *args, **kwargs):
+        saves.append(handle)
+        if len(saves) == failing_save:
+            handle.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints.torch, "save", disk_fills)
+    with pytest.raises(StorageError) as error:
+        run_any_arm(
+            spec, manifest, cache, ArmContext(arm_dir, "arm", "arm", RunSettings(device="cpu"))
+        )
+    monkeypatch.undo()
+    assert f"{arm_dir} has" in str(error.value) and "free space there" in str(error.value)
+    info = json.loads((arm_dir / "arm.json").read_text())
+    assert info["status"] == "interrupted" and "No space left" in info["interrupted"]["reason"]
+    assert not list(arm_dir.glob(".*.tmp"))  # nothing half-written
+
+    run_any_arm(spec, manifest, cache, ArmContext(arm_dir, "arm", "arm", RunSettings(device="cpu")))
+    assert json.loads((arm_dir / "arm.json").read_text())["status"] == "complete"
+    for name in ("predictions.csv", "metrics.json"):
+        assert (arm_dir / name).read_bytes() == (clean / name).read_bytes(), name
+
+
+# ======================================================= issue 22: optional steps of an arm
+
+
+def test_grad_cams_of_an_arm_without_test_cells_are_skipped(fault_arm, tmp_path: Path) -> None:
+    """`write_cams` crashed on an empty test split ("cannot reshape array of size 0")."""
+    import pandas as pd
+
+    from leukaug.core.layout import ArmFolder
+    from leukaug.trained.arm_cams import write_cams
+
+    _, _, cache, clean = fault_arm
+    arm_dir = tmp_path / "arm"
+    shutil.copytree(clean, arm_dir)
+    predictions = pd.read_csv(arm_dir / "predictions.csv", dtype={"image_id": str})
+    predictions[predictions["split"] != "test"].to_csv(arm_dir / "predictions.csv", index=False)
+    assert write_cams(ArmFolder(arm_dir), cache, "cpu") is None
+    assert not (arm_dir / "cam.csv").exists()
+
+
+def test_a_failing_tracker_is_recorded_and_the_arm_completes(
+    fault_arm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leukaug.arm import tracking
+    from leukaug.arm.single import run_arm
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("tracking server unreachable")
+
+    monkeypatch.setattr(tracking.TensorBoardTracker, "on_end", unreachable)
+    spec, manifest, cache, clean = fault_arm
+    arm_dir = tmp_path / "arm"
+    run_arm(spec, manifest, cache, ArmContext(arm_dir, "arm", "arm", RunSettings(device="cpu", tensorboard=True)))  # fmt: skip
+    info = json.loads((arm_dir / "arm.json").read_text())
+    assert info["status"] == "complete"
+    assert info["optional_failures"][0]["step"] == "tracking (TensorBoard)"
+    assert "ConnectionError: tracking server unreachable" in info["optional_failures"][0]["error"]
+    for name in ("predictions.csv", "metrics.json"):
+        assert (arm_dir / name).read_bytes() == (clean / name).read_bytes(), name

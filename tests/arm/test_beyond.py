@@ -313,7 +313,7 @@ def test_cnn_arms_get_cam_artefacts(beyond_study: Path) -> None:
     study = StudyFolder(beyond_study)
     single = study.arm("custom_cnn-none-full-s0")
     cams = pd.read_csv(single.cam_csv)
-    columns = ["image_id", "label", "prob", "correct", "foreground_share", "layer"]
+    columns = ["image_id", "label", "prob", "correct", "foreground_share", "layer", "cell_mask"]
     assert list(cams.columns) == columns and set(cams["layer"]) == {"layers.6"}
     assert 0 < len(cams) <= 64 and cams["foreground_share"].between(0, 1).all()
     assert single.cam_overlays.is_file()

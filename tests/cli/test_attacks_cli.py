@@ -258,3 +258,83 @@ def test_a_non_empty_data_dir_for_embedded_data_says_set_data_dir(
         assert f"data.dir={squeeze(data_dir)}" in err and "setdata.dir" in err
         assert "--out" not in err
     assert sorted(p.name for p in data_dir.iterdir()) == ["notes.txt"]
+
+
+def test_an_empty_test_split_stops_the_study_before_training(
+    class_folders: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Issue 22 item 2: a CSV without a `split` column trained every arm, then each failed
+    on its Grad-CAMs (empty test split) and there was no report (exit 1)."""
+    import tomli_w
+
+    rows = [f"{p.relative_to(class_folders).as_posix()},{int(p.parent.name == 'all')}"
+            for p in sorted(class_folders.glob("*/*.bmp"))]  # fmt: skip
+    (class_folders / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    study = tmp_path / "no_split.toml"
+    study.write_text(tomli_w.dumps({
+        "study": {"name": "no-split", "device": "cpu"},
+        "data": {"source": str(class_folders), "labels_csv": "labels.csv", "split": "image",
+                 "cache_dir": str(tmp_path / "cache")},
+        "training": {"image_size": 72, "epochs": 1},
+        "models": {"custom_cnn": {}},
+    }))  # fmt: skip
+    out = tmp_path / "out"
+    assert run_cli(monkeypatch, "run", str(study), "--out", str(out)) == 2
+    _, err = output(capsys)
+    assert "thetestsplitisempty" in err and "adda`split`column" in err
+    assert "test_fraction" in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists() and not (out / "arms").exists()  # nothing ran
+
+
+@pytest.mark.slow  # trains an arm
+def test_a_failing_optional_step_keeps_the_arm_complete_and_shows_in_the_report(
+    tmp_path: Path, attack_data: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Issue 22 item 2: Grad-CAM failed on every arm, each was recorded as failed and there
+    was no report (exit 1)."""
+    from leukaug.study import jobs
+
+    def broken_cams(*args, **kwargs):
+        raise ValueError("cannot reshape array of size 0 into shape (0,newaxis)")
+
+    monkeypatch.setattr(jobs, "write_arm_cams", broken_cams)
+    out = tmp_path / "out"
+    study = attack_study(tmp_path, attack_data)
+    assert run_cli(monkeypatch, "run", str(study), "--out", str(out)) == 0
+    (arm,) = (out / "arms").iterdir()
+    info = json.loads((arm / "arm.json").read_text())
+    assert info["status"] == "complete" and not (arm / "error.json").exists()
+    assert [f["step"] for f in info["optional_failures"]] == ["cams"]
+    assert "cannot reshape array of size 0" in info["optional_failures"][0]["error"]
+    summary = (out / "summary.md").read_text() + (out / "report.html").read_text()
+    assert f"Arm {arm.name}: optional step(s) failed (cams: ValueError" in summary
+
+
+@pytest.mark.slow  # trains an arm
+def test_train_onto_a_full_disk_exits_2_and_leaves_the_arm_resumable(
+    tiny_cnmc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Issue 22 item 1: `--out` on a 2 MB file system ended in an OSError traceback and left
+    the arm `running`. (The byte-identical resume after freeing space is
+    tests/arm/test_attacks_checkpoints.py's.)"""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+                             capture_output=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        out = disk / "arm"
+        status = run_cli(monkeypatch, "train", "--data", str(tiny_cnmc), "--model", "custom_cnn",
+                         "--image-size", "72", "--epochs", "1", "--batch-size", "8", "--out",
+                         str(out), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu")  # fmt: skip
+        _, err = output(capsys)
+        assert status == 2 and "Traceback" not in err
+        assert squeeze(f"cannot write {out / 'checkpoint.pt'}: No space left on device") in err
+        assert squeeze(f"{out} has") in err and "freespacethere" in err
+        assert json.loads((out / "arm.json").read_text())["status"] == "interrupted"
+        assert not list(out.glob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

@@ -66,3 +66,25 @@ def test_bad_synth_option_exits_with_status_2(
 ) -> None:
     assert _run_main(monkeypatch, "synth", "--out", str(tmp_path / "x"), "--difficulty", "2") == 2
     assert "--difficulty" in capsys.readouterr().err
+
+
+def test_inspect_summarises_many_subjects_unless_all(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "cells"
+    for name, count in (("all", 15), ("hem", 9)):  # no subject ids: 24 one-image subjects
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((12, 16, 3), 40 * i % 255, np.uint8)).save(
+                root / name / f"c{i}.tif"
+            )
+    result = runner.invoke(app, ["data", "inspect", str(root), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    text = "".join(result.output.split())
+    assert "Persubject" not in text and "24subjects:--alllistseveryone." in text
+    assert "Imagespersubject(subjectsperclass)" in text
+    assert "│1│15│9│" in text  # the histogram: every subject has one image
+    listed = runner.invoke(app, ["data", "inspect", str(root), "--all", "--out", str(tmp_path)])
+    assert listed.exit_code == 0 and "Per subject" in listed.output
+    assert "all/c14.tif" in "".join(listed.output.split())

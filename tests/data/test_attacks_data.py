@@ -9,7 +9,11 @@ meant to be reused by new tests.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import shutil
+import socket
 import struct
 import zlib
 from collections.abc import Callable
@@ -252,3 +256,85 @@ def test_symlinks_inside_the_root_are_followed(class_folders: Path) -> None:
     row = manifest.set_index("image_id").loc[f"all/P1/{image.name}"]
     assert row["subject"] == "P1" and row["path"] == str(class_folders / ".images" / image.name)
     assert (manifest["image_id"].str.startswith("hem/")).sum() == 3
+
+
+# ============================================================================= odd files (issue 22)
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _socket(path: Path) -> None:
+    server = socket.socket(socket.AF_UNIX)
+    with contextlib.chdir(path.parent):  # a relative name: AF_UNIX paths hold 108 bytes
+        server.bind(path.name)  # the socket file stays after the socket is closed
+    server.close()
+
+
+def _self_link(path: Path) -> None:
+    path.symlink_to(path.name)  # an image name linked to itself: a loop
+
+
+def _broken_link(path: Path) -> None:
+    path.symlink_to("no_such_image.bmp")
+
+
+ODD_FILES = {
+    "a FIFO (named pipe)": _fifo,
+    "a socket": _socket,
+    "a symbolic link loop": _self_link,
+    "a broken symbolic link": _broken_link,
+}
+
+
+@pytest.mark.parametrize("reason", list(ODD_FILES))
+def test_an_odd_file_named_like_an_image_is_skipped_and_listed(
+    reason: str, cnmc_copy: Path
+) -> None:
+    """Issue 22: a FIFO was dropped silently, a link loop gave a RuntimeError traceback; a
+    FIFO that were opened would block the read forever."""
+    odd = cnmc_copy / KAGGLE_TRAIN / "all" / "UID_99_1_1_all.bmp"
+    ODD_FILES[reason](odd)
+    dataset = read_dataset(cnmc_copy)
+    name = (KAGGLE_TRAIN / "all" / odd.name).as_posix()
+    assert name in dataset.ignored and name not in set(dataset.manifest["image_id"])
+    assert any(f"{name} ({reason})" in note for note in dataset.notes)
+
+
+def test_a_device_named_like_an_image_is_skipped_and_listed(cnmc_copy: Path) -> None:
+    """A link to a device (/dev/zero would feed a reader forever); never opened, not even
+    to say its target is outside the data root."""
+    odd = cnmc_copy / KAGGLE_TRAIN / "all" / "UID_99_1_1_all.bmp"
+    odd.symlink_to("/dev/zero")
+    dataset = read_dataset(cnmc_copy)
+    assert any("UID_99_1_1_all.bmp (a device)" in note for note in dataset.notes)
+
+
+def test_an_unreadable_image_is_skipped_and_listed(class_folders: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads a file whatever its permissions (chmod 000 cannot stop it)")
+    image = sorted((class_folders / "all").glob("*.bmp"))[0]
+    image.chmod(0)
+    try:
+        dataset = read_dataset(class_folders, positive_class="all")
+    finally:
+        image.chmod(0o644)
+    assert any(f"all/{image.name} (unreadable" in note for note in dataset.notes)
+    assert len(dataset.manifest) == 5
+
+
+@pytest.mark.parametrize("reason", ["a FIFO (named pipe)", "a symbolic link loop"])
+def test_a_csv_row_naming_an_odd_file_is_refused_by_name(reason: str, class_folders: Path) -> None:
+    ODD_FILES[reason](class_folders / "odd.bmp")
+    (class_folders / "labels.csv").write_text("path,label\nodd.bmp,1\n")
+    with pytest.raises(DataError, match=rf"line 2: 'odd.bmp' is {re.escape(reason)}, not an"):
+        read_dataset(class_folders, labels_csv="labels.csv")
+
+
+def test_a_fifo_without_an_image_suffix_is_never_opened(class_folders: Path) -> None:
+    """Images are also found by content (their first bytes); a FIFO is never opened to
+    look (the read would block forever)."""
+    os.mkfifo(class_folders / "all" / "pipe")
+    dataset = read_dataset(class_folders, positive_class="all")
+    assert any("all/pipe (a FIFO (named pipe))" in note for note in dataset.notes)

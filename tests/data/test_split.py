@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 import pytest
 
@@ -76,3 +78,60 @@ def test_subject_in_train_and_test_sources_is_refused(tiny_manifest: pd.DataFram
     frame.loc[test_row, "subject"] = train_subject
     with pytest.raises(DataError, match="span two splits"):
         split_manifest(frame)
+
+
+def _without_test_set(manifest: pd.DataFrame) -> pd.DataFrame:
+    return manifest.assign(source_split="train")
+
+
+def test_test_fraction_holds_out_a_stratified_subject_level_test_set(
+    tiny_manifest: pd.DataFrame,
+) -> None:
+    manifest = _without_test_set(tiny_manifest)
+    frame = split_manifest(manifest, val_fraction=0.25, seed=3, test_fraction=0.4)
+    train, val, test = (_subjects(frame, s) for s in ("train", "val", "test"))
+    assert not train & val and not train & test and not val & test
+    for label in (0, 1):  # each class: 5 subjects, 2 of them (0.4) held out
+        part = frame[frame["label"] == label]
+        assert part.loc[part["split"] == "test", "subject"].nunique() == 2
+    again = split_manifest(manifest, val_fraction=0.25, seed=3, test_fraction=0.4)
+    assert frame["split"].equals(again["split"])  # fixed by the seed
+    other = split_manifest(manifest, val_fraction=0.25, seed=4, test_fraction=0.4)
+    assert not frame["split"].equals(other["split"])
+
+
+def test_test_fraction_is_refused_when_the_data_have_a_test_set(
+    tiny_manifest: pd.DataFrame,
+) -> None:
+    with pytest.raises(ConfigError, match="already has a test set"):
+        split_manifest(tiny_manifest, test_fraction=0.3)
+    with pytest.raises(ConfigError, match=r"test_fraction 1\.5 must be between 0 and 1"):
+        split_manifest(_without_test_set(tiny_manifest), test_fraction=1.5)
+
+
+def test_test_fraction_without_subject_ids_is_image_level_with_a_warning(
+    tiny_manifest: pd.DataFrame,
+) -> None:
+    manifest = _without_test_set(tiny_manifest).assign(subject=tiny_manifest["image_id"])
+    with pytest.warns(UserWarning, match="no subject ids"):
+        frame = split_manifest(manifest, test_fraction=0.3)
+    for label in (0, 1):
+        part = frame[frame["label"] == label]
+        share = (part["split"] == "test").mean()
+        assert 0.2 < share < 0.4
+
+
+def test_image_split_without_shared_subjects_does_not_warn(tiny_manifest: pd.DataFrame) -> None:
+    manifest = tiny_manifest.assign(subject=tiny_manifest["image_id"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frame = split_manifest(manifest, strategy="image", val_fraction=0.3)
+    assert split_report(frame, strategy="image").warnings == []
+
+
+def test_a_source_validation_set_is_kept(tiny_manifest: pd.DataFrame) -> None:
+    manifest = tiny_manifest.copy()
+    chosen = manifest["subject"].isin(["2", "H5"]) & (manifest["source_split"] == "train")
+    manifest.loc[chosen, "source_split"] = "val"
+    frame = split_manifest(manifest, seed=7)
+    assert ((frame["split"] == "val") == chosen).all()

@@ -58,9 +58,11 @@ def test_colour_and_texture():
     assert nucleated["glcm_contrast"] > 0  # the nucleus edge inside the cell
 
 
-def test_empty_image_gives_zeros_not_a_crash():
+def test_empty_image_gives_missing_features_not_a_crash(caplog):
+    # issue 19: no cell found -> missing (NaN) features with a logged reason, never zeros
     features = cell_features(np.zeros((1, SIZE, SIZE, 3), np.uint8))
-    assert (features.to_numpy() == 0).all()
+    assert features.isna().to_numpy().all()
+    assert "no cell found in 1 of 1" in caplog.text
 
 
 def test_classifier_separates_cells_by_their_nucleus_ratio():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from html.parser import HTMLParser
@@ -165,7 +166,8 @@ def test_verdicts_csv_decides_and_agrees_with_every_number(
         assert f"{row['p_adjusted']:.4f}" in line or (
             row["p_adjusted"] < 1e-4 and "<0.0001" in line
         )
-    assert "Holm's correction applies to exactly these p-values" in summary
+    # issue 18: the family is adjusted by the step-down max-t (Holm stays an option)
+    assert "The step-down max-t correction applies to exactly these p-values" in summary
 
 
 def test_metrics_csv_has_one_row_per_arm_and_split(built: tuple[Path, dict[str, Path]]) -> None:
@@ -393,3 +395,27 @@ def test_cli_report_prints_location_and_headline(tmp_path: Path) -> None:
     assert "flip_rotate helps compared with baseline" in result.output
     assert "SYNTHETIC DATA" in result.output
     assert json.loads((study / "dataset.json").read_text())["synthetic"] is True
+
+
+def test_a_failing_figure_and_an_arms_optional_failures_are_noted_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: figures are extras; a figure that fails to render is listed as not
+    available, and an arm's recorded optional failures (Grad-CAM, tracking) become a note."""
+    from leukaug.report import figure_specs
+
+    study = make_study(tmp_path / "s", {"baseline": 0.3, "flip_rotate": 1.0}, failed=())
+    arm_json = study / "arms" / "flip_rotate-s0" / "arm.json"
+    info = json.loads(arm_json.read_text())
+    failure = {"step": "cams", "error": "ValueError: cannot reshape", "at": "2026-01-01"}
+    arm_json.write_text(json.dumps(info | {"optional_failures": [failure]}))
+
+    def broken(data):
+        raise MemoryError("figure too large")
+
+    first, *rest = figure_specs.FIGURES
+    monkeypatch.setattr(figure_specs, "FIGURES", [dataclasses.replace(first, render=broken), *rest])
+    paths = build_report(study, n_resamples=RESAMPLES)
+    html = paths["report"].read_text()
+    assert "rendering failed: MemoryError: figure too large" in html
+    assert "Arm flip_rotate-s0: optional step(s) failed (cams: ValueError: cannot reshape)" in html

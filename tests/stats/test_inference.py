@@ -180,7 +180,8 @@ def test_verdicts_apply_holm_to_exactly_their_family() -> None:
     model = SimulationModel(separation=1.0, subject_sd=0.3, heterogeneity_sd=0.3, n_subjects=24)
     study = simulate_study(model, np.array([0.0, 1.5, -1.5, 0.0, 0.2]), 6, rng)
     rows = [(f"arm{a}", "reference", compare_arm(study[a], study[0])) for a in range(1, 5)]
-    table = decide_verdicts(rows, "auc")
+    # The previous round's rule, still available: pooled seed variance, Holm.
+    table = decide_verdicts(rows, "auc", seed_variance="pooled_net", multiplicity="holm")
     assert list(table.columns[:12]) == [
         "arm", "reference", "metric", "effect", "ci_low", "ci_high", "p_value",
         "p_adjusted", "verdict", "n_seeds", "n_subjects", "method",

@@ -76,7 +76,7 @@ def test_defaults_fill_a_minimal_study() -> None:
     [
         (MINIMAL + "[executer]\nkind = 'ray'\n", "Did you mean 'executor'?"),
         (MINIMAL.replace("image_size", "image_sise"), "Did you mean 'image_size'?"),
-        (MINIMAL + "[data]\nval_fracton = 0.1\n", "Did you mean 'val_fraction'?"),
+        (MINIMAL + "[data]\nval_fracton = 0.1\n", "Did you mean 'val_fraction'"),
         (MINIMAL + "[data.synth]\ncells_per_subjet = 3\n", "Did you mean 'cells_per_subject'?"),
         (MINIMAL + "[augmentations]\na = [{ name = 'flip', nme = 1 }]\n", "Unknown parameter"),
     ],

@@ -9,7 +9,8 @@
   written: every `interval_s` seconds at most (an epoch longer than that saves at its end),
   or by default ("auto") as often as keeps writing under 5% of the time, which on small CPU
   runs is every epoch.
-- **Written atomically** (`torch_save`), read safely (`read_checkpoint`, `weights_only=True`).
+- **Written atomically** (`torch_save`), read safely (`read_checkpoint`, `weights_only=True`);
+  a file that holds code is refused (`models.safe_load.RefusedFileError`), not set aside.
 - **Damaged files.** A `last.pt` or `checkpoint.pt` that does not load is renamed
   `<name>.damaged-<UTC time>`, logged with its path, and the arm restarts from its last
   good state (or from scratch); it never fails on the same file again and again.
@@ -30,9 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from leukaug.core.atomic import atomic_path
+from leukaug.core.atomic import atomic_path, os_errors_unwrapped
 from leukaug.core.errors import ConfigError, DataError
 from leukaug.core.layout import ArmFolder
+from leukaug.models.safe_load import NotATorchFileError, safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -165,29 +167,43 @@ class DamagedCheckpointError(DataError):
         self.reason = reason
 
 
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of the tensors in `obj` (nested dicts, lists, tuples): about a file's size."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(value) for value in obj)
+    return 0
+
+
 def torch_save(path: str | os.PathLike[str], obj: Any) -> None:
     """`torch.save` atomically: the file is either the old one or the complete new one."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    path = Path(path)
+    # Through a Python file a full disk is an OSError (ENOSPC), which atomic_path turns into
+    # a StorageError naming the folder (a path makes torch's C++ writer say "unexpected pos").
+    with (
+        atomic_path(path, tensor_bytes(obj)) as tmp,
+        open(tmp, "wb") as handle,
+        os_errors_unwrapped(),
+    ):
+        torch.save(obj, handle)
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A checkpoint's dict, loaded with `weights_only=True`.
+    """A checkpoint's dict, loaded with `weights_only=True` (`models.safe_load`).
 
-    Raises FileNotFoundError when it does not exist and `DamagedCheckpointError` (a
-    DataError naming the file) when it does not load or holds no `model` state dict.
-    Other OS errors (permissions) propagate: they say nothing about the file's content.
+    Raises FileNotFoundError when it does not exist, `RefusedFileError` when it holds code
+    (refused, never "damaged": it is not set aside and retried, the user must remove it),
+    and `DamagedCheckpointError` (a DataError naming the file) when it does not load or
+    holds no `model` state dict. Other OS errors (permissions) propagate.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(path)
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
-    except Exception as error:  # truncated zip, bad pickle, refused global: all unreadable
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise DamagedCheckpointError(path, f"{type(error).__name__}: {first_line}") from None
+        saved = safe_torch_load(path)
+    except NotATorchFileError as error:
+        raise DamagedCheckpointError(path, error.reason) from None
     if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
         raise DamagedCheckpointError(path, "no 'model' state dict")
     return saved

@@ -32,6 +32,7 @@ import torch
 
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError
+from leukaug.core.layout import RESUMABLE_STATUSES
 
 # cuBLAS's documented setting for reproducible results (8 workspaces of 4096 KiB):
 # https://docs.nvidia.com/cuda/cublas/index.html#results-reproducibility
@@ -85,7 +86,7 @@ def _folder_threads(study_toml: Path | None) -> int | None:
 def recorded_threads(arm_dir: Path) -> int | None:
     """The thread count an interrupted arm started with (from its arm.json), else None."""
     record = atomic.read_json(Path(arm_dir) / "arm.json") or {}
-    if record.get("status") != "running":
+    if record.get("status") not in RESUMABLE_STATUSES:
         return None
     threads = (record.get("execution") or {}).get("threads")
     return threads if isinstance(threads, int) and threads >= 1 else None

@@ -13,7 +13,7 @@ from leukaug.arm.bagged import run_bagged_regions
 from leukaug.arm.context import ArmContext
 from leukaug.arm.features_arm import run_features
 from leukaug.arm.kinds import ARM_KINDS, SINGLE
-from leukaug.arm.lifecycle import ArmResult
+from leukaug.arm.lifecycle import ArmResult, interrupted_on_storage_error
 from leukaug.arm.single import run_arm
 from leukaug.arm.spec import ArmSpec
 from leukaug.data.cache import ImageCache
@@ -39,4 +39,5 @@ def run_any_arm(
 ) -> ArmResult:
     """Run one arm of any kind (`spec.kind`) into `context.out_dir`."""
     ARM_KINDS.get(spec.kind)  # an unknown kind: ConfigError with "did you mean"
-    return RUNNERS[spec.kind](spec, split_manifest, cache, context)
+    with interrupted_on_storage_error(context.out_dir):  # a full disk: resumable, not running
+        return RUNNERS[spec.kind](spec, split_manifest, cache, context)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from leukaug.arm.batches import AUGMENT_STREAM, stream_seed
 from leukaug.arm.context import ArmContext
@@ -57,6 +58,21 @@ def augmented_copies(spec: ArmSpec, images: np.ndarray) -> np.ndarray:
     return np.concatenate(copies) if copies else images[:0]
 
 
+def fit_arm_classifier(
+    spec: ArmSpec, split_manifest: pd.DataFrame, cache: ImageCache
+) -> tuple[HistGradientBoostingClassifier, int]:
+    """(classifier, training cells): the arm's classifier fitted on the training split (plus
+    one augmented copy of every cell with augmentations). Deterministic: the same spec, split
+    and cache give the same classifier (the background check refits it this way)."""
+    train = split_manifest[split_manifest["split"] == "train"]
+    images = _split_cells(split_manifest, cache, "train")
+    labels = train["label"].to_numpy(dtype=np.int64)
+    if spec.augmentations:
+        images = np.concatenate([images, augmented_copies(spec, images)])
+        labels = np.concatenate([labels, labels])
+    return fit_feature_classifier(cell_features(images), labels, seed=spec.seed), len(labels)
+
+
 def run_features(
     spec: ArmSpec, split_manifest: pd.DataFrame, cache: ImageCache, context: ArmContext
 ) -> ArmResult:
@@ -72,13 +88,7 @@ def run_features(
     arm_json, done = start_arm(spec, folder, arm_id, context.name, device="cpu")
     if done is not None:
         return done
-    train = split_manifest[split_manifest["split"] == "train"]
-    images = _split_cells(split_manifest, cache, "train")
-    labels = train["label"].to_numpy(dtype=np.int64)
-    if spec.augmentations:
-        images = np.concatenate([images, augmented_copies(spec, images)])
-        labels = np.concatenate([labels, labels])
-    classifier = fit_feature_classifier(cell_features(images), labels, seed=spec.seed)
+    classifier, training_cells = fit_arm_classifier(spec, split_manifest, cache)
     frames = []
     for split in PREDICTION_SPLITS:
         frame = prediction_frame(split_manifest, split)
@@ -86,6 +96,6 @@ def run_features(
         prob = predict_probabilities(classifier, cell_features(cells)) if len(cells) else []
         frames.append(frame.assign(prob=np.asarray(prob, dtype=np.float64)))
     extra = {"classifier": {"name": type(classifier).__name__, "n_iter": int(classifier.n_iter_),
-             "training_cells": len(labels)}}  # fmt: skip
+             "training_cells": training_cells}}  # fmt: skip
     predictions = pd.concat(frames, ignore_index=True)
     return finish_arm(folder, arm_json, predictions, pd.DataFrame(columns=HISTORY_COLUMNS), extra)

@@ -5,7 +5,10 @@ Every arm kind goes through these, so every kind leaves the same folder.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import platform
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,11 +26,12 @@ from leukaug.arm.loop import (
 )
 from leukaug.arm.spec import ArmSpec
 from leukaug.core import atomic
-from leukaug.core.errors import ConfigError
-from leukaug.core.layout import STATUS_COMPLETE, STATUS_RUNNING, ArmFolder
+from leukaug.core.errors import ConfigError, StorageError
+from leukaug.core.layout import STATUS_COMPLETE, STATUS_INTERRUPTED, STATUS_RUNNING, ArmFolder
 from leukaug.stats.metrics import arm_metrics
 
 PREDICTION_SPLITS = ("val", "test")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -156,3 +160,69 @@ def prediction_frame(split_manifest: pd.DataFrame, split: str) -> pd.DataFrame:
             "label": part["label"].to_numpy(dtype=np.int64),
         }
     )
+
+
+def mark_interrupted(arm_dir: Path, reason: str) -> None:
+    """Set a `running` arm (and its running member arms) to `interrupted`: resumable, not
+    left looking alive. Best effort: on a disk too full for arm.json it stays `running`,
+    which resumes the same way."""
+    for path in (arm_dir / "arm.json", *sorted(arm_dir.glob("*/*/arm.json"))):
+        info = atomic.read_json(path)
+        if isinstance(info, dict) and info.get("status") == STATUS_RUNNING:
+            stopped = {"status": STATUS_INTERRUPTED, "interrupted": {"reason": reason, "at": now()}}
+            with contextlib.suppress(StorageError):
+                atomic.write_json(path, info | stopped)
+
+
+@contextlib.contextmanager
+def interrupted_on_storage_error(arm_dir: str | Path) -> Iterator[None]:
+    """Run an arm; a `StorageError` (full disk, read-only folder) marks it interrupted and
+    goes on up: the rerun after the fix resumes from `last.pt`."""
+    try:
+        yield
+    except StorageError as error:
+        mark_interrupted(Path(arm_dir), str(error))
+        raise
+
+
+# --------------------------------------------------------------------------- optional steps
+
+OPTIONAL_FAILURES = "optional_failures"  # arm.json: [{"step", "error", "at"}]
+
+
+def failure_record(step: str, error: BaseException) -> dict[str, str]:
+    """One `optional_failures` entry: the step, the error's type and first line, the time."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return {"step": step, "error": f"{type(error).__name__}: {text}".rstrip(": "), "at": now()}
+
+
+def record_optional_failures(
+    folder: ArmFolder, steps: tuple[str, ...], failures: list[dict[str, str]]
+) -> None:
+    """Replace arm.json's entries for `steps` with `failures` (none: the steps succeeded)."""
+    info = folder.read_info()
+    if not isinstance(info, dict):
+        return
+    kept = [f for f in info.get(OPTIONAL_FAILURES, []) if f.get("step") not in steps]
+    entries = kept + failures
+    if entries == info.get(OPTIONAL_FAILURES, []):
+        return
+    updated = {k: v for k, v in info.items() if k != OPTIONAL_FAILURES}
+    atomic.write_json(folder.arm_json, updated | ({OPTIONAL_FAILURES: entries} if entries else {}))
+
+
+def run_optional(folder: ArmFolder, step: str, action: Callable[[], object]) -> bool:
+    """Run an optional step of a complete arm (Grad-CAMs): its failure is logged and
+    recorded in arm.json's `optional_failures`, and the arm stays complete. A full disk
+    (`StorageError`) is no optional failure: it stops the run. True when it succeeded."""
+    try:
+        action()
+    except StorageError:
+        raise
+    except Exception as error:
+        log.warning("%s: the optional step %r failed (%s); the arm is complete.", folder.path,
+                    step, failure_record(step, error)["error"])  # fmt: skip
+        record_optional_failures(folder, (step,), [failure_record(step, error)])
+        return False
+    record_optional_failures(folder, (step,), [])
+    return True

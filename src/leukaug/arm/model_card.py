@@ -42,6 +42,7 @@ def model_card(
     predictions: pd.DataFrame | None,
     *,
     crop: float | None = None,
+    stain: dict[str, Any] | None = None,
     arm_id: str | None = None,
     name: str | None = None,
 ) -> dict[str, Any]:
@@ -59,6 +60,7 @@ def model_card(
         "head": spec.head,
         "image_size": spec.resolved_image_size,
         "crop": crop,
+        "stain": stain,  # the stain normalisation target of the data (data.stain_norm)
         "mean": [float(v) for v in model_info(spec.model).mean],
         "std": [float(v) for v in model_info(spec.model).std],
         "threshold": float(chosen) if chosen is not None else DEFAULT_THRESHOLD,

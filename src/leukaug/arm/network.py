@@ -4,7 +4,6 @@ regime), its optimiser, and loading an arm's weights back (slim checkpoints rebu
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from leukaug.arm.spec import SGD_MOMENTUM, ArmSpec
 from leukaug.core.errors import ConfigError, DataError, TrainingError
 from leukaug.core.layout import ArmFolder
 from leukaug.models import apply_regime, get_model
+from leukaug.models.safe_load import NotATorchFileError, RefusedFileError, safe_torch_load
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -51,27 +51,21 @@ def make_optimizer(model: nn.Module, spec: ArmSpec) -> torch.optim.Optimizer:
     return factory(params, spec, lr=spec.lr, weight_decay=spec.weight_decay, fused=fused)
 
 
-def _not_weights_reason(error: Exception) -> str:
-    if isinstance(error, pickle.UnpicklingError):
-        return "it holds objects other than tensors, which the safe loader refuses"
-    return "it is not a PyTorch file, or a damaged one"
-
-
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A model state dict from a plain state-dict file or a leukaug checkpoint ({'model': ...})."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"init_from checkpoint {str(path)!r} does not exist.")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = safe_torch_load(path)
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror or error}.") from None
-    except Exception as error:  # garbage makes the unpickler fail in any way (IndexError, ...)
-        # PyTorch's own message suggests turning the safe loader off (running the file's
-        # code): it is never passed on
+    except RefusedFileError as error:
+        raise ConfigError(f"not a weights file: {error}") from None
+    except NotATorchFileError:
         raise ConfigError(
-            f"not a weights file: {path} ({_not_weights_reason(error)}). Give a leukaug "
-            "checkpoint.pt or a state dict saved with torch.save(model.state_dict(), PATH)."
+            f"not a weights file: {path} (it is not a PyTorch file, or a damaged one). Give a "
+            "leukaug checkpoint.pt or a state dict saved with torch.save(model.state_dict(), PATH)."
         ) from None
     if isinstance(saved, dict) and checkpoints.is_slim(saved):
         return checkpoint_state(saved, path)

@@ -21,7 +21,15 @@ from torch import nn
 from leukaug.arm import checkpoints
 from leukaug.arm.batches import Pipeline, SplitImages, make_pipeline, place_store, resolve_device
 from leukaug.arm.context import ArmContext
-from leukaug.arm.lifecycle import PREDICTION_SPLITS, ArmResult, check_folder, now, running_record
+from leukaug.arm.lifecycle import (
+    OPTIONAL_FAILURES,
+    PREDICTION_SPLITS,
+    ArmResult,
+    check_folder,
+    failure_record,
+    now,
+    running_record,
+)
 from leukaug.arm.loop import (
     EpochRecord,
     TrainingCallbacks,
@@ -33,7 +41,7 @@ from leukaug.arm.loop import (
 from leukaug.arm.model_card import embed_model_card, model_card
 from leukaug.arm.network import build_model, make_optimizer
 from leukaug.arm.spec import ArmSpec
-from leukaug.arm.tracking import Tracker, build_trackers
+from leukaug.arm.tracking import GuardedTracker, build_trackers
 from leukaug.augment import build_augmenter
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError, DataError
@@ -137,12 +145,15 @@ def run_arm(
             list(spec.augmentations), p=spec.aug_p, mode=spec.aug_mode, image_size=image_size
         )
     atomic.write_json(folder.arm_json, arm_json)  # once the model and optimiser could be built
-    trackers = build_trackers(
-        out_dir,
-        arm_id=arm_id,
-        tensorboard=settings.tensorboard,
-        mlflow_uri=settings.mlflow_uri or None,
-    )
+    trackers = [
+        GuardedTracker(t)
+        for t in build_trackers(  # tracking is an extra
+            out_dir,
+            arm_id=arm_id,
+            tensorboard=settings.tensorboard,
+            mlflow_uri=settings.mlflow_uri or None,
+        )
+    ]
     history = fit(
         model, optimizer, train, val, pipeline, out_dir,
         epochs=spec.epochs, seed=spec.seed, batch_size=spec.batch_size,
@@ -161,11 +172,14 @@ def run_arm(
     atomic.write_csv(folder.predictions, predictions)
     metrics = arm_metrics(predictions) if len(predictions) else {}
     atomic.write_json(folder.metrics, metrics)
-    embed_model_card(
-        out_dir, model_card(spec, predictions, crop=settings.crop, arm_id=arm_id, name=name)
-    )
+    stain = cache.stain.to_dict() if cache.stain is not None else None
+    card = model_card(spec, predictions, crop=settings.crop, stain=stain, arm_id=arm_id, name=name)
+    embed_model_card(out_dir, card)
     for tracker in trackers:
         tracker.on_end(out_dir, predictions, spec)
+    failures = [failure_record(t.step, t.error) for t in trackers if t.error is not None]
+    if failures:  # tracking is an extra: recorded, the arm is complete
+        arm_json[OPTIONAL_FAILURES] = failures
     atomic.write_json(folder.arm_json, arm_json | {"status": STATUS_COMPLETE, "finished_at": now()})
     return ArmResult(
         arm_id, name, out_dir, config_hash, history, predictions, metrics, skipped=False
@@ -173,7 +187,7 @@ def run_arm(
 
 
 def _with_trackers(
-    callbacks: TrainingCallbacks | None, trackers: list[Tracker]
+    callbacks: TrainingCallbacks | None, trackers: list[GuardedTracker]
 ) -> TrainingCallbacks | None:
     """`callbacks` plus every tracker fed each epoch's `history.csv` row."""
     if not trackers:

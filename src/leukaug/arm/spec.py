@@ -36,6 +36,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # The arm-kind fields (arm_kinds.py), left out of `to_dict` at these defaults: a single
 # network's spec and config hash stay what they were before arm kinds existed.
 KIND_DEFAULTS: dict[str, Any] = {"kind": "single", "regions": (), "stacker": "mean"}
+# Left out of `to_dict` likewise: the kind fields, and the fold (set only by cross-validation).
+OMITTED_AT_DEFAULT: dict[str, Any] = {**KIND_DEFAULTS, "fold": None}
 
 
 def resolve_image_size(model: str, image_size: int | None) -> int:
@@ -71,6 +73,9 @@ class ArmSpec:
     kind: str = "single"  # a name of arm_kinds.ARM_KINDS: single | bagged_regions | features
     regions: tuple[str, ...] = ()  # bagged_regions: the regions its members see
     stacker: str = "mean"  # bagged_regions: "mean" | "logistic" (fitted on val)
+    # [data] cv_folds: the fold whose test part this arm predicts (the study hands the arm
+    # that fold's split, data/folds.py); None: the study's one split
+    fold: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augmentations", tuple(self.augmentations))
@@ -88,6 +93,7 @@ class ArmSpec:
             "early_stopping_patience": self.early_stopping_patience is None
             or self.early_stopping_patience >= 1,
             "image_size": self.image_size is None or self.image_size >= 1,
+            "fold": self.fold is None or self.fold >= 0,
         }
         for key, ok in checks.items():
             if not ok:
@@ -104,7 +110,7 @@ class ArmSpec:
         out["augmentations"] = [
             {"name": a.name, "params": dict(a.params or {})} for a in self.augmentations
         ]
-        for key, default in KIND_DEFAULTS.items():
+        for key, default in OMITTED_AT_DEFAULT.items():
             if out[key] == default:
                 del out[key]
         return out

@@ -9,6 +9,7 @@ final metrics, artefacts). Both are written offline; docs/tracking.md says how t
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import os
 import time
@@ -22,7 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from leukaug.core.errors import ConfigError
+from leukaug.core.errors import ConfigError, StorageError
 from leukaug.stats.metrics import arm_metrics
 
 # history.csv column -> TensorBoard tag (grouped as loss/, accuracy/, optim/ panels).
@@ -38,6 +39,7 @@ EPOCH_TAGS = {
 FINAL_KEYS = ("accuracy", "balanced_accuracy", "auc", "f1", "mcc", "loss", "brier", "ece")
 CURVE_SPLITS = ("val", "test")
 ARM_ARTEFACTS = ("arm.json", "history.csv", "predictions.csv", "metrics.json")
+log = logging.getLogger(__name__)
 
 
 class ArmSpec(Protocol):
@@ -224,6 +226,37 @@ class MLflowTracker:
                 self._client.log_artifact(run_id, str(Path(arm_dir) / name))
         self._client.log_figure(run_id, curves_figure(predictions), "curves_roc_pr.png")
         self._client.set_terminated(run_id, "FINISHED")
+
+
+class GuardedTracker:
+    """A tracker whose failure is kept (`error`), not raised: tracking is an extra, and a
+    broken MLflow server or event file must never fail a trained arm. After its first
+    failure the tracker is called no more; `run_arm` records it in arm.json."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.step = (
+            f"tracking ({'TensorBoard' if isinstance(tracker, TensorBoardTracker) else 'MLflow'})"
+        )
+        self.error: Exception | None = None
+
+    def on_epoch(self, record: Mapping[str, float]) -> None:
+        self._call(self.tracker.on_epoch, record)
+
+    def on_end(self, arm_dir: Path, predictions: pd.DataFrame, spec: ArmSpec) -> None:
+        self._call(self.tracker.on_end, arm_dir, predictions, spec)
+
+    def _call(self, method: Any, *args: Any) -> None:
+        if self.error is not None:
+            return
+        try:
+            method(*args)
+        except StorageError:
+            raise  # a full disk stops the arm (resumable), whoever writes
+        except Exception as error:
+            self.error = error
+            log.warning("%s failed (%s: %s); the arm goes on without it.", self.step,
+                        type(error).__name__, error)  # fmt: skip
 
 
 def build_trackers(

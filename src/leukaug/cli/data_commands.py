@@ -10,9 +10,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from leukaug.cli.conventions import LeukaugTyper, choice
-from leukaug.data.choices import LAYOUTS
+from leukaug.data.choices import LAYOUTS, STAIN_NORMALIZATIONS
 
 Layout = choice(LAYOUTS)
+StainNormalization = choice(STAIN_NORMALIZATIONS)
+MAX_SUBJECT_ROWS = 20  # more subjects than this: a summary and a histogram, unless --all
 
 data_app = LeukaugTyper(
     help="Look at data sets: counts, image modes, contact sheets.", no_args_is_help=True
@@ -89,12 +91,36 @@ def inspect(
     ),
     per_class: int = typer.Option(8, help="Cells per class on the contact sheet."),
     seed: int = typer.Option(0, help="Seed for choosing the contact-sheet cells."),
+    show_all: bool = typer.Option(
+        False, "--all", help="List every subject (default: a summary when there are many)."
+    ),
+    normalize: StainNormalization = typer.Option(
+        "none",
+        "--normalize",
+        help="Also draw the sample cells stain-normalised (as [data] normalize would).",
+    ),
+    normalize_reference: Path | None = typer.Option(
+        None,
+        "--normalize-reference",
+        help="Image to fit the stain target to (default: the training images).",
+    ),
 ) -> None:
     """Count images per split, class, fold and subject; list sizes, modes, conversions and
     ignored files; write a contact sheet of sample cells per class (Figure 1)."""
-    from leukaug.data.inspect import contact_sheet, inspect_manifest, sample_images
+    from leukaug.data.inspect import (
+        contact_sheet,
+        images_per_subject_histogram,
+        inspect_manifest,
+        sample_images,
+        subject_summary,
+    )
     from leukaug.data.read import read_dataset
+    from leukaug.data.stain_norm import normalize_image
 
+    if normalize_reference is not None and normalize == "none":
+        raise typer.BadParameter(
+            "needs --normalize macenko or reinhard", param_hint="--normalize-reference"
+        )
     dataset = read_dataset(
         path, layout=layout, positive_class=positive_class, labels_csv=labels_csv
     )
@@ -110,14 +136,20 @@ def inspect(
     )
     console.print(_table("Images and subjects per source split and class", report.by_split))
     console.print(_table("Per fold", report.by_fold))
-    console.print(_table("Per subject", report.by_subject))
+    if show_all or len(report.by_subject) <= MAX_SUBJECT_ROWS:
+        console.print(_table("Per subject", report.by_subject))
+    else:
+        console.print(_table("Subjects per class", subject_summary(report.by_subject)))
+        histogram = images_per_subject_histogram(report.by_subject)
+        console.print(_table("Images per subject (subjects per class)", histogram))
+        console.print(f"{len(report.by_subject)} subjects: --all lists every one.", markup=False)
     console.print(_table("Image sizes", _pairs(dataset.sizes, "size")))
     console.print(_table("Image modes (original)", _pairs(dataset.modes, "mode")))
     if dataset.conversions:
         console.print(_table("Explicit conversions to RGB", _pairs(dataset.conversions, "mode")))
     if dataset.ignored:
         console.print(
-            f"[yellow]{len(dataset.ignored)} non-image file(s) ignored:[/] "
+            f"[yellow]{len(dataset.ignored)} file(s) ignored (not images, or not readable):[/] "
             + escape(", ".join(dataset.ignored))
         )
     for note in dataset.notes:
@@ -127,6 +159,24 @@ def inspect(
     title = "Sample cells per class" + (" (synthetic)" if dataset.synthetic else "")
     sheet = contact_sheet(images, labels, Path(out) / "sample_cells.png", title=title)
     console.print(f"contact sheet: {sheet}", markup=False)
+    if normalize != "none":
+        target = inspect_stain_target(dataset, normalize, normalize_reference)
+        moved = [normalize_image(image, target) for image in images]
+        path = Path(out) / f"sample_cells_{normalize}.png"
+        sheet = contact_sheet(moved, labels, path, title=f"The same cells, {target.describe()}")
+        console.print(f"stain-normalised contact sheet: {sheet}", markup=False)
+
+
+def inspect_stain_target(dataset, method: str, reference: Path | None):
+    """The stain target `[data] normalize` would use: the reference image's, else the
+    training images' (the source training split)."""
+    from leukaug.data.stain_norm import reference_target, training_target
+
+    if reference is not None:
+        return reference_target(method, reference)
+    manifest = dataset.manifest
+    train = manifest[manifest["source_split"] == "train"].sort_values("image_id")
+    return training_target(method, list(train["path"]))
 
 
 def _pairs(counts: dict[str, int], name: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -31,11 +32,19 @@ def explain(
 ) -> None:
     """Write one Grad-CAM overlay per image and cam.csv (P(ALL), share of the CAM on the cell)."""
     from leukaug.data.regions import LOW_FOREGROUND_SHARE
-    from leukaug.trained.explain import CAM_CSV, explain_arm
+    from leukaug.trained.explain import CAM_CSV, CELL_FOUND, explain_arm
 
     table = explain_arm(arm_dir, inputs, out, target=target, crop=crop)
     share = table["foreground_share"].mean()
     typer.echo(f"wrote {len(table)} overlays and {out / CAM_CSV}")
+    missing = int((table["cell_mask"] != CELL_FOUND).sum())
+    if missing:
+        typer.echo(
+            f"no cell found in {missing} image(s): their share is empty (see cell_mask in cam.csv)."
+        )
+    if math.isnan(share):
+        typer.echo("no share of the CAM on the cell: no image had both a cell and a CAM.")
+        return
     typer.echo(f"mean share of the CAM on the cell: {share:.2f}")
     if share < LOW_FOREGROUND_SHARE:
         typer.echo("warning: this model looks mostly at the background, not at the cell.")

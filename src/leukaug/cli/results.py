@@ -192,7 +192,7 @@ def estimate_line(preview: StudyPreview) -> str:
     sources = sorted({arm.estimate_source for arm in todo if arm.estimate_source})
     total = work.get("estimated_seconds")
     if total is None:
-        return "time: no estimate for every arm (arms without a network are not timed)"
+        return "time: no estimate (arms without a network are not timed: they take seconds)"
     at_once = work.get("arms_at_once", 1)
     parallel = f", {at_once} arms at once" if at_once > 1 else ""
     bound = "; measured steps leave out augmentation and data loading: a lower bound"

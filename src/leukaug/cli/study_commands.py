@@ -70,6 +70,12 @@ def register(app: typer.Typer) -> None:
             "--dry-run",
             help="Show the arms, their references, the data and the work; train nothing.",
         ),
+        variance_from: Path | None = typer.Option(
+            None,
+            "--variance-from",
+            help="With --dry-run: a pilot study folder whose variances give the detectable "
+            "effect per comparison and the seeds needed.",
+        ),
         as_json: bool = typer.Option(
             False, "--json", help="Print the summary (or the --dry-run plan) as JSON on stdout."
         ),
@@ -105,8 +111,10 @@ def register(app: typer.Typer) -> None:
         settings = [*flag_assignments(flags), *overrides]
         config = read_study_file(path, settings)
         source = " ".join([str(path), describe(settings)]).strip()
+        if variance_from is not None and not dry_run:
+            raise typer.BadParameter("--variance-from needs --dry-run", param_hint="--dry-run")
         if dry_run:
-            show_plan(config, out, as_json=as_json)
+            show_plan(config, out, as_json=as_json, variance_from=variance_from)
             return
         run_and_report(config, out, source=source, force=force, as_json=as_json)
 
@@ -122,17 +130,20 @@ def register(app: typer.Typer) -> None:
         run_and_report(read_study_file(path), out, source=str(path), force=force)
 
 
-def show_plan(config: StudyConfig, out: Path, *, as_json: bool) -> None:
-    """`--dry-run`: the arms with their references, the data and the work."""
-    from leukaug.study.dry_run import preview_study
+def show_plan(
+    config: StudyConfig, out: Path, *, as_json: bool, variance_from: Path | None = None
+) -> None:
+    """`--dry-run`: the arms with their references, the data, the work and the power."""
+    from leukaug.study.dry_run import power_lines, preview_study
 
     preview = preview_study(config, out)
+    power = power_lines(config, preview, variance_from)
     if as_json:
-        typer.echo(json.dumps(preview.to_dict(), indent=2))
+        typer.echo(json.dumps(preview.to_dict() | {"power": power}, indent=2))
         return
     console = Console()
     console.print(preview_table(preview))
-    for line in preview_lines(preview):
+    for line in [*preview_lines(preview), *power]:
         console.print(line, markup=False, highlight=False)
 
 

@@ -26,7 +26,7 @@ from leukaug.cli.progress import arm_display
 from leukaug.core.errors import LeukaugError
 from leukaug.core.layout import ArmFolder
 from leukaug.core.lock import FolderLocked, clear_locked_folder, folder_lock
-from leukaug.data.choices import LAYOUTS
+from leukaug.data.choices import LAYOUTS, STAIN_NORMALIZATIONS
 from leukaug.study.overrides import Flag, apply_overrides, flag_assignments, flag_names
 from leukaug.study.study_file import SECTION_KEYS, DataSection, StudyConfig, parse_study
 
@@ -48,6 +48,9 @@ TRAIN_FLAGS = {
     "split": Flag("--split", "data.split"),
     "val_fraction": Flag("--val-fraction", "data.val_fraction"),
     "split_seed": Flag("--split-seed", "data.split_seed"),
+    "test_fraction": Flag("--test-fraction", "data.test_fraction"),
+    "normalize": Flag("--normalize", "data.normalize"),
+    "normalize_reference": Flag("--normalize-reference", "data.normalize_reference"),
     "seed": Flag("--seed", "study.seeds"),
     "device": Flag("--device", "study.device"),
     "image_size": Flag("--image-size", "training.image_size"),
@@ -78,6 +81,7 @@ ClassWeighting = choice(CHOICES["class_weighting"])
 Head = choice(CHOICES["head"])
 Split = choice(get_args(DataSection.model_fields["split"].annotation))
 Layout = choice(LAYOUTS)
+StainNormalization = choice(STAIN_NORMALIZATIONS)
 
 
 def register(app: typer.Typer) -> None:
@@ -149,6 +153,17 @@ def register(app: typer.Typer) -> None:
         val_fraction: float = typer.Option(DATA_DEFAULTS["val_fraction"], "--val-fraction"),
         split_seed: int = typer.Option(
             DATA_DEFAULTS["split_seed"], "--split-seed", help="Seed of the train/val split."
+        ),
+        test_fraction: float | None = typer.Option(
+            None,
+            "--test-fraction",
+            help="Data with no test set: hold out this fraction of each class's subjects.",
+        ),
+        normalize: StainNormalization = typer.Option(
+            DATA_DEFAULTS["normalize"], "--normalize", help="Stain normalisation of the images."
+        ),
+        normalize_reference: Path | None = typer.Option(
+            None, "--normalize-reference", help="Image to fit the stain target to."
         ),
         layout: Layout = typer.Option(
             DATA_DEFAULTS["layout"], "--layout", help="Data layout (auto: detected)."
@@ -251,9 +266,12 @@ def train_one_arm(
     arm = replace(arm, arm_id=out.name)
     threads = resolve_threads(config.executor.threads)
     with arm_display(console, study=False) as display:
-        data = prepare_data(config, [arm.image_size])
+        data = prepare_data(config, [arm.image_size], need_test=False)  # val judges it
         settings = replace(run_settings(config, data.crop), threads=threads)
-        job = ArmJob(out, data.manifest, data.cache_dir, settings, single_arm=True)
+        job = ArmJob(
+            out, data.manifest, data.cache_dir, settings, single_arm=True,
+            background_check=config.study.background_check,
+        )  # fmt: skip
         outcome = job.run(
             arm,
             cache=data.caches[arm.image_size],

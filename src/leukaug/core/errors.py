@@ -32,3 +32,9 @@ def unknown_name_message(kind: str, name: str, valid: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=3)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return f"Unknown {kind} {name!r}.{hint} Valid names: {', '.join(valid)}."
+
+
+class StorageError(LeukaugError):
+    """A write failed for lack of space or permission (ENOSPC, EDQUOT, EROFS, EACCES): the
+    message names the folder, its free space and what the write needed. Nothing was
+    half-written; rerunning the command after fixing it resumes where it stopped."""

@@ -16,6 +16,9 @@ from leukaug.core import atomic
 
 STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
+# Stopped by a full disk or an unwritable folder: resumes from last.pt like a killed run.
+STATUS_INTERRUPTED = "interrupted"
+RESUMABLE_STATUSES = (STATUS_RUNNING, STATUS_INTERRUPTED)
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,16 @@ class StudyFolder:
     @property
     def comparisons_csv(self) -> Path:
         return self.path / "comparisons.csv"
+
+    @property
+    def out_of_fold_csv(self) -> Path:
+        """Cross-validation: every arm x seed's out-of-fold prediction of every image."""
+        return self.path / "out_of_fold.csv"
+
+    @property
+    def fold_metrics_csv(self) -> Path:
+        """Cross-validation: the primary metric per arm, seed and fold, and pooled."""
+        return self.path / "fold_metrics.csv"
 
     @property
     def report_html(self) -> Path:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 KAGGLE = "cnmc_kaggle"  # the Kaggle mirror of C-NMC 2019
 TCIA = "cnmc_tcia"  # the TCIA release
-LAYOUTS = ("auto", KAGGLE, TCIA, "folders", "csv")
+IMAGEFOLDER = "imagefolder"  # ROOT/{train,test[,val]}/{CLASS}/ (torchvision's ImageFolder)
+LAYOUTS = ("auto", KAGGLE, TCIA, "folders", IMAGEFOLDER, "csv")
+
+STAIN_NORMALIZATIONS = ("none", "macenko", "reinhard")  # [data] normalize (data.stain_norm)
 
 QUADRANTS = ("top_left", "top_right", "bottom_left", "bottom_right")
 NUCLEUS = "nucleus"

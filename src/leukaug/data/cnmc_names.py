@@ -11,7 +11,8 @@ from pathlib import Path
 from leukaug import LABEL_ALL, LABEL_HEM
 from leukaug.core.errors import DataError
 
-CNMC_NAME = re.compile(r"^UID_(H?\d+)_(\d+)_(\d+)_(all|hem)\.bmp$", re.IGNORECASE)
+# Any image suffix: real downloads hold BMP data under other names (the reader goes by content).
+CNMC_NAME = re.compile(r"^UID_(H?\d+)_(\d+)_(\d+)_(all|hem)\.(bmp|png|jpe?g|tiff?)$", re.IGNORECASE)
 CLASS_FOLDERS = {"all": LABEL_ALL, "hem": LABEL_HEM}
 
 

@@ -4,12 +4,20 @@ path inside the data root (names and symbolic links alike), CSV tables, labels a
 One rule for symbolic links, whatever the layout: a link (image, class folder or any
 folder on the way) that resolves inside the data root is followed; one that resolves
 outside it is refused, naming the link and its target.
+
+One rule for files that are no regular readable file (`odd_reason`: a symbolic link loop,
+a broken link, a FIFO, a socket, a device, an unreadable file): a folder scan skips them
+and lists them, like non-image files (`Dataset.ignored`, with the reason in its notes);
+a CSV row naming one is refused, naming the row. Nothing ever opens them (a FIFO would
+block the read forever).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import os
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +26,29 @@ from leukaug.core.errors import DataError
 from leukaug.data.images import is_image_file
 
 Row = dict[str, object]
+
+
+def odd_reason(path: Path) -> str | None:
+    """Why `path` cannot be read as an image file, or None for a regular readable file or a
+    folder: 'a symbolic link loop', 'a broken symbolic link', 'a FIFO (named pipe)',
+    'a socket', 'a device', 'unreadable (<why>)'. Never opens the file."""
+    try:
+        mode = path.stat().st_mode  # follows links
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if error.errno == errno.ENOENT and path.is_symlink():
+            return "a broken symbolic link"
+        return f"unreadable ({error.strerror or error})"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISREG(mode) and not os.access(path, os.R_OK):
+        return "unreadable (permission denied)"
+    return None
 
 
 def check_inside_root(path: Path, root: Path) -> None:
@@ -67,7 +98,17 @@ def _scan(
     recursive: bool,
     ancestors: tuple[Path, ...],
 ) -> None:
-    for entry in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as error:
+        raise DataError(
+            f"{folder}: cannot list the folder ({error.strerror or error}). "
+            "Fix: make it readable (chmod u+rx), or move it out of the data root."
+        ) from None
+    for entry in entries:
+        if odd_reason(entry) is not None:  # never followed nor opened; listed as ignored
+            ignored.append(entry)
+            continue
         if root is not None and entry.is_symlink() and (entry.is_dir() or is_image_file(entry)):
             check_inside_root(entry, root)
         if entry.is_dir():
@@ -97,6 +138,12 @@ def resolve_inside(root: Path, name: str, where: str) -> Path:
         raise DataError(
             f"{where}: {name!r} points outside the data root {root}. "
             "Fix: keep every image inside the data root and write its path relative to it."
+        )
+    odd = odd_reason(lexical) if os.path.lexists(lexical) else None
+    if odd is not None:
+        raise DataError(
+            f"{where}: {name!r} is {odd}, not an image file. "
+            "Fix: replace it with the image file, or remove the row."
         )
     try:
         check_inside_root(lexical, root)

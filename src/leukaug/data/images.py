@@ -1,5 +1,10 @@
 """Open one image file as RGB uint8, converting other modes explicitly (never silently).
 
+Which files are images: a file with an image suffix (`IMAGE_SUFFIXES`), or one whose first
+bytes are a BMP, PNG, JPEG or TIFF signature whatever its name (`sniff_format`); PIL then
+decodes each by its content, so BMP data under a `.png` name (a real C-NMC download quirk)
+is read as the BMP it is, and `read_dataset` notes the mismatch.
+
 C-NMC images are 24-bit RGB BMPs. Other data sets may hold grayscale (L, LA), RGBA,
 palette (P) or 16-bit (I;16) files; each is converted by a stated rule and the caller
 counts the conversions so the report can say what happened.
@@ -48,9 +53,51 @@ CONVERSION_RULES = {
 }
 
 
+# The formats leukaug reads, by their first bytes (the file signatures of each format).
+SIGNATURES = (
+    (b"BM", "BMP"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),  # BigTIFF
+    (b"MM\x00+", "TIFF"),
+)
+FORMAT_OF_SUFFIX = {
+    ".bmp": "BMP",
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
+
+
+def sniff_format(path: Path) -> str | None:
+    """ "BMP", "PNG", "JPEG" or "TIFF" from the file's first bytes; None for anything else."""
+    if not path.is_file():  # never open a FIFO or a device: the read would block or not end
+        return None
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return None
+    return next((name for magic, name in SIGNATURES if head.startswith(magic)), None)
+
+
 def is_image_file(path: Path) -> bool:
-    """An image by suffix; macOS resource forks (`._name.bmp`) are not images."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("._")
+    """An image by suffix, or by content when the suffix is not an image's; macOS resource
+    forks (`._name.bmp`) are not images."""
+    if path.name.startswith("._"):
+        return False
+    return path.suffix.lower() in IMAGE_SUFFIXES or sniff_format(path) is not None
+
+
+def misnamed(path: Path) -> str | None:
+    """The real format of an image whose suffix names another one (e.g. BMP data in `x.png`)."""
+    found = sniff_format(path)
+    named = FORMAT_OF_SUFFIX.get(path.suffix.lower())
+    return found if found is not None and found != named else None
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""What a data set holds: counts per split, class, fold and subject, and a contact sheet.
+"""What a data set holds: counts per split, class, fold and subject (summarised, with an
+images-per-subject histogram), and a contact sheet.
 
 `contact_sheet` renders the paper's Figure 1 (sample cells per class), for `leukaug data
 inspect` and for a study's report (from its image cache, `study.prepare.render_figures`).
@@ -53,6 +54,41 @@ def inspect_manifest(manifest: pd.DataFrame) -> Inspection:
         by_fold=_counts(manifest, ["source_split", "fold"]),
         by_subject=by_subject,
     )
+
+
+# Bins of the images-per-subject histogram: (label, lowest, highest) counts of images.
+HISTOGRAM_BINS = (("1", 1, 1), ("2", 2, 2), ("3-5", 3, 5), ("6-10", 6, 10), ("11-20", 11, 20),
+                  ("21-50", 21, 50), ("51-100", 51, 100), ("101-500", 101, 500),
+                  ("over 500", 501, None))  # fmt: skip
+
+
+def subject_summary(by_subject: pd.DataFrame) -> pd.DataFrame:
+    """Per class: subjects, images, and the fewest / median / most images of one subject."""
+    grouped = by_subject.groupby("class", sort=False)["images"]
+    summary = grouped.agg(subjects="size", images="sum", fewest="min", median="median", most="max")
+    order = [CLASS_NAMES[LABEL_ALL], CLASS_NAMES[LABEL_HEM]]
+    return summary.reindex([c for c in order if c in summary.index]).reset_index()
+
+
+def images_per_subject_histogram(by_subject: pd.DataFrame) -> pd.DataFrame:
+    """Subjects per class whose image count falls in each bin (empty bins left out)."""
+    records = []
+    for label, low, high in HISTOGRAM_BINS:
+        inside = by_subject["images"] >= low
+        if high is not None:
+            inside &= by_subject["images"] <= high
+        counts = by_subject.loc[inside, "class"].value_counts()
+        if counts.sum():
+            records.append(
+                {
+                    "images per subject": label,
+                    **{
+                        c: int(counts.get(c, 0))
+                        for c in (CLASS_NAMES[LABEL_ALL], CLASS_NAMES[LABEL_HEM])
+                    },
+                }
+            )
+    return pd.DataFrame.from_records(records)
 
 
 def sample_images(

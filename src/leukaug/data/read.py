@@ -1,7 +1,10 @@
 """`read_dataset`: any supported layout on disk -> a validated, labelled, subject-aware manifest.
 
-Layouts: `cnmc_kaggle`, `cnmc_tcia` (auto-detected), `folders` (one folder per class,
-needs `positive_class`), `csv` (`path,label[,subject][,split]`, needs `labels_csv`).
+Layouts, auto-detected in this order: `csv` (`path,label[,subject][,split]`, when
+`labels_csv` is given), `cnmc_kaggle` and `cnmc_tcia`, `imagefolder` (split folders
+`ROOT/{train,test[,val]}/{CLASS}/`), `folders` (one folder per class). The class-folder
+layouts need `positive_class` unless the folders are named `all` and `hem`.
+Images are found and decoded by content (`data.images`), so a file's suffix may lie.
 Every image's header is read first, so a file declaring more than `max_pixels` pixels
 (a decompression bomb) is refused by name before any image is decoded. Then every image
 is fully decoded once, so a truncated file fails now with its path, not in the middle of
@@ -18,8 +21,10 @@ import pandas as pd
 
 from leukaug.core.errors import DataError
 from leukaug.data import cnmc, folders
-from leukaug.data.choices import LAYOUTS
-from leukaug.data.images import CONVERSION_RULES, MAX_PIXELS, check_pixels, open_rgb
+from leukaug.data.cache import RESIZE_POLICY
+from leukaug.data.choices import IMAGEFOLDER, LAYOUTS
+from leukaug.data.files import odd_reason
+from leukaug.data.images import CONVERSION_RULES, MAX_PIXELS, check_pixels, misnamed, open_rgb
 from leukaug.data.synth import MARKER_FILE
 
 MANIFEST_COLUMNS = ["image_id", "path", "label", "subject", "source_split", "fold"]
@@ -49,13 +54,28 @@ def detect_layout(
     found = cnmc.detect(root)
     if found is not None:
         return found
-    if positive_class is not None:
+    subfolders = folders.class_folders(root)
+    splits = folders.split_folders(root)
+    if splits:
+        others = [p.name for p in subfolders if p not in splits.values()]
+        if others:
+            raise DataError(
+                f"{root}: cannot tell the layout: split folders "
+                f"({', '.join(p.name for p in splits.values())}) beside other folders "
+                f"({', '.join(others)}). Fix: for an ImageFolder layout keep only "
+                "train/, test/ and val/ (each with the class folders); for one folder per "
+                "class, rename the class folders."
+            )
+        return root, IMAGEFOLDER
+    if subfolders:
         return root, "folders"
     raise DataError(
-        f"{root}: cannot tell the layout. Expected one of: the Kaggle C-NMC folder "
-        "(C-NMC_Leukemia/ with training_data/ and validation_data/), the TCIA release "
-        "(C-NMC_training_data/, C-NMC_test_prelim_phase_data/), one folder per class "
-        "(pass --positive-class NAME), or a CSV of path,label[,subject] (pass --labels-csv FILE)."
+        f"{root}: cannot tell the layout (no folders in it). Expected one of: the Kaggle "
+        "C-NMC folder (C-NMC_Leukemia/ with training_data/ and validation_data/), the TCIA "
+        "release (C-NMC_training_data/, C-NMC_test_prelim_phase_data/), ImageFolder split "
+        "folders (train/CLASS/, test/CLASS/, val/ optional), one folder per class (with "
+        "--positive-class NAME unless they are all/ and hem/), or a CSV of "
+        "path,label[,subject][,split] (pass --labels-csv FILE)."
     )
 
 
@@ -92,6 +112,8 @@ def read_dataset(
         rows, notes = cnmc.read_tcia(data_root, ignored)
     elif layout == "folders":
         rows, notes = folders.read_class_folders(data_root, positive_class, ignored)
+    elif layout == IMAGEFOLDER:
+        rows, notes = folders.read_image_folder(data_root, positive_class, ignored)
     else:
         if labels_csv is None:
             raise DataError("layout 'csv' needs a CSV file. Fix: pass --labels-csv FILE.")
@@ -111,15 +133,35 @@ def read_dataset(
         synthetic=(data_root / MARKER_FILE).is_file() or (root / MARKER_FILE).is_file(),
         notes=notes,
     )
-    if ignored:
+    odd = [(p, reason) for p in ignored if (reason := odd_reason(p)) is not None]
+    if len(odd) < len(ignored):
+        plain = sorted(_relative(p, data_root) for p in ignored if odd_reason(p) is None)
+        dataset.notes.append(f"{len(plain)} non-image file(s) ignored: {', '.join(plain[:5])}")
+    if odd:
+        listed = ", ".join(f"{_relative(p, data_root)} ({reason})" for p, reason in odd[:5])
+        more = f" and {len(odd) - 5} more (see dataset.json's `ignored`)" if len(odd) > 5 else ""
         dataset.notes.append(
-            f"{len(ignored)} non-image file(s) ignored: {', '.join(dataset.ignored[:5])}"
+            f"{len(odd)} file(s) that are no readable file skipped: {listed}{more}. "
+            "Fix: replace them with the image files, or remove them."
         )
     for path in manifest["path"]:  # headers only: nothing is decoded before all are checked
         check_pixels(path, max_pixels)
+    _note_misnamed(dataset)
     if check_images:
         _decode_all(dataset, max_pixels)
     return dataset
+
+
+def _note_misnamed(dataset: Dataset) -> None:
+    """A note for images whose suffix names another format (read by content all the same)."""
+    found = [(Path(p), misnamed(Path(p))) for p in dataset.manifest["path"]]
+    found = [(path, real) for path, real in found if real is not None]
+    if found:
+        shown = ", ".join(f"{path.name} is {real}" for path, real in found[:3])
+        dataset.notes.append(
+            f"{len(found)} image(s) named as another format ({shown}{' ...' if len(found) > 3 else ''}); "
+            "each is read by its content."
+        )
 
 
 def check_manifest(manifest: pd.DataFrame) -> None:
@@ -159,10 +201,20 @@ def _decode_all(dataset: Dataset, max_pixels: int) -> None:
     dataset.modes = dict(sorted(modes.items()))
     dataset.sizes = dict(sorted(sizes.items()))
     dataset.conversions = {m: n for m, n in dataset.modes.items() if CONVERSION_RULES[m] != "none"}
+    for mode, count in dataset.conversions.items():
+        dataset.notes.append(f"{count} image(s) in mode {mode}: {CONVERSION_RULES[mode]}")
+    if len(dataset.sizes) > 1 or any(w != h for w, h in (s.split("x") for s in dataset.sizes)):
+        non_square = sum(n for s, n in dataset.sizes.items() if len(set(s.split("x"))) > 1)
+        dataset.notes.append(
+            f"{len(dataset.sizes)} image size(s), {non_square} image(s) not square: {RESIZE_POLICY}"
+        )
 
 
 def _relative(path: Path, root: Path) -> str:
+    """`path` relative to `root`; a link that does not resolve (a loop, a broken link) by
+    its own name."""
     try:
-        return path.resolve().relative_to(root).as_posix()
+        named = path.absolute() if path.is_symlink() and odd_reason(path) else path.resolve()
+        return named.relative_to(root).as_posix()
     except ValueError:
         return str(path)

@@ -2,17 +2,19 @@
 
 The seed paper's future work: networks that each see one part of the cell (the four
 quadrants, the nucleus, the perimeter), trained independently and bagged. Everything
-here is a pure function of uint8 (N, H, W, 3) batches of single cells on black (C-NMC's
-segmented layout), so a study can build each member's image cache from the arm's cache:
+here is a pure function of uint8 (N, H, W, 3) batches of single cells, on black (C-NMC's
+segmented layout) or on a smear, so a study can build each member's image cache from the
+arm's cache:
 
-- `foreground_mask`: the cell = the non-black pixels;
+- `foreground_mask`: the cell, found by `leukaug.data.cell_mask` (the non-black pixels on
+  black, the central haematoxylin-stained region on a smear; empty where none is found);
 - `nucleus_mask`: the more purple of the cell's two Otsu classes of green chromaticity
   G / (R + G + B): the nuclear stain absorbs green, and chromaticity, unlike brightness,
   does not mistake the cell's dark blurred rim for nucleus;
 - `REGIONS`: name -> function giving that region's images (`region_images(images, name)`);
   quadrants are (H//2, W//2) crops, the nucleus crop is (H//2, W//2) centred on the nucleus
   (clamped inside the image), the perimeter keeps the full frame and blacks out all but
-  the outer ring of the cell (an annulus that follows its contour).
+  the outer ring of the cell (an annulus that follows its contour), black elsewhere.
 
 `bag_probabilities` averages the members' P(ALL); `fit_stacker` fits a logistic regression
 on the members' validation predictions only (never on test), as a learned alternative.
@@ -29,9 +31,9 @@ from skimage.filters import threshold_otsu
 from sklearn.linear_model import LogisticRegression
 
 from leukaug.core.errors import ConfigError, DataError, unknown_name_message
+from leukaug.data.cell_mask import find_cells
 from leukaug.data.choices import NUCLEUS, PERIMETER, QUADRANTS
 
-FOREGROUND_THRESHOLD = 10  # max channel value above which a pixel is cell, not background
 RIM_PX = 2  # the cell's blurred edge, left out of the nucleus
 RING_FRACTION = 0.3  # the perimeter ring's width, as a fraction of the cell's inscribed radius
 
@@ -47,9 +49,9 @@ def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
     return images
 
 
-def foreground_mask(images: np.ndarray, threshold: int = FOREGROUND_THRESHOLD) -> np.ndarray:
-    """Boolean (N, H, W): the cell's pixels (any channel above `threshold`)."""
-    return check_images(images).max(axis=-1) > threshold
+def foreground_mask(images: np.ndarray) -> np.ndarray:
+    """Boolean (N, H, W): the cell's pixels (`cell_mask.find_cells`; empty where none is found)."""
+    return find_cells(check_images(images)).masks
 
 
 def luminance(images: np.ndarray) -> np.ndarray:
@@ -234,7 +236,8 @@ LOW_FOREGROUND_SHARE = 0.5  # below this, a model looks more at the background t
 
 
 def foreground_share(cams: np.ndarray, foreground: np.ndarray) -> np.ndarray:
-    """Per image, the share of the map's mass on the foreground (NaN for an all-zero map)."""
+    """Per image, the share of the map's mass on the foreground (NaN for an all-zero map, and
+    for an empty foreground: no cell found, so no share, never "all on the cell")."""
     if cams.shape != foreground.shape:
         raise DataError(
             f"CAMs {cams.shape} and foreground masks {foreground.shape} differ in shape."
@@ -242,4 +245,5 @@ def foreground_share(cams: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     total = cams.reshape(len(cams), -1).sum(axis=1)
     inside = (cams * foreground).reshape(len(cams), -1).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, inside / np.where(total > 0, total, 1), np.nan)
+        share = np.where(total > 0, inside / np.where(total > 0, total, 1), np.nan)
+    return np.where(foreground.reshape(len(cams), -1).any(axis=1), share, np.nan)

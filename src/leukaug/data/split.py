@@ -4,8 +4,15 @@
 EACH class (scikit-learn's `GroupShuffleSplit` run per class, so the split is stratified
 by class and no subject spans two splits). `image`: the seed paper's split, a random
 `val_fraction` of training images stratified by class; cells of one patient then land in
-both train and validation, which inflates validation scores (it warns).
-The test split is always the source test set.
+both train and validation, which inflates validation scores (it warns when a subject
+really is in two splits).
+
+The test split is the source test set. A data set without one (a folder per class, a CSV
+without a `split` column) gets a held-out test set with `test_fraction`: about that
+fraction of each class's subjects (stratified, subject-level, fixed by `seed`); when the
+data have no subject ids (every image its own subject) this is an image-level hold-out and
+a warning says so. A source validation set (an ImageFolder `val/` folder) is used as it
+is instead of drawing one.
 """
 
 from __future__ import annotations
@@ -35,35 +42,90 @@ class SplitReport:
 
 
 def split_manifest(
-    manifest: pd.DataFrame, strategy: str = "subject", val_fraction: float = 0.2, seed: int = 0
+    manifest: pd.DataFrame,
+    strategy: str = "subject",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    test_fraction: float | None = None,
 ) -> pd.DataFrame:
-    """A copy of `manifest` with a `split` column in {"train", "val", "test"}."""
+    """A copy of `manifest` with a `split` column in {"train", "val", "test"}.
+
+    `test_fraction` holds out a test set from a data set that has none (see the module).
+    """
     if strategy not in STRATEGIES:
         raise ConfigError(
             f"unknown split strategy {strategy!r}. Fix: use one of {', '.join(STRATEGIES)}."
         )
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(
-            f"val_fraction {val_fraction} must be between 0 and 1 (exclusive), e.g. 0.2."
-        )
+    _check_fraction("val_fraction", val_fraction, "0.2")
     frame = manifest.copy()
-    frame["split"] = np.where(frame["source_split"] == "test", "test", "train")
+    frame["split"] = np.where(
+        frame["source_split"].isin(["test", "val"]), frame["source_split"], "train"
+    )
+    if test_fraction is not None:
+        _check_fraction("test_fraction", test_fraction, "0.3")
+        held_out = _held_out_test(frame, test_fraction, seed)
+        frame.loc[held_out, "split"] = "test"
     train_rows = frame.index[frame["split"] == "train"]
     if len(train_rows) == 0:
         raise DataError(
             "the data set has no training images, so there is nothing to split. Fix: add training data."
         )
-    if strategy == "subject":
-        val_rows = _subject_level_val(frame.loc[train_rows], val_fraction, seed)
-    else:
-        val_rows = _image_level_val(frame.loc[train_rows], val_fraction, seed)
-    frame.loc[val_rows, "split"] = "val"
+    if not (frame["split"] == "val").any():  # no source validation set: draw one
+        if strategy == "subject":
+            val_rows = _subject_level_val(frame.loc[train_rows], val_fraction, seed)
+        else:
+            val_rows = _image_level_val(frame.loc[train_rows], val_fraction, seed)
+        frame.loc[val_rows, "split"] = "val"
     if strategy == "subject":
         check_no_subject_leak(frame)
     else:
         leaked = _leaked_subjects(frame)
-        warnings.warn(_leak_message(leaked), UserWarning, stacklevel=2)
+        if leaked:  # only when a subject really is in two splits
+            warnings.warn(_leak_message(leaked), UserWarning, stacklevel=2)
     return frame
+
+
+def _check_fraction(name: str, value: float, example: str) -> None:
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"{name} {value} must be between 0 and 1 (exclusive), e.g. {example}.")
+
+
+def has_subject_ids(manifest: pd.DataFrame) -> bool:
+    """False when every image is its own subject (the layout gave no subject ids)."""
+    return manifest["subject"].nunique() < len(manifest)
+
+
+def _held_out_test(frame: pd.DataFrame, test_fraction: float, seed: int) -> pd.Index:
+    """Rows of about `test_fraction` of each class's subjects, for a data set with no test set."""
+    source_test = int((frame["split"] == "test").sum())
+    if source_test:
+        raise ConfigError(
+            f"test_fraction = {test_fraction}, but the data set already has a test set "
+            f"({source_test} images from its layout). Fix: remove test_fraction to use that "
+            "test set, or merge the data into one training set first."
+        )
+    if not has_subject_ids(frame):
+        warnings.warn(
+            "the data have no subject ids (each image is its own subject), so the held-out "
+            "test set is drawn image by image; cells of one patient may be in training and "
+            "test. Fix: put each subject's images in a subfolder of its class folder, or give "
+            "a CSV with a subject column.",
+            UserWarning,
+            stacklevel=3,
+        )
+    rows = []
+    for label, part in frame[frame["split"] == "train"].groupby("label"):
+        subjects = part["subject"].unique()
+        if len(subjects) < 3:
+            raise DataError(
+                f"class {CLASS_NAMES[int(label)]} has {len(subjects)} subject(s): too few to hold "
+                "out a test set and keep training and validation subjects. Fix: add subjects, or "
+                "give a test set (a test/ folder, or a CSV split column)."
+            )
+        splitter = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
+        _, test_index = next(splitter.split(part, groups=part["subject"]))
+        rows.append(part.index[test_index])
+    return pd.Index(np.concatenate(rows))
 
 
 def _subject_level_val(train: pd.DataFrame, val_fraction: float, seed: int) -> pd.Index:

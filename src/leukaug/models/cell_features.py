@@ -3,15 +3,18 @@
 The seed paper doubts that "CNNs might be the best approach"; this is the non-CNN answer a
 haematologist would reach for: measure each cell, then classify the measurements.
 
-- morphology (scikit-image `regionprops` of the largest foreground component, the cell =
-  its non-black pixels, and of the nucleus = the more purple Otsu class, see `regions`): area,
+- morphology (scikit-image `regionprops` of the cell found by `leukaug.data.cell_mask`, on
+  black or on a smear, and of the nucleus = the more purple Otsu class, see `regions`): area,
   perimeter, eccentricity, solidity, and the nucleus' area, eccentricity, solidity and its
   share of the cell (the nucleus-to-cell ratio, ALL's hallmark);
 - colour: mean and standard deviation of R, G, B over the cell and mean R, G, B over the
   nucleus (0-255 scale);
 - texture: grey-level co-occurrence (GLCM) contrast, dissimilarity, homogeneity, energy and
   correlation of the cell's luminance, 32 grey levels, distance 1, averaged over 0/45/90/135
-  degrees, background pairs excluded (level 0 is reserved for the black background).
+  degrees, background pairs excluded (level 0 is reserved for the background).
+
+A cell the mask cannot find (`cell_mask.find_cells` says why) gets NaN features, which the
+gradient-boosted classifier treats as missing; `cell_features` logs how many there were.
 
 `fit_feature_classifier` fits scikit-learn's HistGradientBoostingClassifier with balanced
 class weights; `predict_probabilities` gives P(ALL) (ALL = 1), the column `predictions.csv` holds.
@@ -19,6 +22,7 @@ class weights; `predict_probabilities` gives P(ALL) (ALL = 1), the column `predi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +33,10 @@ from skimage.measure import label, regionprops
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from leukaug.core.errors import ConfigError
-from leukaug.data.regions import check_images, foreground_mask, luminance, nucleus_mask
+from leukaug.data.cell_mask import find_cells
+from leukaug.data.regions import check_images, luminance, nucleus_mask
+
+log = logging.getLogger(__name__)
 
 GLCM_LEVELS = 32
 GLCM_ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
@@ -74,9 +81,13 @@ def _glcm(luma: np.ndarray, cell: np.ndarray) -> dict[str, float]:
 
 
 def cell_features(images: np.ndarray) -> pd.DataFrame:
-    """One row of `FEATURE_NAMES` per uint8 (N, H, W, 3) cell on black."""
+    """One row of `FEATURE_NAMES` per uint8 (N, H, W, 3) cell (on black or on a smear);
+    NaN where no cell was found."""
     images = check_images(images)
-    cells = foreground_mask(images)
+    found = find_cells(images)
+    if note := found.not_found_summary():
+        log.warning("cell features: %s; their features are missing (NaN)", note)
+    cells = found.masks
     nuclei = nucleus_mask(images, cells)
     luma = luminance(images)
     rows = []
@@ -97,7 +108,9 @@ def cell_features(images: np.ndarray) -> pd.DataFrame:
         }
         row |= _glcm(grey, cell)
         rows.append(row)
-    return pd.DataFrame(rows, columns=list(FEATURE_NAMES), dtype=np.float64)
+    table = pd.DataFrame(rows, columns=list(FEATURE_NAMES), dtype=np.float64)
+    table.loc[~found.found, :] = np.nan
+    return table
 
 
 def _matrix(features: pd.DataFrame) -> np.ndarray:

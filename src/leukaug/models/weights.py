@@ -23,6 +23,7 @@ from torchvision.models import WeightsEnum
 
 from leukaug.core.errors import WeightsError
 from leukaug.models.catalog import OFFLINE_ENV, ImagenetWeights, offline
+from leukaug.models.safe_load import NotATorchFileError, safe_torch_load
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention: name-<sha256 prefix>.pth
 
@@ -103,9 +104,16 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"Weights file {path} does not exist; check weights_path.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsError(f"Could not read weights file {path}: {error}") from error
+        state = safe_torch_load(path)  # a file holding code: RefusedFileError, as it is
+    except NotATorchFileError as error:
+        raise WeightsError(
+            f"Could not read weights file {path}: {error.reason}. Fix: check weights_path; "
+            "save a state dict with torch.save(model.state_dict(), path)."
+        ) from None
+    except OSError as error:
+        raise WeightsError(
+            f"Could not read weights file {path}: {error.strerror or error}."
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(
             f"Weights file {path} is not a state dict (name -> tensor); save one with "

@@ -13,8 +13,13 @@ import pandas as pd
 
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError
+from leukaug.core.layout import StudyFolder
+from leukaug.report.background import background_notes, background_summary
+from leukaug.report.baseline_note import baseline_sentence
 from leukaug.report.cams import cam_figures, cam_notes, cam_summary, cam_table
 from leukaug.report.figure_specs import render_figures
+from leukaug.report.folds_report import METHOD as CV_METHOD
+from leukaug.report.folds_report import fold_table
 from leukaug.report.html import ReportContent, render_html
 from leukaug.report.markdown import render_markdown
 from leukaug.report.tables import (
@@ -36,6 +41,7 @@ from leukaug.stats.analysis import (
     training_table,
 )
 from leukaug.stats.classical import DegenerateDataWarning
+from leukaug.stats.cross_validation import fold_metrics, is_cross_validated, pool_folds
 from leukaug.stats.family import primary_metric, primary_verdicts
 from leukaug.stats.pairs import ReferencePlan, plan_references
 from leukaug.stats.study_results import Study, load_study_results
@@ -62,8 +68,11 @@ METHODS = [
     "Primary analysis (the verdicts; verdicts.csv): each arm is compared with its matched reference, the arm that "
     "differs from it only in its augmentations, on the study's primary metric. The comparison is paired by seed and "
     "joined by image_id, and its inference covers both training runs (seeds) and test subjects (leukaug.stats; "
-    "see docs/statistics.md). Holm's step-down correction is applied to exactly these primary p-values, one per "
-    "tested arm: that family, and only it, decides the verdicts.",
+    "see docs/statistics.md). Each row's (arm's and reference's) own training-run variance is moderated toward the "
+    "family's; a step-down max-t correction that uses the correlation the shared reference induces (Holm's in "
+    "older tables; verdicts.csv `multiplicity`) is applied to exactly these primary p-values, one per tested arm: "
+    "that family, and only it, decides the verdicts. Accuracy-type primary metrics use each run's operating "
+    "threshold chosen on validation unless the study fixes one.",
     "Secondary analyses (comparisons.csv, Table 6, Figure 9): McNemar's exact test on correctness, DeLong's test of "
     "correlated AUCs, and a subject bootstrap, each arm against its matched reference per seed and on seed-averaged "
     "probabilities. They are conditional on these trained models and these cells, and McNemar and DeLong treat cells "
@@ -105,6 +114,12 @@ def _title(study: Study) -> str:
     return f"leukaug study report: {name}"
 
 
+def _baseline_lines(study: Study, summary: pd.DataFrame, metric: str) -> list[str]:
+    """The answer box's comparison of the best CNN arm with the features baseline, if any."""
+    sentence = baseline_sentence(study, summary, metric)
+    return [] if sentence is None else [sentence]
+
+
 def _notes(metrics: pd.DataFrame, plan: ReferencePlan) -> list[str]:
     notes = family_notes(plan)
     without_test = sorted(
@@ -132,6 +147,21 @@ def _notes(metrics: pd.DataFrame, plan: ReferencePlan) -> list[str]:
     return notes
 
 
+def optional_failure_notes(study: Study) -> list[str]:
+    """One note per arm whose optional steps (Grad-CAMs, tracking) failed (its arm.json's
+    `optional_failures`): the arm's results are complete and in the report."""
+    notes = []
+    for arm in study.arms:
+        failures = arm.info.get("optional_failures") or []
+        if failures:
+            listed = "; ".join(f"{f.get('step')}: {f.get('error')}" for f in failures)
+            notes.append(
+                f"Arm {arm.arm_id}: optional step(s) failed ({listed}). Its results are "
+                "complete and included; only these extras are missing (see its arm.json)."
+            )
+    return notes
+
+
 def build_report(
     study_dir: str | Path,
     baseline: str | None = None,
@@ -148,7 +178,9 @@ def build_report(
     if ci_method not in CI_NAMES:
         raise ConfigError(f"Unknown CI method {ci_method!r}; valid: {', '.join(CI_NAMES)}.")
     directory = Path(study_dir)
-    study = load_study_results(directory)
+    trained = load_study_results(directory)  # every arm folder (with cv_folds: one per fold)
+    pooled = pool_folds(trained) if is_cross_validated(trained) else None
+    study = pooled.study if pooled is not None else trained  # what the statistics analyse
     plan = plan_references(study, baseline)
     metric = primary_metric(study)
     order = {name: k for k, name in enumerate(study.names())}
@@ -173,21 +205,28 @@ def build_report(
         tables.append(seed_table(summary, COMPARISON_SPLIT))
     if not comparisons.empty:
         tables.append(comparisons_display_table(comparisons))
-    training = training_table(study)
+    folds = fold_metrics(pooled.out_of_fold, metric) if pooled is not None else None
+    if folds is not None and (table := fold_table(folds, metric)) is not None:
+        tables.append(table)
+    training = training_table(trained)
     if not training.empty:
         tables.append(training_display(training))
-    cams = cam_summary(study)  # where the CNN arms look (Grad-CAM; report/cams.py)
-    if (where := cam_table(cams)) is not None:
+    cams = cam_summary(trained)  # where the CNN arms look (Grad-CAM; report/cams.py)
+    background = background_summary(trained)  # shortcuts (report/background.py)
+    if (where := cam_table(cams, background)) is not None:
         tables.append(where)
     content = ReportContent(
         title=_title(study),
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         synthetic=study.synthetic,
-        headline=headline(verdicts, plan, metric),
+        headline=headline(verdicts, plan, metric) + _baseline_lines(study, summary, metric),
         verdict_table=verdict_table(verdicts, metric),
-        notes=_notes(metrics, plan) + cam_notes(cams),
+        notes=_notes(metrics, plan)
+        + cam_notes(cams)
+        + background_notes(background)
+        + optional_failure_notes(study),
         tables=tables,
-        figures=figure_entries + cam_figures(study),
+        figures=figure_entries + cam_figures(trained),
         dataset=study.dataset,
         study_toml=study.study_toml,
         specs={
@@ -197,12 +236,13 @@ def build_report(
                 "config_hash": arm.info.get("config_hash"),
                 "spec": arm.spec,
             }
-            for arm in study.arms
+            for arm in trained.arms
         },
-        versions=_versions(study),
+        versions=_versions(trained),
         failed=study.failed,
         incomplete=study.incomplete,
-        methods=[line.replace("{ci}", CI_NAMES[ci_method]) for line in METHODS],
+        methods=[line.replace("{ci}", CI_NAMES[ci_method]) for line in METHODS]
+        + ([CV_METHOD.format(k=pooled.folds)] if pooled is not None else []),
     )
     paths = {
         "report": directory / "report.html",
@@ -216,6 +256,11 @@ def build_report(
     atomic.write_csv(paths["comparisons"], comparisons)
     atomic.write_csv(paths["verdicts"], verdicts)
     atomic.write_csv(paths["seed_metrics"], summary)
+    if pooled is not None and folds is not None:
+        paths["out_of_fold"] = StudyFolder(directory).out_of_fold_csv
+        paths["fold_metrics"] = StudyFolder(directory).fold_metrics_csv
+        atomic.write_csv(paths["out_of_fold"], pooled.out_of_fold)
+        atomic.write_csv(paths["fold_metrics"], folds)
     atomic.write_text(paths["report"], render_html(content))
     atomic.write_text(paths["summary"], render_markdown(content, tables[:2]))
     return {**paths, **written}

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+from leukaug.arm.background_check import FILLS
 from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.data.regions import LOW_FOREGROUND_SHARE
+from leukaug.report.background import COLUMNS as BACKGROUND_COLUMNS
+from leukaug.report.background import background_note_text
 from leukaug.report.html import FigureEntry
-from leukaug.report.tables import Table, number
+from leukaug.report.tables import DASH, Table, number
 from leukaug.stats.study_results import Study
 
 CAM_FIGURE_SCALE = 0.75  # CSS px per PNG px: the overlays are saved at 110 dpi
@@ -47,33 +50,63 @@ def cam_summary(study: Study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def cam_table(summary: pd.DataFrame) -> Table | None:
-    """'Table N. Where the models look', or None when no arm has CAMs."""
-    if summary.empty:
+def cam_table(summary: pd.DataFrame, background: pd.DataFrame | None = None) -> Table | None:
+    """'Table N. Where the models look', or None when no arm has CAMs or a background check;
+    with `background` (`report.background.background_summary`) each arm's AUC drop with its
+    background replaced stands beside its CAM share."""
+    background = pd.DataFrame(columns=BACKGROUND_COLUMNS) if background is None else background
+    if summary.empty and background.empty:
         return None
-    rows = [
-        [
-            str(row.name),
-            str(row.seeds),
-            str(row.cells),
-            number(row.mean_foreground_share, 3),
-            "looks mostly at the background" if row.flagged else "",
+    merged = summary.merge(background, on="name", how="outer", suffixes=("", "_check"), sort=False)
+    order = {name: k for k, name in enumerate([*summary["name"], *background["name"]])}
+    merged = merged.sort_values("name", key=lambda names: names.map(order), kind="stable")
+    checked = not background.empty
+    rows = []
+    for row in merged.to_dict("records"):
+        flags = []
+        if _true(row.get("flagged")):
+            flags.append("looks mostly at the background")
+        if _true(row.get("flagged_check")):
+            flags.append("depends on the background")
+        seeds = row.get("seeds")
+        cells = [
+            str(row["name"]),
+            _count(row.get("seeds_check") if seeds is None or pd.isna(seeds) else seeds),
+            _count(row.get("cells")) if _true(pd.notna(row.get("mean_foreground_share"))) else DASH,
+            number(row.get("mean_foreground_share"), 3),
         ]
-        for row in summary.itertuples(index=False)
+        if checked:
+            cells += [number(row.get(f"drop_{fill}"), 3) for fill in FILLS]
+        rows.append([*cells, "; ".join(flags)])
+    header = ["Arm", "Seeds", "Cells", "Share on cell"]
+    header += [f"AUC drop, {fill} background" for fill in FILLS] if checked else []
+    notes = [
+        f"Up to 64 test cells per seed (16 of each class x correct/wrong); an arm below "
+        f"{LOW_FOREGROUND_SHARE} is flagged. A bagged arm's share is its members' on their "
+        "own regions. Arms without a network (cell features) have no CAM."
     ]
+    if checked:
+        notes.append(background_note_text())
     return Table(
         "cam",
-        "Where the models look: Grad-CAM's share of its mass on the cell (the non-black "
-        "pixels), mean over the explained test cells of every seed.",
-        ["Arm", "Seeds", "Cells", "Share on cell", "Flag"],
+        "Where the models look: Grad-CAM's share of its mass on the cell (the cell mask: the "
+        "non-black pixels, or the stained cell on a smear), mean over the explained test cells "
+        "of every seed"
+        + (", and the test AUC lost when the background is replaced." if checked else "."),
+        [*header, "Flag"],
         rows,
-        notes=[
-            f"Up to 64 test cells per seed (16 of each class x correct/wrong); an arm below "
-            f"{LOW_FOREGROUND_SHARE} is flagged. A bagged arm's share is its members' on their "
-            "own regions. Arms without a network (cell features) have no CAM."
-        ],
+        notes=notes,
         text_columns=1,
     )
+
+
+def _count(value: object) -> str:
+    return DASH if value is None or pd.isna(value) else str(int(value))  # type: ignore[arg-type]
+
+
+def _true(value: object) -> bool:
+    """A flag of an outer-merged row: missing (None, NaN) is False."""
+    return value is not None and not (isinstance(value, float) and pd.isna(value)) and bool(value)
 
 
 def cam_notes(summary: pd.DataFrame) -> list[str]:

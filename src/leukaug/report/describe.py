@@ -19,7 +19,11 @@ DATASET_LABELS = {
     "ignored": "Non-image files skipped",
     "conversions": "Image mode conversions",
     "split_fingerprint": "Split fingerprint",
+    "cv": "Cross-validation",
 }
+# dataset.json entries the page leaves out: counts are a table of their own; the subjects of
+# each cross-validation fold can run to thousands of ids (they stay in dataset.json)
+NOT_SHOWN = ("counts", "fold_subjects")
 NOT_A_SETTING = ("config_hash",)  # identifies an arm's settings; it is not one of them
 
 
@@ -43,9 +47,9 @@ def _words(key: str) -> str:
 
 
 def dataset_lines(dataset: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(label, value) lines of dataset.json, counts left out (they are a table of their own)."""
+    """(label, value) lines of dataset.json, `NOT_SHOWN` left out."""
     known = [key for key in DATASET_LABELS if key in dataset]
-    others = sorted(key for key in dataset if key not in DATASET_LABELS and key != "counts")
+    others = sorted(key for key in dataset if key not in DATASET_LABELS and key not in NOT_SHOWN)
     return [
         (DATASET_LABELS.get(key, _words(key).capitalize()), plain(dataset[key]))
         for key in [*known, *others]

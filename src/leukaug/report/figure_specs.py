@@ -4,15 +4,19 @@ as a visible 'not available' box with the reason."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from leukaug.core.errors import StorageError
 from leukaug.report import figures
 from leukaug.report.html import FigureEntry
 from leukaug.stats.analysis import FigureData
+
+log = logging.getLogger(__name__)
 
 POOLED = " Arms with several seeds use the seed-averaged probabilities."
 
@@ -142,7 +146,17 @@ def render_figures(data: FigureData, directory: Path) -> tuple[list[FigureEntry]
                 FigureEntry(spec.name, spec.title, "", None, f"not available ({reason})")
             )
             continue
-        paths = figures.save(spec.render(data), directory, spec.name)
+        try:
+            paths = figures.save(spec.render(data), directory, spec.name)
+        except StorageError:
+            raise  # a full disk stops the report (rerun `leukaug report` after freeing space)
+        except Exception as error:  # a figure is an extra: the report goes on without it
+            log.warning("Figure %s failed: %s: %s", spec.name, type(error).__name__, error)
+            reason = f"rendering failed: {type(error).__name__}: {error}"
+            entries.append(
+                FigureEntry(spec.name, spec.title, "", None, f"not available ({reason})")
+            )
+            continue
         written.update({f"figure_{spec.name}_{kind}": path for kind, path in paths.items()})
         caption = spec.caption + (POOLED if spec.pooled and data.multi_seed else "")
         entries.append(

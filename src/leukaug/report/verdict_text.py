@@ -12,28 +12,93 @@ import pandas as pd
 from leukaug.report.tables import DASH, Table, interval, p_value
 from leukaug.stats.family import ALPHA
 from leukaug.stats.pairs import ReferencePlan
+from leukaug.stats.primary_metrics import PRIMARY_METRICS, metric_label
 
 RECOMMENDED_SEEDS = 3
-METRIC_LABELS = {
-    "auc": "AUC",
-    "accuracy": "accuracy (threshold 0.5)",
-    "balanced_accuracy": "balanced accuracy (threshold 0.5)",
-    "f1_weighted": "weighted F1 (threshold 0.5)",
-    "log_loss": "log loss (lower is better)",
-}
+ADJUSTMENTS = {"maxt": "max-t-adjusted", "holm": "Holm-adjusted"}
+CORRECTIONS = {"maxt": "The step-down max-t correction", "holm": "Holm's correction"}
+
+
+def _multiplicity(frame: pd.DataFrame | pd.Series) -> str:
+    """The family's multiplicity rule (verdicts.csv `multiplicity`; Holm in older tables)."""
+    value = frame.get("multiplicity") if isinstance(frame, pd.Series) else None
+    if isinstance(frame, pd.DataFrame) and "multiplicity" in frame and len(frame):
+        value = frame["multiplicity"].iloc[0]
+    return str(value) if value in ADJUSTMENTS else "holm"
+
+
+def _adjusted(frame: pd.DataFrame | pd.Series) -> str:
+    return ADJUSTMENTS[_multiplicity(frame)]
+
+
+def _label(verdicts: pd.DataFrame | pd.Series, metric: str) -> str:
+    """The metric's label with the threshold the verdicts used (verdicts.csv `threshold`)."""
+    threshold = None
+    if isinstance(verdicts, pd.DataFrame) and "threshold" in verdicts and len(verdicts):
+        threshold = verdicts["threshold"].iloc[0]
+    elif isinstance(verdicts, pd.Series):
+        threshold = verdicts.get("threshold")
+    if isinstance(threshold, str) and threshold not in ("", "validation"):
+        threshold = float(threshold)
+    return metric_label(metric, threshold)
 
 
 def _ci_name(row: pd.Series) -> str:
-    """The printed interval is Holm-adjusted: it excludes 0 exactly when there is a verdict."""
+    """The printed interval is adjusted: it excludes 0 exactly when there is a verdict."""
     level = row.get("ci_level", math.nan)
     if level is None or not math.isfinite(float(level)):
         return "CI"
-    return f"{100 * float(level):.1f}% Holm-adjusted CI"
+    return f"{100 * float(level):.1f}% {_adjusted(row)} CI"
 
 
 def _effect_text(row: pd.Series, metric: str) -> str:
     effect = interval(row["effect"], row["ci_low"], row["ci_high"], 3, sign=True)
-    return f"Δ {METRIC_LABELS.get(metric, metric)} {effect} ({_ci_name(row)})"
+    return f"Δ {_label(row, metric)} {effect} ({_ci_name(row)})"
+
+
+def _secondary_text(row: pd.Series, name: str) -> str:
+    effect = interval(
+        row[f"{name}_effect"], row[f"{name}_ci_low"], row[f"{name}_ci_high"], 3, sign=True
+    )
+    return f"Δ {metric_label(name)} {effect} (95% CI)"
+
+
+def disagreement(row: pd.Series, metric: str) -> str | None:
+    """A sentence when an arm's verdict and its effect on AUC or log loss point different
+    ways (None when they agree, when there is no verdict, or without those columns)."""
+    if row["verdict"] not in ("helps", "hurts"):
+        return None
+    better = row["verdict"] == "helps"
+    label = _label(row, metric)
+    for name in ("auc", "log_loss"):
+        if name == metric or f"{name}_effect" not in row:
+            continue
+        effect = float(row[f"{name}_effect"])
+        if not math.isfinite(effect) or effect == 0:
+            continue
+        improves = (effect > 0) == PRIMARY_METRICS[name].higher_is_better
+        if improves == better:
+            continue
+        figure = _secondary_text(row, name)
+        if name == "auc" and not better:
+            return (
+                f"{row['arm']} hurts {label} but ranks ALL cells above HEM cells better ({figure}): "
+                "it changes calibration, not discrimination. Its predicted probabilities moved "
+                "relative to the decision threshold; the cells are told apart at least as well."
+            )
+        if name == "auc":
+            return (
+                f"{row['arm']} helps {label} but ranks ALL cells above HEM cells worse ({figure}): "
+                "the gain comes from where its probabilities fall relative to the threshold "
+                "(calibration), not from telling the cells apart better (discrimination)."
+            )
+        verb = "helps" if better else "hurts"
+        trust = "less" if better else "more"
+        return (
+            f"{row['arm']} {verb} {label} but its probabilities are {trust} trustworthy "
+            f"({figure}, lower is better): the verdict and the calibration point different ways."
+        )
+    return None
 
 
 def _p_phrase(value: float) -> str:
@@ -70,13 +135,15 @@ def seeds_sentence(verdicts: pd.DataFrame) -> str | None:
 
 def rule_sentence(verdicts: pd.DataFrame, metric: str, alpha: float = ALPHA) -> str:
     """The verdict rule and its family, stated once."""
-    label = METRIC_LABELS.get(metric, metric)
+    label = _label(verdicts, metric)
     methods = ", ".join(sorted(set(verdicts["method"].astype(str)))) if len(verdicts) else ""
+    rule = _multiplicity(verdicts)
     return (
         f"Rule: the primary metric is test {label}. An arm helps (hurts) when its difference from its "
-        f"matched reference is better (worse) on that metric with a Holm-adjusted p of at most {alpha}; otherwise "
-        f"there is no detectable difference. The family is the {len(verdicts)} comparison(s) listed here "
-        f"(verdicts.csv); Holm's correction applies to exactly these p-values. Differences are arm minus "
+        f"matched reference is better (worse) on that metric with a {ADJUSTMENTS[rule]} p of at most "
+        f"{alpha}; otherwise there is no detectable difference. The family is the {len(verdicts)} "
+        f"comparison(s) listed here (verdicts.csv); {CORRECTIONS[rule]} applies to exactly these "
+        "p-values. Differences are arm minus "
         f"reference, paired by seed and joined by image_id; the inference is over training runs (seeds) "
         f"and test subjects ({methods}). The matched reference has the same model, regime, image size, "
         "epochs, initialisation and class weighting, and differs only in its augmentations."
@@ -102,15 +169,17 @@ def headline(verdicts: pd.DataFrame, plan: ReferencePlan, metric: str) -> list[s
         for _, row in verdicts[verdicts["verdict"] == verdict].iterrows():
             lines.append(
                 f"{row['arm']} {phrase} compared with {row['reference']}: {_effect_text(row, metric)}, "
-                f"Holm-adjusted {_p_phrase(row['p_adjusted'])}, {row['n_seeds']} seed(s) x "
+                f"{_adjusted(row)} {_p_phrase(row['p_adjusted'])}, {row['n_seeds']} seed(s) x "
                 f"{row['n_subjects']} test subjects."
             )
+            if (sentence := disagreement(row, metric)) is not None:
+                lines.append(sentence)
     if not verdicts.empty and not (verdicts["verdict"] == "helps").any():
         lines.append("No augmentation was shown to help.")
     for _, row in verdicts[verdicts["verdict"] == "no detectable difference"].iterrows():
         lines.append(
             f"{row['arm']}: no detectable difference from {row['reference']} "
-            f"({_effect_text(row, metric)}, Holm-adjusted {_p_phrase(row['p_adjusted'])}); this study "
+            f"({_effect_text(row, metric)}, {_adjusted(row)} {_p_phrase(row['p_adjusted'])}); this study "
             f"would have detected a difference of {_detectable(row)} or more with 80% power."
         )
     if not verdicts.empty:
@@ -133,7 +202,7 @@ def verdict_table(verdicts: pd.DataFrame, metric: str) -> Table | None:
             str(row["reference"]),
             str(row["verdict"]),
             interval(row["effect"], row["ci_low"], row["ci_high"], 4, sign=True),
-            _ci_name(row).removesuffix(" Holm-adjusted CI"),
+            _ci_name(row).removesuffix(f" {_adjusted(row)} CI"),
             p_value(row["p_adjusted"]),
             _detectable(row),
             f"{row['n_seeds']} x {row['n_subjects']}",
@@ -141,23 +210,28 @@ def verdict_table(verdicts: pd.DataFrame, metric: str) -> Table | None:
         ]
         for _, row in verdicts.iterrows()
     ]
+    adjusted = _adjusted(verdicts)
     header = [
         "Arm",
         "Reference",
         "Verdict",
-        f"Δ {METRIC_LABELS.get(metric, metric)} [Holm-adjusted CI]",
+        f"Δ {_label(verdicts, metric)} [{adjusted} CI]",
         "CI level",
-        "Holm-adjusted p",
+        f"{adjusted[0].upper()}{adjusted[1:]} p",
         "Detectable (80% power)",
         "Seeds x subjects",
         "Method",
     ]
+    step = "max-t step" if _multiplicity(verdicts) == "maxt" else "Holm step"
     notes = [
-        "Each interval is at the level that matches its Holm-adjusted test, so it excludes 0 exactly "
+        f"Each interval is at the level that matches its {adjusted} test, so it excludes 0 exactly "
         "when there is a verdict; unadjusted 95% intervals and raw p-values are in verdicts.csv "
         "(ci_low_unadjusted, ci_high_unadjusted, p_value). Detectable: the difference this study "
-        "would find with 80% power at the strictest Holm step."
+        f"would find with 80% power at the strictest {step}."
     ]
+    if "auc_effect" in verdicts:
+        disagreements = [d for _, row in verdicts.iterrows() if (d := disagreement(row, metric))]
+        notes += disagreements
     return Table(
         "verdicts",
         "Primary analysis: each arm against its matched reference (test split, verdicts.csv).",

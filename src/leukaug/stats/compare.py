@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student_t
+from scipy.special import stdtr, stdtrit
 
 from leukaug.core.errors import DataError
+from leukaug.stats.metrics import DEFAULT_THRESHOLD
 from leukaug.stats.primary_metrics import DEFAULT_METRIC, MetricDef, get_metric
 
 REQUIRED_COLUMNS = ("image_id", "subject", "label", "prob")
@@ -69,6 +70,17 @@ class Comparison:
     # Seed-specific test-sampling noise / S, counted in both var_seeds and var_subjects:
     # (mean of the seeds' own subject variances - var_subjects) / (S - 1), at least 0.
     var_overlap: float = 0.0
+    # The (arm x seed) table's rows, for the family's per-row variances (stats.moderation):
+    # the arm's metric per seed (order of `seeds`), the reference's seeds (a superset: the
+    # reference may have more) and its metric per seed.
+    arm_seed_values: tuple[float, ...] = ()
+    reference_seeds: tuple[int, ...] = ()
+    reference_seed_values: tuple[float, ...] = ()
+    # Each test subject's contribution to the effect (influence summed per subject), with its
+    # class stratum: the covariance of two comparisons over patients (stats.maxt).
+    subject_ids: tuple[str, ...] = ()
+    subject_strata: tuple[int, ...] = ()
+    subject_effects: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -82,6 +94,8 @@ class _SeedPair:
     subjects: np.ndarray  # one subject per image
     labels: np.ndarray
     influence: np.ndarray  # d(arm - reference) / d weight, per image
+    arm_influence: np.ndarray
+    reference_influence: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,20 @@ class _Predictions:
     subject: np.ndarray
     label: np.ndarray
     prob: np.ndarray
+    threshold: float  # the run's operating threshold for thresholded metrics (0.5 unless given)
+
+
+def _threshold(frame: pd.DataFrame, side: str, seed: int) -> float:
+    """The run's operating threshold: the optional `threshold` column, one value per run."""
+    if "threshold" not in frame.columns:
+        return DEFAULT_THRESHOLD
+    values = pd.to_numeric(frame["threshold"], errors="coerce").unique()
+    if len(values) != 1 or not 0 < values[0] <= 1:
+        raise DataError(
+            f"{side} seed {seed}: `threshold` must be one operating threshold in (0, 1] for the "
+            f"whole run, got {sorted(map(str, values))[:3]}."
+        )
+    return float(values[0])
 
 
 def _predictions(frame: pd.DataFrame, side: str, seed: int) -> _Predictions:
@@ -131,12 +159,16 @@ def _predictions(frame: pd.DataFrame, side: str, seed: int) -> _Predictions:
     subject = frame["subject"].to_numpy().astype(str)
     if order is not None:
         prob, label, subject = prob[order], label[order], subject[order]
-    return _Predictions(image_id, subject, label.astype(int), prob)
+    return _Predictions(image_id, subject, label.astype(int), prob, _threshold(frame, side, seed))
 
 
-def _pair(arm: pd.DataFrame, reference: pd.DataFrame, seed: int, metric: MetricDef) -> _SeedPair:
-    """Join one seed's arm and reference predictions by image_id and difference them."""
-    a, r = _predictions(arm, "arm", seed), _predictions(reference, "reference", seed)
+def _pair(
+    arm: pd.DataFrame | None, reference: pd.DataFrame, seed: int, metric: MetricDef
+) -> _SeedPair:
+    """Join one seed's arm and reference predictions by image_id and difference them
+    (arm None: a reference seed the arm lacks; it is checked and scored on its own)."""
+    r = _predictions(reference, "reference", seed)
+    a = r if arm is None else _predictions(arm, "arm", seed)
     if not np.array_equal(a.image_id, r.image_id):
         only_arm = np.setdiff1d(a.image_id, r.image_id)
         example, side = (
@@ -158,8 +190,8 @@ def _pair(arm: pd.DataFrame, reference: pd.DataFrame, seed: int, metric: MetricD
                 f"seed {seed}: image {a.image_id[differs][0]!r} has a different {column} "
                 "in the arm and the reference predictions."
             )
-    arm_value, arm_influence = metric.influence(a.label, a.prob)
-    ref_value, ref_influence = metric.influence(a.label, r.prob)
+    arm_value, arm_influence = metric.influence(a.label, a.prob, a.threshold)
+    ref_value, ref_influence = metric.influence(a.label, r.prob, r.threshold)
     return _SeedPair(
         arm_value - ref_value,
         arm_value,
@@ -167,6 +199,8 @@ def _pair(arm: pd.DataFrame, reference: pd.DataFrame, seed: int, metric: MetricD
         a.subject,
         a.label,
         arm_influence - ref_influence,
+        arm_influence,
+        ref_influence,
     )
 
 
@@ -185,34 +219,55 @@ def stratified_cluster_variance(contributions: np.ndarray, strata: np.ndarray) -
     return variance, df
 
 
-def _subject_variance(pairs: list[_SeedPair]) -> tuple[float, int, int, float]:
-    """Subject-level variance of the seed-averaged difference, its df, the subject count, and
-    the mean of the seeds' own subject-level variances."""
-    subjects = np.concatenate([p.subjects for p in pairs])
+@dataclass(frozen=True)
+class _SubjectParts:
+    variance: float  # of the effect over test patients
+    df: int  # subjects minus class strata
+    within: float  # mean of the paired seeds' own subject-level variances
+    codes: np.ndarray  # subject ids
+    strata: np.ndarray  # their class stratum
+    contributions: np.ndarray  # each subject's share of the effect
+
+
+def _subject_variance(pairs: list[_SeedPair], extra: list[_SeedPair]) -> _SubjectParts:
+    """Subject-level variance of the effect (mean arm over its seeds minus mean reference over
+    its seeds, `extra` being reference seeds the arm lacks), and its parts."""
+    every = pairs + extra
+    subjects = np.concatenate([p.subjects for p in every])
     codes, index = np.unique(subjects, return_inverse=True)
-    labels = np.concatenate([p.labels for p in pairs])
+    labels = np.concatenate([p.labels for p in every])
     share_all = np.bincount(index, weights=labels, minlength=len(codes)) / np.bincount(index)
     strata = np.round(share_all)
-    influence = np.concatenate([p.influence for p in pairs])
-    contributions = np.bincount(index, weights=influence / len(pairs), minlength=len(codes))
+    n_arm, n_ref = len(pairs), len(every)
+    if extra:
+        influence = np.concatenate(
+            [p.arm_influence / n_arm - p.reference_influence / n_ref for p in pairs]
+            + [-p.reference_influence / n_ref for p in extra]
+        )
+    else:
+        influence = np.concatenate([p.influence / n_arm for p in pairs])
+    contributions = np.bincount(index, weights=influence, minlength=len(codes))
     variance, df = stratified_cluster_variance(contributions, strata)
-    seed_of = np.repeat(np.arange(len(pairs)), [len(p.labels) for p in pairs])
+    paired_index = index[: sum(len(p.labels) for p in pairs)]
+    paired_influence = np.concatenate([p.influence for p in pairs])
+    seed_of = np.repeat(np.arange(n_arm), [len(p.labels) for p in pairs])
     per_seed = [
         stratified_cluster_variance(
-            np.bincount(index[seed_of == s], influence[seed_of == s], len(codes)), strata
+            np.bincount(paired_index[seed_of == s], paired_influence[seed_of == s], len(codes)),
+            strata,
         )[0]
-        for s in range(len(pairs))
+        for s in range(n_arm)
     ]
-    return variance, df, len(codes), float(np.mean(per_seed))
+    return _SubjectParts(variance, df, float(np.mean(per_seed)), codes, strata, contributions)
 
 
 def t_test(effect: float, se: float, df: float, alpha: float) -> tuple[float, float]:
     """Two-sided p-value and the matching (1 - alpha) CI half-width."""
     if se > 1e-12:
-        p_value = float(2 * student_t.sf(abs(effect) / se, df))
+        p_value = float(2 * stdtr(df, -abs(effect) / se))
     else:  # no variance at all: identical predictions, or a difference with no spread
         p_value = 1.0 if abs(effect) <= 1e-12 else 0.0
-    return p_value, float(student_t.ppf(1 - alpha / 2, df) * se)
+    return p_value, float(stdtrit(df, 1 - alpha / 2) * se)
 
 
 def compare_arm(
@@ -226,40 +281,61 @@ def compare_arm(
     """Compare an arm with its reference on new patients and a new training run.
 
     `arm` and `reference` map seed -> that seed's test predictions (image_id, subject,
-    label, prob); seeds are paired, images joined by image_id. A seed present on one side
-    only is a DataError. `rng_seed` is accepted for the report's interface; this analytic
+    label, prob, and optionally `threshold`: the run's operating threshold for accuracy,
+    balanced accuracy and F1, 0.5 without it); seeds are paired, images joined by image_id. An arm seed the reference
+    lacks is a DataError; reference seeds the arm lacks (a study may give the reference
+    more seeds) join the reference's mean, and the effect is the arm's mean over its seeds
+    minus the reference's over all of its seeds. `rng_seed` is accepted for the report's interface; this analytic
     method draws no random numbers.
     """
     definition = get_metric(metric)
     if not 0 < alpha < 1:
         raise DataError(f"alpha must lie in (0, 1), got {alpha}.")
-    only_arm, only_ref = sorted(set(arm) - set(reference)), sorted(set(reference) - set(arm))
-    if only_arm or only_ref:
+    only_arm = sorted(set(arm) - set(reference))
+    if only_arm:
         raise DataError(
-            f"seeds must be paired: seed(s) {only_arm} have no reference predictions and "
-            f"seed(s) {only_ref} have no arm predictions; run the missing seeds (the "
-            "reference must be trained with every seed of the arm)."
+            f"seeds must be paired: seed(s) {only_arm} have no reference predictions; run "
+            "the missing seeds (the reference must be trained with every seed of the arm; "
+            "it may have more)."
         )
     seeds = tuple(sorted(arm))
     if not seeds:
-        raise DataError("no seeds to compare: both the arm and the reference are empty.")
+        raise DataError("no seeds to compare: the arm has no predictions.")
+    extra_seeds = tuple(sorted(set(reference) - set(arm)))
     pairs = [_pair(arm[s], reference[s], s, definition) for s in seeds]
+    extra = [_pair(None, reference[s], s, definition) for s in extra_seeds]
+    for seed, other in zip(extra_seeds, extra, strict=True):
+        if not np.array_equal(other.subjects, pairs[0].subjects):
+            raise DataError(
+                f"reference seed {seed} was not predicted on the arm's test images; "
+                "every seed needs the same test split."
+            )
     effects = np.array([p.effect for p in pairs])
+    arm_values = np.array([p.arm_value for p in pairs])
+    ref_values = np.array([p.reference_value for p in pairs + extra])
     n_images = len(pairs[0].labels)
     common = dict(
         metric=metric,
         higher_is_better=definition.higher_is_better,
         alpha=alpha,
-        arm_value=float(np.mean([p.arm_value for p in pairs])),
-        reference_value=float(np.mean([p.reference_value for p in pairs])),
+        arm_value=float(arm_values.mean()),
+        reference_value=float(ref_values.mean()),
         seed_effects=tuple(float(e) for e in effects),
         seeds=seeds,
         n_seeds=len(seeds),
         n_images=n_images,
         method=METHOD_SEEDS if len(seeds) > 1 else METHOD_ONE_SEED,
+        arm_seed_values=tuple(float(v) for v in arm_values),
+        reference_seeds=seeds + extra_seeds,
+        reference_seed_values=tuple(float(v) for v in ref_values),
     )
-    var_subjects, df_subjects, n_subjects, var_within = _subject_variance(pairs)
-    if not np.isfinite(effects).all() or not math.isfinite(var_subjects):
+    parts = _subject_variance(pairs, extra)
+    var_subjects, df_subjects, n_subjects = parts.variance, parts.df, len(parts.codes)
+    if (
+        not np.isfinite(ref_values).all()
+        or not np.isfinite(effects).all()
+        or not (math.isfinite(var_subjects))
+    ):
         nan = math.nan
         return Comparison(
             effect=nan,
@@ -275,11 +351,16 @@ def compare_arm(
             note=f"{definition.label} is undefined on these test predictions (one class only?)",
             **common,
         )
-    var_seeds = float(np.var(effects, ddof=1)) / len(seeds) if len(seeds) > 1 else 0.0
+    if extra:  # unpaired part: conservative (ignores the pairing of the shared seeds)
+        var_seeds = float(np.var(arm_values, ddof=1)) / len(seeds) if len(seeds) > 1 else 0.0
+        var_seeds += float(np.var(ref_values, ddof=1)) / len(ref_values)
+        effect = float(arm_values.mean() - ref_values.mean())
+    else:
+        var_seeds = float(np.var(effects, ddof=1)) / len(seeds) if len(seeds) > 1 else 0.0
+        effect = float(effects.mean())
     # Hsu's conservative df: the between-seed part rests on S - 1 df. Welch-Satterthwaite df,
     # estimated from the same few seeds, rejected true nulls up to 5x too often in simulation.
     df = float(len(seeds) - 1 if len(seeds) > 1 else max(df_subjects, 1))
-    effect = float(effects.mean())
     se = math.sqrt(var_seeds + var_subjects)
     p_value, half_width = t_test(effect, se, df, alpha)
     return Comparison(
@@ -295,8 +376,11 @@ def compare_arm(
         n_subjects=n_subjects,
         note="" if len(seeds) > 1 else ONE_SEED_NOTE,
         df_subjects=float(df_subjects),
-        var_overlap=max(var_within - var_subjects, 0.0) / (len(seeds) - 1)
+        var_overlap=max(parts.within - var_subjects, 0.0) / (len(seeds) - 1)
         if len(seeds) > 1
         else 0.0,
+        subject_ids=tuple(str(c) for c in parts.codes),
+        subject_strata=tuple(int(h) for h in parts.strata),
+        subject_effects=tuple(float(z) for z in parts.contributions),
         **common,
     )

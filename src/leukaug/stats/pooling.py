@@ -65,7 +65,7 @@ def residual_variance(deltas: np.ndarray) -> tuple[float, int]:
     return float(np.sum(residuals**2)) / df, df
 
 
-def _retest(comparison: Comparison, var_seeds: float, df: float, **fields: str) -> Comparison:
+def retest(comparison: Comparison, var_seeds: float, df: float, **fields: str) -> Comparison:
     se = math.sqrt(var_seeds + comparison.var_subjects)
     p_value, half_width = t_test(comparison.effect, se, df, comparison.alpha)
     return dataclasses.replace(
@@ -119,5 +119,5 @@ def pool_seed_variance(
                 var_seeds = max(var_seeds - own.var_overlap, 0.0)
             df = float(min(df_seeds, own.df_subjects)) if own.df_subjects > 0 else float(df_seeds)
             method = _METHODS[base].format(k=len(members), df=f"{df:g}") + (_NET if net else "")
-            pooled[i] = _retest(own, var_seeds, df, method=method)
+            pooled[i] = retest(own, var_seeds, df, method=method)
     return pooled

@@ -9,6 +9,7 @@ is that subject's contribution; the stratified variance of those sums is the sub
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from leukaug.core.errors import ConfigError, unknown_name_message
-from leukaug.stats.metrics import predicted_all
+from leukaug.stats.metrics import DEFAULT_THRESHOLD, predicted_all
 
 # sklearn's log_loss clips probabilities to the float64 machine epsilon.
 _EPS = float(np.finfo(np.float64).eps)
@@ -29,12 +30,13 @@ class MetricDef:
     name: str
     label: str
     higher_is_better: bool
-    weighted: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-    influence: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
+    weighted: Callable[..., np.ndarray]  # (y, prob, weights, threshold=0.5)
+    influence: Callable[..., tuple[float, np.ndarray]]  # (y, prob, threshold=0.5)
+    thresholded: bool = False  # decided at an operating threshold (predicted ALL: prob >= it)
 
-    def value(self, y: np.ndarray, prob: np.ndarray) -> float:
+    def value(self, y: np.ndarray, prob: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> float:
         """The metric at unit weights (equals scikit-learn's)."""
-        return float(self.weighted(y, prob, np.ones((1, len(y))))[0])
+        return float(self.weighted(y, prob, np.ones((1, len(y))), threshold)[0])
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -47,7 +49,9 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 # --- AUC (Mann-Whitney, ties count one half) ---------------------------------------------
 
 
-def _auc_weighted(y: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _auc_weighted(
+    y: np.ndarray, prob: np.ndarray, weights: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> np.ndarray:
     order = np.argsort(prob, kind="stable")
     sorted_prob = prob[order]
     starts = np.flatnonzero(np.r_[True, sorted_prob[1:] != sorted_prob[:-1]])
@@ -59,7 +63,9 @@ def _auc_weighted(y: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.nd
     return _ratio((pos * (below + 0.5 * neg)).sum(axis=1), pos.sum(axis=1) * neg.sum(axis=1))
 
 
-def _auc_influence(y: np.ndarray, prob: np.ndarray) -> tuple[float, np.ndarray]:
+def _auc_influence(
+    y: np.ndarray, prob: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[float, np.ndarray]:
     positive = y == 1
     m, n = int(positive.sum()), int((~positive).sum())
     if m == 0 or n == 0:
@@ -73,32 +79,41 @@ def _auc_influence(y: np.ndarray, prob: np.ndarray) -> tuple[float, np.ndarray]:
     return auc, influence
 
 
-# --- accuracy-type metrics at the threshold (predicted ALL: prob >= 0.5) ------------------
+# --- accuracy-type metrics at a threshold (predicted ALL: prob >= threshold, 0.5 unless given;
+# the study's verdicts pass each run's own validation-chosen threshold) ---------------------
 
 
-def _correct(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
-    return (predicted_all(prob) == (y == 1)).astype(float)
+def _correct(y: np.ndarray, prob: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    return (predicted_all(prob, threshold) == (y == 1)).astype(float)
 
 
-def _accuracy_weighted(y: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return _ratio(weights @ _correct(y, prob), weights.sum(axis=1))
+def _accuracy_weighted(
+    y: np.ndarray, prob: np.ndarray, weights: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> np.ndarray:
+    return _ratio(weights @ _correct(y, prob, threshold), weights.sum(axis=1))
 
 
-def _accuracy_influence(y: np.ndarray, prob: np.ndarray) -> tuple[float, np.ndarray]:
-    correct = _correct(y, prob)
+def _accuracy_influence(
+    y: np.ndarray, prob: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[float, np.ndarray]:
+    correct = _correct(y, prob, threshold)
     accuracy = float(correct.mean())
     return accuracy, (correct - accuracy) / len(y)
 
 
-def _balanced_weighted(y: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    correct, positive = _correct(y, prob), (y == 1).astype(float)
+def _balanced_weighted(
+    y: np.ndarray, prob: np.ndarray, weights: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> np.ndarray:
+    correct, positive = _correct(y, prob, threshold), (y == 1).astype(float)
     sensitivity = _ratio(weights @ (correct * positive), weights @ positive)
     specificity = _ratio(weights @ (correct * (1 - positive)), weights @ (1 - positive))
     return (sensitivity + specificity) / 2
 
 
-def _balanced_influence(y: np.ndarray, prob: np.ndarray) -> tuple[float, np.ndarray]:
-    correct, positive = _correct(y, prob), y == 1
+def _balanced_influence(
+    y: np.ndarray, prob: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[float, np.ndarray]:
+    correct, positive = _correct(y, prob, threshold), y == 1
     m, n = int(positive.sum()), int((~positive).sum())
     if m == 0 or n == 0:
         return np.nan, np.full(len(y), np.nan)
@@ -109,9 +124,11 @@ def _balanced_influence(y: np.ndarray, prob: np.ndarray) -> tuple[float, np.ndar
     return float((sensitivity + specificity) / 2), influence
 
 
-def _f1_parts(y: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, ...]:
+def _f1_parts(
+    y: np.ndarray, prob: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[np.ndarray, ...]:
     """Per-image terms of weighted F1 = sum_c support_c F1_c, F1_c = 2 TP_c / (2 TP_c + FP_c + FN_c)."""
-    truth, predicted = (y == 1).astype(float), predicted_all(prob).astype(float)
+    truth, predicted = (y == 1).astype(float), predicted_all(prob, threshold).astype(float)
     return (
         truth,
         2 * truth * predicted,  # 2 TP_ALL
@@ -121,15 +138,19 @@ def _f1_parts(y: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, ...]:
     )
 
 
-def _f1_weighted(y: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    truth, a1, b1, a0, b0 = (weights @ part for part in _f1_parts(y, prob))
+def _f1_weighted(
+    y: np.ndarray, prob: np.ndarray, weights: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> np.ndarray:
+    truth, a1, b1, a0, b0 = (weights @ part for part in _f1_parts(y, prob, threshold))
     total = weights.sum(axis=1)
     f1_all, f1_hem = np.nan_to_num(_ratio(a1, b1)), np.nan_to_num(_ratio(a0, b0))
     return _ratio(truth * f1_all + (total - truth) * f1_hem, total)
 
 
-def _f1_influence(y: np.ndarray, prob: np.ndarray) -> tuple[float, np.ndarray]:
-    truth, a1, b1, a0, b0 = _f1_parts(y, prob)
+def _f1_influence(
+    y: np.ndarray, prob: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[float, np.ndarray]:
+    truth, a1, b1, a0, b0 = _f1_parts(y, prob, threshold)
     n = len(y)
     share = truth.mean()
     f1_all = a1.sum() / b1.sum() if b1.sum() > 0 else 0.0
@@ -145,11 +166,15 @@ def _cell_loss(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
     return -np.where(y == 1, np.log(clipped), np.log1p(-clipped))
 
 
-def _log_loss_weighted(y: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _log_loss_weighted(
+    y: np.ndarray, prob: np.ndarray, weights: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> np.ndarray:
     return _ratio(weights @ _cell_loss(y, prob), weights.sum(axis=1))
 
 
-def _log_loss_influence(y: np.ndarray, prob: np.ndarray) -> tuple[float, np.ndarray]:
+def _log_loss_influence(
+    y: np.ndarray, prob: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[float, np.ndarray]:
     loss = _cell_loss(y, prob)
     mean = float(loss.mean())
     return mean, (loss - mean) / len(y)
@@ -159,19 +184,38 @@ PRIMARY_METRICS: dict[str, MetricDef] = {
     definition.name: definition
     for definition in (
         MetricDef("auc", "AUC", True, _auc_weighted, _auc_influence),
-        MetricDef("accuracy", "accuracy", True, _accuracy_weighted, _accuracy_influence),
+        MetricDef("accuracy", "accuracy", True, _accuracy_weighted, _accuracy_influence, True),
         MetricDef(
             "balanced_accuracy",
             "balanced accuracy",
             True,
             _balanced_weighted,
             _balanced_influence,
+            True,
         ),
-        MetricDef("f1_weighted", "weighted F1", True, _f1_weighted, _f1_influence),
+        MetricDef("f1_weighted", "weighted F1", True, _f1_weighted, _f1_influence, True),
         MetricDef("log_loss", "log loss", False, _log_loss_weighted, _log_loss_influence),
     )
 }
 DEFAULT_METRIC = "auc"
+VALIDATION_THRESHOLD = "validation"  # each run's own operating threshold, chosen on validation
+
+
+def metric_label(name: str, threshold: str | float | None = None) -> str:
+    """How reports name a primary metric, with its threshold where it has one: "balanced
+    accuracy (each run's validation threshold)", "accuracy (threshold 0.5)", "AUC"."""
+    definition = PRIMARY_METRICS.get(name)
+    if definition is None:
+        return name
+    if not definition.thresholded:
+        return definition.label + (" (lower is better)" if not definition.higher_is_better else "")
+    if (
+        threshold is None
+        or threshold == VALIDATION_THRESHOLD
+        or (isinstance(threshold, float) and math.isnan(threshold))
+    ):
+        return f"{definition.label} (each run's validation threshold)"
+    return f"{definition.label} (threshold {float(threshold):g})"
 
 
 def get_metric(name: str) -> MetricDef:

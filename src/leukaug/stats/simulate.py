@@ -9,7 +9,8 @@ with sign = +1 for ALL and -1 for HEM and independent normal terms:
 - run_s (`seed_sd`): a training-run effect shared by every arm of seed s (same split, same
   data order), which pairing by seed cancels;
 - run_as (`seed_arm_sd`): the arm's own training-run luck (initialisation, augmentation draws);
-  the last arm's is `unstable_arm_factor` times larger (a null arm less stable than the rest);
+  the last arm's is `unstable_arm_factor` times larger (a null arm less stable than the rest),
+  the reference's (arm 0) `unstable_reference_factor` times;
 - hetero_ak (`heterogeneity_sd`): subject-by-augmentation heterogeneity: arm a helps some
   patients and hurts others; every arm, the reference included, draws its own, so with
   effect_a = 0 all arms are exchangeable and none is better on new patients;
@@ -29,9 +30,21 @@ import pandas as pd
 
 from leukaug.stats.classical import delong_test, holm, mcnemar_exact
 from leukaug.stats.compare import compare_arm
+from leukaug.stats.maxt import HOLM, MAXT
 from leukaug.stats.metrics import predicted_all
-from leukaug.stats.pooling import DEFAULT_SEED_VARIANCE, SEED_VARIANCES
+from leukaug.stats.moderation import MODERATED
+from leukaug.stats.pooling import SEED_VARIANCES
 from leukaug.stats.verdicts import decide_verdicts
+
+# Verdict rules compared in simulation: name -> (seed-variance rule, multiplicity). The
+# pooled rules keep their names with Holm (the rules of the previous round).
+VERDICT_RULES: dict[str, tuple[str, str]] = {
+    MODERATED: (MODERATED, MAXT),
+    f"{MODERATED}_holm": (MODERATED, HOLM),
+    "pooled_net_maxt": ("pooled_net", MAXT),
+    **{rule: (rule, HOLM) for rule in SEED_VARIANCES},
+}
+RULE_IN_USE = MODERATED
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class SimulationModel:
     cell_sd: float = 1.0
     run_cell_sd: float = 0.5
     unstable_arm_factor: float = 1.0
+    unstable_reference_factor: float = 1.0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -67,6 +81,7 @@ def simulate_logits(
     run = rng.normal(0, model.seed_sd, (1, n_seeds, 1))
     run_arm = rng.normal(0, model.seed_arm_sd, (n_arms, n_seeds, 1))
     run_arm[-1] *= model.unstable_arm_factor
+    run_arm[0] *= model.unstable_reference_factor
     hetero = rng.normal(0, model.heterogeneity_sd, (n_arms, 1, model.n_subjects))[:, :, subject]
     shift = rng.normal(0, model.subject_sd, model.n_subjects)[subject]
     cell = rng.normal(0, model.cell_sd, n_images)
@@ -103,8 +118,8 @@ class FamilyOutcome:
 
     @property
     def verdicts(self) -> np.ndarray:
-        """The verdicts of the rule in use (the default seed-variance rule)."""
-        return self.rule_verdicts[DEFAULT_SEED_VARIANCE]
+        """The verdicts of the rule in use (moderated row variances, step-down max-t)."""
+        return self.rule_verdicts[RULE_IN_USE]
 
 
 def old_rule_rejections(
@@ -134,17 +149,25 @@ def run_family(
     alpha: float = 0.05,
     *,
     with_old_rule: bool = True,
+    rules: tuple[str, ...] = tuple(VERDICT_RULES),
 ) -> FamilyOutcome:
     """Simulate one study (effects[0] is the reference) and decide it with the verdicts.csv path,
-    once per seed-variance rule ("own" is the unpooled t on S - 1 df)."""
+    once per rule of `rules` (names of `VERDICT_RULES`; "own" is the unpooled t on S - 1 df)."""
     study = simulate_study(model, effects, n_seeds, rng)
     rows = [
         (f"arm{a}", "reference", compare_arm(study[a], study[0], metric, alpha=alpha))
         for a in range(1, len(study))
     ]
     verdicts = {
-        rule: decide_verdicts(rows, metric, alpha, seed_variance=rule)["verdict"].to_numpy()
-        for rule in SEED_VARIANCES
+        rule: decide_verdicts(
+            rows,
+            metric,
+            alpha,
+            seed_variance=VERDICT_RULES[rule][0],
+            multiplicity=VERDICT_RULES[rule][1],
+            detectable=False,
+        )["verdict"].to_numpy()
+        for rule in rules
     }
     old = old_rule_rejections(study, metric, alpha) if with_old_rule else np.zeros(len(rows), bool)
     return FamilyOutcome(verdicts, old)

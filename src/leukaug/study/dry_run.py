@@ -27,11 +27,12 @@ from leukaug.data.read import read_dataset
 from leukaug.data.split import split_manifest
 from leukaug.data.synth_config import SynthConfig
 from leukaug.stats.pairs import plan_references
+from leukaug.stats.power import NEEDS, pilot_variances, plan_lines
 from leukaug.stats.study_results import ArmResults, Study
 from leukaug.study.executors import arms_per_device
 from leukaug.study.jobs import StudyArm
-from leukaug.study.plan import expand_arms
-from leukaug.study.prepare import embedded_data_dir, split_counts
+from leukaug.study.plan import expand_arms, with_sanity_baseline
+from leukaug.study.prepare import cross_validation_splits, embedded_data_dir, split_counts
 from leukaug.study.study_file import StudyConfig
 
 SPLITS = ("train", "val", "test")
@@ -86,6 +87,7 @@ class StudyPreview:
 def preview_study(config: StudyConfig, out_dir: str | Path) -> StudyPreview:
     """Plan `config` into `out_dir` and describe it; reads data headers, trains nothing."""
     folder = StudyFolder(Path(out_dir).resolve())
+    config = with_sanity_baseline(config)  # the features arm on user data, as the run adds it
     arms = expand_arms(config, folder.arms_dir)
     plan = plan_references(_planned_study(config, arms, folder), config.study.baseline)
     reference_of = {pair.arm: pair.reference for pair in plan.pairs}
@@ -109,8 +111,8 @@ def preview_study(config: StudyConfig, out_dir: str | Path) -> StudyPreview:
         plan_arm.fetch_weights = missing_weights(arm.spec)
     work = estimate_work(planned, data["images"])
     work["arms_at_once"] = arms_per_device(config.executor, config.study.device)
-    estimates = [a.estimate_seconds for a in planned if not a.complete]
-    if all(e is not None for e in estimates):
+    estimates = [a.estimate_seconds for a in planned if a.estimate_seconds is not None]
+    if estimates:  # arms without a network (features) take seconds: not timed
         work["estimated_seconds"] = sum(estimates) / work["arms_at_once"]
     sources = {arm.estimate_source or "" for arm in planned if not arm.complete}
     work["estimate_is_lower_bound"] = any(s.startswith(MEASURED) for s in sources)
@@ -147,15 +149,24 @@ def describe_data(config: StudyConfig) -> dict[str, Any]:
         synth = SynthConfig(**data.synth)
         facts |= {"layout": "cnmc_kaggle (synthetic, generated on first run)", "exact": False}
         facts["images"] = _synthetic_counts(synth, data.val_fraction)
+        facts["test_subjects"] = 2 * synth.test_subjects_per_class
         return facts
     kwargs = {} if data.embedded else {"layout": data.layout, "labels_csv": data.labels_csv}
     dataset = read_dataset(root, positive_class=data.positive_class, check_images=False, **kwargs)
-    manifest = split_manifest(
-        dataset.manifest, strategy=data.split, val_fraction=data.val_fraction, seed=data.split_seed
-    )
+    if data.cv_folds is not None:  # every fold's arms train and test on about fold 0's numbers
+        manifest = cross_validation_splits(dataset.manifest, config)[1][0]
+        facts["split"] = f"{data.split}, {data.cv_folds}-fold cross-validation (fold 0)"
+    else:
+        manifest = split_manifest(
+            dataset.manifest,
+            strategy=data.split,
+            val_fraction=data.val_fraction,
+            seed=data.split_seed,
+        )
     counts = split_counts(manifest)
     facts |= {"layout": str(dataset.layout), "synthetic": dataset.synthetic, "exact": True}
     facts["images"] = {s: sum(c["images"] for c in counts[s].values()) for s in SPLITS}
+    facts["test_subjects"] = sum(c["subjects"] for c in counts["test"].values())
     return facts
 
 
@@ -247,3 +258,19 @@ def missing_weights(spec: ArmSpec) -> str | None:
     if imagenet_weights(spec.model).cached_path() is not None:
         return None
     return f"leukaug weights fetch {spec.model}"
+
+
+# --- power from a pilot (`--variance-from`, issue 18; the computation is stats/power.py) ---
+
+
+def power_lines(config: StudyConfig, preview: StudyPreview, pilot: Path | None) -> list[str]:
+    """What the planned seeds and test subjects can detect, from a pilot study's variances;
+    without a pilot, what one would need."""
+    if pilot is None:
+        return [f"power: {NEEDS}"]
+    variances = pilot_variances(pilot, config.study.primary_metric)
+    tested = list(dict.fromkeys(arm.name for arm in preview.arms if arm.reference))
+    seeds = len(config.study.seeds)
+    reference_seeds = len(config.study.reference_seeds) or seeds
+    subjects = int(preview.data.get("test_subjects") or variances.n_subjects)
+    return plan_lines(variances, tested, seeds, reference_seeds, subjects)

@@ -17,17 +17,21 @@ from typing import Any
 import pandas as pd
 import torch
 
+from leukaug.arm.background_check import BACKGROUND_CHECK_CSV
 from leukaug.arm.context import ArmContext, RunSettings
 from leukaug.arm.determinism import arm_execution
 from leukaug.arm.dispatch import run_any_arm
 from leukaug.arm.kinds import ARM_KINDS
+from leukaug.arm.lifecycle import run_optional
 from leukaug.arm.loop import TrainingCallbacks
 from leukaug.arm.spec import ArmSpec
 from leukaug.core import atomic
+from leukaug.core.errors import ConfigError, StorageError
 from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.core.lock import FolderLocked, folder_lock
 from leukaug.data.cache import ImageCache, load_or_build_cache
 from leukaug.study.study_file import StudyConfig
+from leukaug.trained.arm_background import write_background_check
 from leukaug.trained.arm_cams import write_arm_cams
 
 STATUS_COMPLETE = "complete"
@@ -40,7 +44,7 @@ DEPENDENCY_FAILED = "DependencyFailed"  # error_type of an arm whose source arm 
 class StudyArm:
     """One unit of work: a spec, where it goes, and the arm it starts from (if any)."""
 
-    arm_id: str  # folder name: "<name>-s<seed>"
+    arm_id: str  # folder name: "<name>-s<seed>", "<name>-s<seed>-f<fold>" with cv_folds
     name: str  # the arm without its seed: "<model>-<augmentation>-<regime>"
     spec: ArmSpec
     image_size: int
@@ -149,6 +153,9 @@ class ArmJob:
     cache_dir: Path
     settings: RunSettings = field(default_factory=RunSettings)
     single_arm: bool = False  # `leukaug train`: out_dir is the one arm's folder
+    # [data] cv_folds: fold -> that fold's split manifest (an arm's spec.fold picks one)
+    fold_manifests: dict[int, pd.DataFrame] = field(default_factory=dict)
+    background_check: bool = True  # [study]: background_check.csv after each arm
 
     @property
     def device(self) -> str:
@@ -165,8 +172,27 @@ class ArmJob:
             return ArmFolder(self.out_dir)
         return StudyFolder(self.out_dir).arm(arm.arm_id)
 
+    def finished(self, arm: StudyArm) -> ArmOutcome | None:
+        """The skipped outcome of an arm an earlier run completed with the same config and
+        its extras written, read from its folder without running anything; else None."""
+        folder = self.folder(arm)
+        if self.background_check and not (folder.path / BACKGROUND_CHECK_CSV).is_file():
+            return None
+        return finished_outcome(folder, arm)
+
     def cache(self, size: int) -> ImageCache:
         return load_or_build_cache(self.manifest, size, self.cache_dir, crop=self.settings.crop)
+
+    def manifest_for(self, spec: ArmSpec) -> pd.DataFrame:
+        """The split manifest an arm trains and predicts on: its fold's, else the study's."""
+        if spec.fold is None:
+            return self.manifest
+        if spec.fold not in self.fold_manifests:
+            raise ConfigError(
+                f"the arm is planned for cross-validation fold {spec.fold}, but the study's "
+                f"data have folds {sorted(self.fold_manifests)}; check data.cv_folds."
+            )
+        return self.fold_manifests[spec.fold]
 
     def run(
         self,
@@ -204,13 +230,29 @@ class ArmJob:
         try:
             with arm_execution(folder.path, self.settings.threads, self.settings.deterministic):
                 job_cache = cache if cache is not None else self.cache(arm.image_size)
-                # dispatches on arm.spec.kind (arm.kinds.ARM_KINDS)
-                result = run_any_arm(arm.spec, self.manifest, job_cache, context=context)
+                result = run_any_arm(  # dispatches on arm.spec.kind (arm.kinds.ARM_KINDS)
+                    arm.spec, self.manifest_for(arm.spec), job_cache, context=context
+                )
                 # also for an arm completed earlier without them
                 if not folder.cam_csv.is_file() and wants_cams(arm.spec, folder):
-                    write_arm_cams(folder, arm.spec, job_cache, self.device)
+                    run_optional(  # an extra: its failure is recorded, the arm stays complete
+                        folder,
+                        "cams",
+                        lambda: write_arm_cams(folder, arm.spec, job_cache, self.device),
+                    )
+                check_file = folder.path / BACKGROUND_CHECK_CSV
+                if self.background_check and not check_file.is_file():
+                    run_optional(  # an extra, like the CAMs
+                        folder,
+                        "background_check",
+                        lambda: write_background_check(
+                            folder, arm.spec, self.manifest_for(arm.spec), job_cache, self.device
+                        ),
+                    )
         except Exception as error:
             release_accelerator_memory()
+            if isinstance(error, StorageError) and reraise is None:
+                raise  # a full disk stops the study: every later arm needs the disk too
             outcome = write_error(folder.path, arm, error)
             if reraise is not None and reraise(error):
                 raise

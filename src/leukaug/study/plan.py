@@ -1,5 +1,9 @@
-"""A study's plan: config -> arms (model x augmentation x regime x seed) in dependency
-order, and the resume checks against what an earlier run left in the study folder.
+"""A study's plan: config -> arms (model x augmentation x regime x seed [x fold]) in
+dependency order, and the resume checks against what an earlier run left in the study folder.
+
+With `[data] cv_folds = K` every arm x seed runs once per fold, in `arms/<name>-s<seed>-f<k>`;
+the fold is part of the arm's spec (`ArmSpec.fold`), so of its config hash, and each fold
+resumes on its own.
 
 Resume rules: a finished arm with the same config hash is skipped; an interrupted arm
 continues from its `last.pt`; an arm folder holding another config hash, an arm folder the
@@ -12,29 +16,38 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from leukaug.arm.kinds import ARM_KINDS, check_spec
-from leukaug.arm.spec import ArmSpec
+from leukaug.arm.kinds import ARM_KINDS, FEATURES_MODEL, check_spec
+from leukaug.arm.spec import ArmSpec, resolve_image_size
 from leukaug.augment import AugmentationSpec
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError, unknown_name_message
 from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.models import apply_regime, get_model
 from leukaug.study.jobs import StudyArm
-from leukaug.study.study_file import StudyConfig
+from leukaug.study.study_file import Experiment, StudyConfig, parse_study
+
+SANITY_LABELS = ("features_gbm", "sanity_features_gbm")  # the baseline's model label, if free
+SANITY_EXPERIMENT = "sanity baseline"
 
 
 def arm_name(model: str, augmentation: str, regime: str) -> str:
     return f"{model}-{augmentation}-{regime}"
 
 
-def arm_id(name: str, seed: int) -> str:
-    return f"{name}-s{seed}"
+def arm_id(name: str, seed: int, fold: int | None = None) -> str:
+    return f"{name}-s{seed}" if fold is None else f"{name}-s{seed}-f{fold}"
+
+
+def study_folds(config: StudyConfig) -> list[int | None]:
+    """The folds every arm x seed runs on: [None] for the one split, else 0..K-1."""
+    n_folds = config.data.cv_folds
+    return [None] if n_folds is None else list(range(n_folds))
 
 
 def _grid(config: StudyConfig) -> list[tuple[str, str, str]]:
@@ -50,6 +63,61 @@ def _grid(config: StudyConfig) -> list[tuple[str, str, str]]:
                 for regime in regimes:
                     combos[(model, augmentation, regime)] = None
     return list(combos)
+
+
+def _free_label(candidates: Sequence[str], taken: Any) -> str:
+    free = [label for label in candidates if label not in taken]
+    return free[0] if free else f"{candidates[-1]}_{len(taken)}"
+
+
+def with_sanity_baseline(config: StudyConfig) -> StudyConfig:
+    """`config` with a `features` arm (cell features + gradient boosting, no augmentation,
+    the plain regime) as the reference point every CNN must beat: on user data (source not
+    "embedded") when `[study] sanity_baseline` is true and no model is of kind `features`.
+    Its image size is [training]'s, else the first model's. The other arms are unchanged:
+    the grid becomes explicit experiments, the baseline one more."""
+    if config.data.embedded or not config.study.sanity_baseline:
+        return config
+    if any(entry.kind == "features" for entry in config.models.values()):
+        return config
+    data = config.to_dict()
+    experiments = [
+        {
+            "name": experiment.name,
+            "models": experiment.models or list(config.models),
+            "augmentations": experiment.augmentations or list(config.augmentations),
+            "regimes": experiment.regimes or list(config.regimes),
+        }
+        for experiment in config.experiments or [Experiment()]
+    ]
+    augmentation = next((k for k, arm in config.augmentations.items() if not arm.ops), None)
+    if augmentation is None:
+        augmentation = _free_label(("none", "sanity_none"), config.augmentations)
+        data["augmentations"][augmentation] = {"ops": []}
+    regime = next(
+        (
+            k
+            for k, entry in config.regimes.items()
+            if entry.kind == "full" and entry.init_from is None
+            and entry.class_weighting == "balanced"
+        ),
+        None,
+    )  # fmt: skip
+    if regime is None:
+        regime = _free_label(("full", "sanity_full"), config.regimes)
+        data["regimes"][regime] = {}
+    label = _free_label(SANITY_LABELS, config.models)
+    first = next(iter(config.models))
+    size = config.training.image_size or resolve_image_size(
+        config.model_name(first), config.models[first].image_size
+    )
+    data["models"][label] = {"model": FEATURES_MODEL, "kind": "features", "image_size": size}
+    experiments.append(
+        {"name": SANITY_EXPERIMENT, "models": [label], "augmentations": [augmentation],
+         "regimes": [regime]}
+    )  # fmt: skip
+    data["experiments"] = experiments
+    return parse_study(data, "[study] sanity_baseline")
 
 
 def arm_spec(config: StudyConfig, model: str, augmentation: str, regime: str, seed: int) -> ArmSpec:
@@ -81,27 +149,37 @@ def arm_spec(config: StudyConfig, model: str, augmentation: str, regime: str, se
 def expand_arms(config: StudyConfig, arms_dir: str | Path) -> list[StudyArm]:
     """All arms of the study, each after the arm it is initialised from.
 
-    `init_from` names another arm (without seed); the arm of the same seed runs first and
-    its `checkpoint.pt` (best validation loss) becomes this arm's starting weights.
+    `init_from` names another arm (without seed); the arm of the same seed (and fold) runs
+    first and its `checkpoint.pt` (best validation loss) becomes this arm's starting weights.
     """
     arms_dir = Path(arms_dir).resolve()
     combos = _grid(config)
     names = {arm_name(*combo): combo for combo in combos}
     arms: list[StudyArm] = []
-    for seed in config.study.seeds:
-        for name, (model, augmentation, regime) in names.items():
-            spec = arm_spec(config, model, augmentation, regime, seed)
-            source = config.regimes[regime].init_from
-            depends_on = None
-            if source is not None:
-                _check_source(config, names, regime, name, source, spec.model)
-                depends_on = arm_id(source, seed)
-                checkpoint = ArmFolder(arms_dir / depends_on).checkpoint
-                spec = replace(spec, init_from=str(checkpoint))
-            check_spec(spec)  # what the arm's kind needs (arm_kinds.py)
-            arms.append(
-                StudyArm(arm_id(name, seed), name, spec, spec.resolved_image_size, depends_on)
-            )
+    extra_seeds = [s for s in config.study.reference_seeds if s not in config.study.seeds]
+    for seed in [*config.study.seeds, *extra_seeds]:
+        for fold in study_folds(config):
+            for name, (model, augmentation, regime) in names.items():
+                if seed in extra_seeds and augmentation != config.study.baseline:
+                    continue  # `[study] reference_seeds`: only the reference arms run these
+                spec = replace(arm_spec(config, model, augmentation, regime, seed), fold=fold)
+                source = config.regimes[regime].init_from
+                depends_on = None
+                if source is not None:
+                    _check_source(config, names, regime, name, source, spec.model)
+                    depends_on = arm_id(source, seed, fold)
+                    if seed in extra_seeds and names[source][1] != config.study.baseline:
+                        raise ConfigError(
+                            f"study.reference_seeds: reference arm {name!r} starts from "
+                            f"{source!r}, which runs only the study's seeds; drop seed {seed} "
+                            "from reference_seeds or give the source arm the reference "
+                            "augmentation."
+                        )
+                    checkpoint = ArmFolder(arms_dir / depends_on).checkpoint
+                    spec = replace(spec, init_from=str(checkpoint))
+                check_spec(spec)  # what the arm's kind needs (arm_kinds.py)
+                identifier = arm_id(name, seed, fold)
+                arms.append(StudyArm(identifier, name, spec, spec.resolved_image_size, depends_on))
     for shape in {
         (a.spec.model, a.spec.head, a.image_size, a.spec.regime, a.spec.freeze_first)
         for a in arms
@@ -200,12 +278,17 @@ def dependents(arms: Sequence[StudyArm], roots: set[str]) -> set[str]:
 
 @dataclass
 class StudyPlan:
-    """A study's arms and what the resume rules decided for its folder (`plan_study`)."""
+    """A study's arms and what the resume rules decide for its folder (`plan_study`)."""
 
     arms: list[StudyArm]
     folder: StudyFolder
-    restart: set[str]  # arm folders to delete before the run (they start over)
     force: bool
+    restart: set[str] = field(default_factory=set)  # arm folders deleted before the run
+
+    def check_folder(self) -> None:
+        """With the study folder locked: the arm folders that must start over (another
+        configuration, not in this study); a ConfigError without `force`."""
+        self.restart = check_resume(self.arms, self.folder.path, force=self.force)
 
     @property
     def image_sizes(self) -> list[int]:
@@ -221,10 +304,9 @@ class StudyPlan:
 
 
 def plan_study(config: StudyConfig, folder: StudyFolder, *, force: bool) -> StudyPlan:
-    """The arms of `config` in dependency order and the arm folders of `folder` that must
-    start over (see the module doc); ConfigError for a folder that cannot be resumed."""
-    arms = expand_arms(config, folder.arms_dir)
-    return StudyPlan(arms, folder, check_resume(arms, folder.path, force=force), force)
+    """The arms of `config` in dependency order, to run into `folder`; the resume rules
+    (see the module doc) are the plan's `check_folder` and `settle`."""
+    return StudyPlan(expand_arms(config, folder.arms_dir), folder, force)
 
 
 def stale_arms(arms: Sequence[StudyArm], folder: StudyFolder) -> list[str]:
@@ -271,7 +353,9 @@ def check_data_unchanged(out_dir: Path, info: dict[str, Any], *, force: bool) ->
     previous = atomic.read_json(folder.dataset_json)
     if previous is None or not folder.has_arms():
         return False
-    if previous.get("split_fingerprint") == info["split_fingerprint"]:
+    if previous.get("split_fingerprint") == info["split_fingerprint"] and (
+        previous.get("normalize") == info.get("normalize")  # stain normalisation: other images
+    ):
         return False
     if not force:
         raise ConfigError(

@@ -34,9 +34,9 @@ from leukaug.core.layout import StudyFolder
 from leukaug.core.lock import folder_lock
 from leukaug.report import build_report
 from leukaug.study import executors
-from leukaug.study.jobs import ArmJob, ArmOutcome, StudyArm, finished_outcome, run_settings
-from leukaug.study.plan import plan_study
-from leukaug.study.preflight import check_device, check_output_folder
+from leukaug.study.jobs import ArmJob, ArmOutcome, StudyArm, run_settings
+from leukaug.study.plan import plan_study, with_sanity_baseline
+from leukaug.study.preflight import preflight
 from leukaug.study.prepare import PreparedData, prepare_data, render_figures
 from leukaug.study.study_file import StudyConfig, dump_toml, parse_study
 
@@ -157,27 +157,31 @@ def prepare(
     executor = executor or config.executor.kind
     executors.require(executor)
     config = settled_config(config, folder, device, arms_per_device)
-    check_output_folder(folder.path)
-    if not (executor == "ray" and (ray_address or config.executor.address)):
-        check_device(config.study.device)  # a Ray cluster's workers may have other devices
+    plan = plan_study(config, folder, force=force)
+    remote = executor == "ray" and bool(ray_address or config.executor.address)
+    preflight(config, plan.arms, folder.path, device=not remote)  # every problem at once
     with folder_lock(folder.path, "study folder"):  # one run per study folder
-        plan = plan_study(config, folder, force=force)
+        plan.check_folder()
         data = prepare_data(config, plan.image_sizes)
         plan.settle(data.info)
         folder.path.mkdir(parents=True, exist_ok=True)
         folder.remove_interrupted_writes()
         write_study_file(folder.study_toml, resolved_config(config, data, executor), source)
         atomic.write_json(folder.dataset_json, data.info)
-        job = ArmJob(folder.path, data.manifest, data.cache_dir, run_settings(config, data.crop))
+        job = ArmJob(
+            folder.path, data.manifest, data.cache_dir, run_settings(config, data.crop),
+            fold_manifests=data.folds, background_check=config.study.background_check,
+        )  # fmt: skip
         yield PreparedStudy(config, folder, plan.arms, data, job, executor, ray_address)
 
 
 def settled_config(
     config: StudyConfig, folder: StudyFolder, device: str | None, arms_per_device: int | None
 ) -> StudyConfig:
-    """The config as run: `--device`, `arms_per_device` and the thread count filled in (a
-    resumed study keeps the count it recorded in its folder's study.toml)."""
-    config = with_device(config, device)
+    """The config as run: `--device`, the sanity baseline arm (on user data),
+    `arms_per_device` and the thread count filled in (a resumed study keeps the count it
+    recorded in its folder's study.toml)."""
+    config = with_sanity_baseline(with_device(config, device))  # the features arm on user data
     settings: dict[str, Any] = {
         "threads": resolve_threads(config.executor.threads, folder.study_toml)
     }
@@ -195,7 +199,7 @@ def execute(
 ) -> list[ArmOutcome]:
     """Step 2: the outcome of every arm, in the study's order. Arms an earlier run completed
     are read from their folders; the others run through the study's executor."""
-    outcomes = {arm.arm_id: finished_outcome(study.job.folder(arm), arm) for arm in study.arms}
+    outcomes = {arm.arm_id: study.job.finished(arm) for arm in study.arms}
     pending = [arm for arm in study.arms if outcomes[arm.arm_id] is None]
     if pending:
         if on_start is not None:

@@ -8,8 +8,9 @@ allowed range. `read_study_file(path)` turns any problem into one `ConfigError` 
 Layout of a study file (see `studies/*.toml` for complete examples):
 
     [study]        name, description, seeds, baseline (the reference augmentation), pairs,
-                   primary_metric, device
-    [data]         source ("embedded" or a path), split, val_fraction, ...; [data.synth]
+                   primary_metric, device, sanity_baseline, background_check
+    [data]         source ("embedded" or a path), split, val_fraction, test_fraction,
+                   cv_folds, normalize, normalize_reference, ...; [data.synth]
     [training]     image_size, epochs, batch_size, optimizer, lr, aug_p, tta, ...
     [models.X]     one table per model (X is a registry name unless `model` says otherwise)
     [augmentations] named augmentation arms: `flip = ["flip", {name = "rotate", ...}]`
@@ -44,6 +45,7 @@ from leukaug.arm.kinds import ARM_KINDS, check_kind_options
 from leukaug.arm.spec import ARM_DEFAULTS, CHOICES
 from leukaug.augment import AugmentationSpec, check_augmentations, list_augmentations
 from leukaug.core.errors import ConfigError, unknown_name_message
+from leukaug.data.choices import STAIN_NORMALIZATIONS
 from leukaug.data.synth_config import SynthConfig
 from leukaug.models import is_model_name, list_models, model_info
 from leukaug.study.overrides import apply_overrides
@@ -90,7 +92,19 @@ class StudySection(Strict):
     primary_metric: Literal["auc", "accuracy", "balanced_accuracy", "f1_weighted", "log_loss"] = (
         "auc"
     )
+    # Accuracy, balanced accuracy and F1 as primary metrics: "validation" decides each run at
+    # its own operating threshold chosen on its validation split; a number (e.g. 0.5) fixes it.
+    threshold: Literal["validation"] | float = "validation"
+    # More seeds for the reference arms than for the others (a superset of `seeds`; the
+    # reference is in every comparison, about sqrt(K) times as many seeds for K arms).
+    reference_seeds: list[int] = Field(default_factory=list)
     device: str = "auto"
+    # On user data (source not "embedded"): add a `features` arm (cell features + gradient
+    # boosting) as the reference point every CNN must beat (study.plan.with_sanity_baseline).
+    sanity_baseline: bool = True
+    # After each arm: its test AUC with the background outside the cell replaced
+    # (background_check.csv; leukaug.arm.background_check).
+    background_check: bool = True
 
     @field_validator("pairs")
     @classmethod
@@ -113,6 +127,27 @@ class StudySection(Strict):
         if any(seed < 0 for seed in seeds):
             raise ValueError(f"seeds must be >= 0, got {seeds}")
         return seeds
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_in_range(cls, threshold: str | float) -> str | float:
+        if isinstance(threshold, float) and not 0 < threshold < 1:
+            raise ValueError(f"threshold must be 'validation' or lie in (0, 1), got {threshold}")
+        return threshold
+
+    @model_validator(mode="after")
+    def _reference_seeds_cover_seeds(self) -> StudySection:
+        extra = self.reference_seeds
+        if extra and (missing := sorted(set(self.seeds) - set(extra))):
+            raise ValueError(
+                f"reference_seeds must include every seed of `seeds` (missing {missing}); "
+                "list the reference's seeds in full, e.g. reference_seeds = [0, 1, ..., 8]"
+            )
+        if len(set(extra)) != len(extra) or any(seed < 0 for seed in extra):
+            raise ValueError(f"reference_seeds must be distinct seeds >= 0, got {extra}")
+        if extra and self.baseline is None:
+            raise ValueError("reference_seeds needs `baseline` (the reference augmentation)")
+        return self
 
     @field_validator("device")
     @classmethod
@@ -141,7 +176,17 @@ class DataSection(Strict):
     crop: float | None = Field(default=None, gt=0.0, le=1.0)  # central fraction kept
     split: Literal["subject", "image"] = "subject"
     val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    # a data set without a test set: hold out this fraction of each class's subjects as test
+    test_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
     split_seed: int = Field(default=0, ge=0)
+    # K-fold cross-validation instead of a test split (data/folds.py): every arm x seed runs
+    # on every fold; the data set must have no test split of its own.
+    cv_folds: int | None = Field(default=None, ge=2, le=20)
+    # stain normalisation applied once when the image cache is built (leukaug.data.stain_norm)
+    normalize: Literal[STAIN_NORMALIZATIONS] = "none"  # type: ignore[valid-type]
+    normalize_reference: str | None = (
+        None  # an image to fit the target to (default: training cells)
+    )
     synth: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("synth")
@@ -163,6 +208,31 @@ class DataSection(Strict):
             raise ValueError(
                 f"[data.synth] configures the embedded generator, but data.source is "
                 f"{self.source!r}; remove [data.synth] or set source = 'embedded'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _folds_need_data_without_test_split(self) -> DataSection:
+        if self.cv_folds is not None and self.source == EMBEDDED:
+            raise ValueError(
+                f"cv_folds = {self.cv_folds}: the embedded synthetic data set has its own test "
+                "split; cross-validation needs data without one (set data.source to your "
+                "folder of cells, or remove cv_folds)"
+            )
+        if self.cv_folds is not None and self.test_fraction is not None:
+            raise ValueError(
+                f"cv_folds = {self.cv_folds} and test_fraction = {self.test_fraction} both say "
+                "where the test cells come from: cross-validation tests every cell once, in its "
+                "fold; keep one of the two"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _reference_needs_a_method(self) -> DataSection:
+        if self.normalize_reference is not None and self.normalize == "none":
+            raise ValueError(
+                "normalize_reference is set but normalize = 'none'; set normalize = 'macenko' "
+                "or 'reinhard', or remove normalize_reference"
             )
         return self
 

@@ -1,6 +1,7 @@
 """Grad-CAM artefacts of a study's arm, written after the arm completed: `cam.csv`
-(image_id, label, prob, correct, foreground_share, layer) on up to `CAM_CELLS` test cells,
-16 per (class, correct) group, and `cam_overlays.png`.
+(image_id, label, prob, correct, foreground_share, layer, cell_mask) on up to `CAM_CELLS`
+test cells, 16 per (class, correct) group, and `cam_overlays.png`. `cell_mask` is "found", or
+why no cell was found (`leukaug.data.cell_mask`); that cell's share is then NaN.
 """
 
 from __future__ import annotations
@@ -80,20 +81,26 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def write_cams(folder: ArmFolder, cache: ImageCache, device: str = "auto") -> pd.DataFrame | None:
     """Grad-CAM of a complete single-network arm on up to `CAM_CELLS` test cells: `cam.csv`
-    (image_id, label, prob, correct, foreground_share, layer) and `cam_overlays.png`. None (and a
-    log line) for a model family Grad-CAM cannot explain."""
+    (image_id, label, prob, correct, foreground_share, layer, cell_mask) and `cam_overlays.png`.
+    None (and a log line) for a model family Grad-CAM cannot explain, or an arm without test
+    cells."""
     trained = load_trained_arm(folder.path)
     if not any(isinstance(trained.model, family) for family in TARGET_LAYERS):
         log.warning("%s: no Grad-CAM layer for %s; no cam.csv", folder.path, trained.model_name)
         return None
     predictions = pd.read_csv(folder.predictions, dtype={"image_id": str, "subject": str})
     cells = cam_cells(predictions)
+    if cells.empty:  # no test split (e.g. `leukaug train` on class folders): nothing to explain
+        log.warning("%s: no test cells to explain; no cam.csv", folder.path)
+        return None
     images = np.asarray(cache.images[cache.rows(list(cells["image_id"]))])
     model = trained.model.to(resolve_device(device))
     layer_name, layer = cam_layer(model, trained.image_size)
     explanation = explain_images(model, images, trained.mean, trained.std, layer=layer)
     table = cells[["image_id", "label", "prob", "correct"]].assign(
-        foreground_share=explanation.foreground_share, layer=layer_name
+        foreground_share=explanation.foreground_share,
+        layer=layer_name,
+        cell_mask=list(explanation.cell_mask),
     )
     atomic.write_csv(folder.cam_csv, table)
     _save_overlays(folder.cam_overlays, table, images, explanation.cams)
@@ -125,7 +132,8 @@ def _save_overlays(path: Path, table: pd.DataFrame, images: np.ndarray, cams: np
                 pair = Image.open(io.BytesIO(overlay_png(images[index], cams[index])))
                 ax.imshow(np.asarray(pair))
                 share = table["foreground_share"].iloc[index]
-                ax.text(0.5, -0.12, f"P(ALL) {table['prob'].iloc[index]:.2f}, on cell {share:.2f}",
+                where = "no cell found" if np.isnan(share) else f"on cell {share:.2f}"
+                ax.text(0.5, -0.12, f"P(ALL) {table['prob'].iloc[index]:.2f}, {where}",
                         transform=ax.transAxes, ha="center", va="top", fontsize=5)  # fmt: skip
     fig.tight_layout()
     atomic.save_figure(path, fig, dpi=110)

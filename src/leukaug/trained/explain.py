@@ -7,7 +7,8 @@ the torchvision ResNets, `Mixed_7c` of InceptionV3, and the last stage in timm's
 `feature_info` (CNNs; transformer token maps are not supported). `grad_cams` gives one
 map per image in [0, 1] at the input's size, for the predicted class (the logit for ALL,
 its negative for HEM) or a fixed one; `foreground_share` is the share of a map's mass on
-the cell (the non-black pixels): a model that looks mostly at the black background or the
+the cell (`leukaug.data.cell_mask`: on black or on a smear; NaN, with the reason in
+`cell_mask`, where no cell is found): a model that looks mostly at the background or the
 frame is not looking at the cell. `explain_arm` runs all of it on a trained arm's folder.
 """
 
@@ -28,13 +29,11 @@ from torch import nn
 
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError, DataError
-from leukaug.data.cache import prepare_image
+from leukaug.data.cache import preprocess
+from leukaug.data.cell_mask import find_cells
 from leukaug.data.images import is_image_file, open_rgb
-from leukaug.data.regions import (
-    check_images,
-    foreground_mask,
-    foreground_share,
-)
+from leukaug.data.regions import check_images, foreground_share
+from leukaug.data.stain_norm import StainTarget
 from leukaug.models.custom_cnn import CustomCNN
 from leukaug.models.timm_models import TimmClassifier
 from leukaug.models.torchvision_models import TorchvisionClassifier
@@ -42,6 +41,7 @@ from leukaug.trained import CAM_TARGETS
 from leukaug.trained.loader import load_trained_arm
 
 CAM_CSV = "cam.csv"
+CELL_FOUND = "found"  # cam.csv's cell_mask where the cell was found (else the reason)
 
 
 def _seed_cnn_layer(model: nn.Module) -> nn.Module:
@@ -150,11 +150,13 @@ def normalise(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
 
 @dataclass(frozen=True)
 class Explanation:
-    """CAMs of a batch: maps (N, H, W), P(ALL) (N,), foreground share (N,)."""
+    """CAMs of a batch: maps (N, H, W), P(ALL) (N,), foreground share (N,) and, per image,
+    "found" or why no cell was found (its share is then NaN)."""
 
     cams: np.ndarray
     prob_all: np.ndarray
     foreground_share: np.ndarray
+    cell_mask: tuple[str, ...] = ()
 
 
 def explain_images(
@@ -178,14 +180,17 @@ def explain_images(
         probs.append(batch_probs)
     cam_array = np.concatenate(cams) if cams else np.zeros((0, *images.shape[1:3]), np.float32)
     prob_array = np.concatenate(probs) if probs else np.zeros(0, np.float32)
-    share = foreground_share(cam_array, foreground_mask(images))
-    return Explanation(cam_array, prob_array, share)
+    cells = find_cells(images)
+    share = foreground_share(cam_array, cells.masks)
+    notes = tuple(reason or CELL_FOUND for reason in cells.reasons)
+    return Explanation(cam_array, prob_array, share, notes)
 
 
 def write_overlays(
     out_dir: str | Path, names: Sequence[str], images: np.ndarray, explanation: Explanation
 ) -> pd.DataFrame:
-    """`<name>_cam.png` per image and `cam.csv` (image, prob_all, predicted, foreground_share)."""
+    """`<name>_cam.png` per image and `cam.csv` (image, prob_all, predicted, foreground_share,
+    cell_mask)."""
     out_dir = Path(out_dir)
     for name, image, cam in zip(names, images, explanation.cams, strict=True):
         atomic.write_bytes(out_dir / f"{name}_cam.png", overlay_png(image, cam))
@@ -195,6 +200,7 @@ def write_overlays(
             "prob_all": explanation.prob_all,
             "predicted": np.where(explanation.prob_all >= 0.5, "ALL", "HEM"),
             "foreground_share": explanation.foreground_share,
+            "cell_mask": list(explanation.cell_mask),
         }
     )
     atomic.write_csv(out_dir / CAM_CSV, table)
@@ -202,7 +208,10 @@ def write_overlays(
 
 
 def read_inputs(
-    inputs: Sequence[str | Path], size: int, crop: float | None = None
+    inputs: Sequence[str | Path],
+    size: int,
+    crop: float | None = None,
+    stain: StainTarget | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Image files (or folders of them, recursively) decoded and resized as the cache does;
     returns unique names (file stems) and uint8 (N, size, size, 3)."""
@@ -223,7 +232,7 @@ def read_inputs(
         while name in names:
             name, suffix = f"{path.stem}_{suffix}", suffix + 1
         names.append(name)
-    images = np.stack([prepare_image(open_rgb(path)[0], size, crop) for path in paths])
+    images = np.stack([preprocess(open_rgb(p)[0], size, crop, stain, str(p)) for p in paths])
     return names, images
 
 
@@ -237,6 +246,7 @@ def explain_arm(
 ) -> pd.DataFrame:
     """Grad-CAM overlays of a trained arm on image files into `out_dir`; returns `cam.csv`'s table."""
     arm = load_trained_arm(arm_dir)
-    names, images = read_inputs(inputs, arm.image_size, crop)
+    stain = StainTarget.from_dict(arm.card["stain"]) if arm.card.get("stain") else None
+    names, images = read_inputs(inputs, arm.image_size, crop, stain)
     explanation = explain_images(arm.model, images, arm.mean, arm.std, target=target)
     return write_overlays(out_dir, names, images, explanation)

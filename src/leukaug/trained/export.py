@@ -87,8 +87,9 @@ def _torchscript(
         scripted = torch.jit.script(ProbabilityModel(traced, [0.0] * 3, [1.0] * 3))
     scripted.mean.copy_(wrapped.mean)
     scripted.std.copy_(wrapped.std)
-    with atomic.atomic_path(out) as tmp:
-        scripted.save(str(tmp))
+    # through a Python file, so a full disk is a StorageError naming the folder
+    with atomic.atomic_path(out) as tmp, open(tmp, "wb") as handle, atomic.os_errors_unwrapped():
+        torch.jit.save(scripted, handle)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         loaded = torch.jit.load(str(out), map_location="cpu")

@@ -1,6 +1,6 @@
 """P(ALL) for new images from a trained arm (`leukaug.trained.loader`).
 
-New images go through the same path as training: `open_rgb`, the cache's `prepare_image`,
+New images go through the same path as training: `open_rgb`, the cache's `preprocess` (stain normalisation, resize),
 then `leukaug.arm.loop.evaluate` (uint8 -> [0, 1] -> (x - mean) / std -> model).
 """
 
@@ -16,9 +16,10 @@ import torch
 from leukaug.arm.batches import SplitImages, make_pipeline, resolve_device
 from leukaug.arm.loop import evaluate
 from leukaug.core.errors import DataError
-from leukaug.data.cache import prepare_image
+from leukaug.data.cache import preprocess
 from leukaug.data.files import list_images, read_csv_table
 from leukaug.data.images import is_image_file, open_rgb
+from leukaug.data.stain_norm import StainTarget
 from leukaug.stats.metrics import predicted_all
 from leukaug.trained.loader import TrainedArm
 
@@ -90,10 +91,11 @@ def predict_images(
     pipeline = make_pipeline(torch_device, card["mean"], card["std"])
     use_tta = bool(card.get("tta", False)) if tta is None else tta
     size, crop = int(card["image_size"]), card.get("crop")
+    stain = StainTarget.from_dict(card["stain"]) if card.get("stain") else None
     probs = []
     for start in range(0, len(paths), CHUNK_IMAGES):
         chunk = paths[start : start + CHUNK_IMAGES]
-        store = np.stack([prepare_image(open_rgb(p)[0], size, crop) for p in chunk])
+        store = np.stack([preprocess(open_rgb(p)[0], size, crop, stain, str(p)) for p in chunk])
         data = SplitImages(store, np.arange(len(chunk)), np.zeros(len(chunk), dtype=np.int64))
         probs.append(evaluate(model, data, pipeline, batch_size=batch_size, tta=use_tta)["prob"])
     prob = np.concatenate(probs) if probs else np.zeros(0)
