@@ -17,8 +17,8 @@ NARROW = {"COLUMNS": "80", "TERMINAL_WIDTH": "80"}
 DEMO_ARMS = ("none", "flip_rotate", "noise", "stain")
 
 
-def render(table) -> str:
-    console = Console(width=80, record=True, file=io.StringIO())
+def render(table, width: int = 80) -> str:
+    console = Console(width=width, record=True, file=io.StringIO())
     console.print(table)
     return console.export_text()
 
@@ -40,7 +40,9 @@ def test_the_verdict_table_fits_80_columns_with_whole_names() -> None:
          "p_adjusted": 0.01, "verdict": "no detectable difference"}
         for aug in DEMO_ARMS[1:]
     ]  # fmt: skip
-    text = render(results_table(rows))
+    text = render(results_table(rows, width=80))
+    wide = render(results_table(rows, width=200), width=200)
+    assert "custom_cnn-flip_rotate-full" in wide and "without the shared" not in wide  # it fits
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "without the shared 'custom_cnn-' and '-full'" in " ".join(text.split())
     for aug in DEMO_ARMS[1:]:

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 VERDICTS_CSV = "verdicts.csv"  # written by the report (leukaug.stats's primary analysis)
 RESULT_COLUMNS = ("arm", "reference", "metric", "n_seeds", "effect", "ci_low", "ci_high")
 RESULT_COLUMNS += ("p_adjusted", "verdict")
+# What the tables need besides their name columns (cells and borders): arm names are kept
+# whole when the terminal is wide enough for them.
+VERDICT_COLUMNS_WIDTH = 80
+PLAN_COLUMNS_WIDTH = 60
 
 
 def read_results(study_dir: Path) -> list[dict[str, Any]]:
@@ -63,10 +67,11 @@ def shared_affixes(names: list[str]) -> tuple[str, str]:
 
 
 class ShortNames:
-    """Names without their shared prefix and suffix, and the note that says so."""
+    """Names without their shared prefix and suffix, and the note that says so; names kept
+    whole when `fits` (the table fits the terminal with them)."""
 
-    def __init__(self, names: list[str]) -> None:
-        self.prefix, self.suffix = shared_affixes(names)
+    def __init__(self, names: list[str], *, fits: bool = False) -> None:
+        self.prefix, self.suffix = ("", "") if fits else shared_affixes(names)
 
     def __call__(self, name: str | None) -> str:
         if name is None:
@@ -85,10 +90,18 @@ def _number(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:+.{digits}f}"
 
 
-def results_table(rows: list[dict[str, Any]]) -> Table:
+def fits(names: list[str], times: int, other_columns: int, width: int | None) -> bool:
+    """Whether a table with `times` columns of these names and `other_columns` characters
+    of other cells and borders fits `width` (None: an unknown width, so not)."""
+    longest = max((len(name) for name in names), default=0)
+    return width is not None and times * (longest + 3) + other_columns <= width
+
+
+def results_table(rows: list[dict[str, Any]], width: int | None = None) -> Table:
     """arm, its reference, seeds, the primary metric's difference with its CI, the verdict."""
     metric = rows[0].get("metric", "metric") if rows else "metric"
-    short = ShortNames([str(row.get(key)) for row in rows for key in ("arm", "reference")])
+    names = [str(row.get(key)) for row in rows for key in ("arm", "reference")]
+    short = ShortNames(names, fits=fits(names, 2, VERDICT_COLUMNS_WIDTH, width))
     table = Table(
         title=f"Verdicts (primary metric: {metric}; difference from the reference{short.note})",
         caption="interval: at the level matching Holm's adjusted p (ci_level in verdicts.csv)",
@@ -114,10 +127,11 @@ def results_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def preview_table(preview: StudyPreview) -> Table:
+def preview_table(preview: StudyPreview, width: int | None = None) -> Table:
     """`--dry-run`: one row per arm with its reference, its time estimate, and whether it is
     already complete or needs ImageNet weights fetched first."""
-    short = ShortNames([arm.arm_id for arm in preview.arms])
+    names = [arm.arm_id for arm in preview.arms]
+    short = ShortNames(names, fits=fits(names, 2, PLAN_COLUMNS_WIDTH, width))
     models = {arm.model for arm in preview.arms}
     if all(short(arm.arm_id).startswith(arm.model) for arm in preview.arms):
         models = {"shown in the arm's name"}

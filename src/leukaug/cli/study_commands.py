@@ -142,7 +142,7 @@ def show_plan(
         typer.echo(json.dumps(preview.to_dict() | {"power": power}, indent=2))
         return
     console = Console()
-    console.print(preview_table(preview))
+    console.print(preview_table(preview, console.width))
     for line in [*preview_lines(preview), *power]:
         console.print(line, markup=False, highlight=False)
 
@@ -206,7 +206,7 @@ def show_result(
     if not ran:
         console.print(f"{counts}; nothing to run.", markup=False)
     if results:
-        console.print(results_table(results))
+        console.print(results_table(results, console.width))
     report = result.report.get("report")
     has_report = report is not None and Path(report).is_file()  # never a missing report's path
     where = f"Report: {report}" if has_report else "no arm finished, so no report."

@@ -26,6 +26,7 @@ from leukaug.core.layout import StudyFolder
 from leukaug.data.read import read_dataset
 from leukaug.data.split import split_manifest
 from leukaug.data.synth_config import SynthConfig
+from leukaug.models.factory import imagenet_weights
 from leukaug.stats.pairs import plan_references
 from leukaug.stats.power import NEEDS, pilot_variances, plan_lines
 from leukaug.stats.study_results import ArmResults, Study
@@ -253,8 +254,6 @@ def missing_weights(spec: ArmSpec) -> str | None:
     cached on this machine (and no weights_path is given); else None."""
     if not spec.pretrained or spec.weights_path or not ARM_KINDS.get(spec.kind).cnn:
         return None
-    from leukaug.models.factory import imagenet_weights
-
     if imagenet_weights(spec.model).cached_path() is not None:
         return None
     return f"leukaug weights fetch {spec.model}"
