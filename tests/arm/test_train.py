@@ -558,3 +558,20 @@ def test_validation_loss_is_the_class_weighted_training_loss():
     per_sample = -(data.labels * np.log(prob) + (1 - data.labels) * np.log1p(-prob))
     assert weighted["loss"] == pytest.approx(np.mean(per_sample * weights.numpy()[data.labels]))
     assert plain["loss"] == pytest.approx(np.mean(per_sample))
+
+
+def test_a_last_training_batch_of_one_joins_the_one_before_for_batch_norm() -> None:
+    """17 training cells at batch size 8 left one cell for the last batch, and a model with
+    batch normalisation crashed on it ("Expected more than 1 value per channel")."""
+    from leukaug.arm.batches import training_bounds
+    from leukaug.arm.loop import has_batch_norm
+
+    assert training_bounds(17, 8) == [(0, 8), (8, 16), (16, 17)]  # unchanged without BN
+    assert training_bounds(17, 8, no_single_last=True) == [(0, 8), (8, 17)]
+    assert training_bounds(18, 8, no_single_last=True) == [(0, 8), (8, 16), (16, 18)]
+    assert training_bounds(1, 8, no_single_last=True) == [(0, 1)]
+    bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    assert has_batch_norm(bn.train()) and not has_batch_norm(bn.eval())
+    assert not has_batch_norm(nn.Sequential(nn.Conv2d(3, 4, 3)).train())
+    for start, end in training_bounds(17, 8, no_single_last=True):
+        bn.train()(torch.rand(end - start, 3, 8, 8))  # would raise on a batch of one

@@ -28,8 +28,9 @@ def write_study(path: Path, data: dict) -> Path:
     return path
 
 
-def only_arm(out: Path) -> Path:
-    (arm,) = (p for p in (out / "arms").iterdir() if (p / "arm.json").is_file())
+def cnn_arm(out: Path) -> Path:
+    """The study's custom_cnn arm (a features baseline arm may sit beside it)."""
+    (arm,) = (p for p in (out / "arms").glob("custom_cnn-*") if (p / "arm.json").is_file())
     return arm
 
 
@@ -58,7 +59,7 @@ def test_a_folder_per_class_runs_with_test_fraction_then_predicts_and_explains(
     )
     for class_name in ("ALL", "HEM"):
         assert info["counts"]["test"][class_name]["subjects"] >= 1
-    arm = only_arm(out)
+    arm = cnn_arm(out)
     assert (subjects_per_split(arm) == 1).all()  # subject-level: no subject in two splits
     assert {"val", "test"} <= set(pd.read_csv(arm / "predictions.csv")["split"])
 
@@ -98,6 +99,37 @@ def test_an_imagefolder_layout_runs_with_no_options(
     assert run_cli(monkeypatch, "run", str(study), "--out", str(out)) == 0
     info = json.loads((out / "dataset.json").read_text())
     assert info["layout"] == "imagefolder"
-    predictions = pd.read_csv(only_arm(out) / "predictions.csv", dtype={"subject": str})
+    predictions = pd.read_csv(cnn_arm(out) / "predictions.csv", dtype={"subject": str})
     test_subjects = set(predictions.loc[predictions["split"] == "test", "subject"])
     assert test_subjects == IMAGEFOLDER_TEST  # the test/ folder is the test set
+
+
+def test_the_dry_run_warns_of_a_leak_only_when_a_subject_is_in_two_splits(
+    real_cells: Path, tmp_path: Path
+) -> None:
+    import warnings
+
+    from leukaug.study.dry_run import preview_study
+    from leukaug.study.study_file import read_study_file
+
+    cells = class_folder_layout(real_cells, tmp_path / "cells")
+    for number, image in enumerate(sorted(cells.rglob("UID_*"))):  # no subject ids
+        image.rename(image.with_name(f"cell_{number}{image.suffix}"))
+    csv = tmp_path / "cells" / "labels.csv"
+    rows = [
+        {"path": p.relative_to(cells).as_posix(), "label": int(p.parent.name == "all"),
+         "split": "test" if i % 4 == 0 else "train"}
+        for i, p in enumerate(sorted(cells.rglob("cell_*")))
+    ]  # fmt: skip
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    data = {"source": str(cells), "labels_csv": str(csv), "split": "image"}
+    study = read_study_file(write_study(tmp_path / "image.toml", data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0 subjects in two splits: no leak warning
+        preview_study(study, tmp_path / "out")
+
+    with_subjects = class_folder_layout(real_cells, tmp_path / "subjects")
+    data = {"source": str(with_subjects), "split": "image", "test_fraction": 0.3}
+    study = read_study_file(write_study(tmp_path / "leak.toml", data))
+    with pytest.warns(UserWarning, match=r"image-level split: [1-9]\d* subject\(s\)"):
+        preview_study(study, tmp_path / "out2")

@@ -160,6 +160,18 @@ def batch_starts(n: int, batch_size: int) -> range:
     return range(0, n, batch_size)
 
 
+def training_bounds(
+    n: int, batch_size: int, *, no_single_last: bool = False
+) -> list[tuple[int, int]]:
+    """(start, end) of each training batch of `n` samples. `no_single_last`: a last batch of
+    one sample joins the batch before it (batch normalisation cannot train on one sample:
+    PyTorch raises "Expected more than 1 value per channel")."""
+    bounds = [(start, min(start + batch_size, n)) for start in batch_starts(n, batch_size)]
+    if no_single_last and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 def training_batches(
     split: SplitImages,
     order: np.ndarray,
@@ -167,6 +179,8 @@ def training_batches(
     pipeline: Pipeline,
     augmenter: AugmentFn | None = None,
     generator: torch.Generator | None = None,
+    *,
+    no_single_last: bool = False,
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """(number of samples, model input, labels) per batch of `order`, each batch sorted by row.
 
@@ -178,15 +192,15 @@ def training_batches(
     are made strictly in order from one generator: the result does not depend on timing.
     """
     side = torch.cuda.Stream(pipeline.device) if pipeline.device.type == "cuda" else None
-    starts = list(batch_starts(len(order), batch_size))
+    bounds = training_bounds(len(order), batch_size, no_single_last=no_single_last)
     group = prep_group(batch_size, pipeline.device)
-    chunks = [starts[i : i + group] for i in range(0, len(starts), group)]
+    chunks = [bounds[i : i + group] for i in range(0, len(bounds), group)]
 
     def make(
-        chunk: list[int],
+        chunk: list[tuple[int, int]],
     ) -> tuple[list[tuple[int, torch.Tensor, torch.Tensor]], torch.cuda.Event | None]:
         with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-            batches = [np.sort(order[start : start + batch_size]) for start in chunk]
+            batches = [np.sort(order[start:end]) for start, end in chunk]
             images, labels = fetch(split, np.concatenate(batches), pipeline)
             x = prepare(images, pipeline, augmenter, generator)
             sizes = [len(positions) for positions in batches]

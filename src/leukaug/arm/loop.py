@@ -205,6 +205,14 @@ def augment_generator(seed: int, epoch: int, device: torch.device) -> torch.Gene
     return torch.Generator(device=device).manual_seed(stream_seed(seed, epoch, AUGMENT_STREAM))
 
 
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether `model` has a batch-normalisation layer that trains on batch statistics."""
+    return any(
+        isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training
+        for module in model.modules()
+    )
+
+
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -233,7 +241,10 @@ def train_one_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=pipeline.device)
     checked = 0
     done = 0
-    batches = training_batches(data, order, batch_size, pipeline, augmenter, generator)
+    batches = training_batches(
+        data, order, batch_size, pipeline, augmenter, generator,
+        no_single_last=has_batch_norm(model),  # a batch of one would crash it
+    )  # fmt: skip
     for batch, (size, x, labels) in enumerate(batches, start=1):
         loss, logits = train_step(model, optimizer, x, labels, weights, pipeline)
         losses.append(loss)

@@ -93,12 +93,11 @@ def fit_target(
             "a well-stained image, or use the other method."
         ) from None
     if method == "macenko":
-        values = {"HERef": normaliser.HERef.tolist(), "maxCRef": normaliser.maxCRef.tolist()}
+        fitted = {"HERef": normaliser.HERef, "maxCRef": normaliser.maxCRef}
     else:
-        values = {
-            "means": np.asarray(normaliser.target_means).tolist(),
-            "stds": np.asarray(normaliser.target_stds).tolist(),
-        }
+        fitted = {"means": normaliser.target_means, "stds": normaliser.target_stds}
+    # rounded once, here: the numbers recorded are exactly the ones every image is moved with
+    values = {name: np.round(np.asarray(v, dtype=float), 4).tolist() for name, v in fitted.items()}
     return StainTarget(method, values, source)
 
 

@@ -11,10 +11,10 @@ import pandas as pd
 
 from leukaug.arm.kinds import ARM_KINDS
 from leukaug.stats.analysis import COMPARISON_SPLIT
-from leukaug.stats.primary_metrics import metric_label
+from leukaug.stats.primary_metrics import PRIMARY_METRICS, metric_label
 from leukaug.stats.study_results import Study
 
-LOWER_IS_BETTER = {"log_loss"}
+LOWER_IS_BETTER = {name for name, m in PRIMARY_METRICS.items() if not m.higher_is_better}
 
 
 def _kind(study: Study, name: str) -> str:

@@ -223,7 +223,8 @@ def check_splits(manifest: pd.DataFrame, root: Path, *, need_test: bool = True) 
 
 def stain_target(config: StudyConfig, manifest: pd.DataFrame) -> StainTarget | None:
     """The study's stain normalisation target: fitted to `normalize_reference`, else to the
-    training split's images (never validation or test images); None when it is off."""
+    training split's images (never validation or test images; with cross-validation, whose
+    folds share one cache, to images of every fold: the fit uses no labels); None when off."""
     method = config.data.normalize
     if method == "none":
         return None
