@@ -1,7 +1,8 @@
 """An empirical null from real training runs, for the verdict rule's calibration (issue 18, item 4).
 
     python benchmarks/empirical_null.py train            # the pool: ~60 tiny runs, in the background
-    python benchmarks/empirical_null.py show             # per arm and seed: test AUC of the pool
+    python benchmarks/empirical_null.py collect          # the pool again from the study folder
+    python benchmarks/empirical_null.py show             # per arm: test AUC spread, pairing
 
 The null arms differ from their reference by nothing but their own random draws. The
 reference trains with flips and rotations (`flip_rotate`); each null arm trains with the
@@ -108,8 +109,26 @@ def train(out: Path, n_seeds: int) -> None:
     command = [sys.executable, "-m", "leukaug", "run", str(study), "--out", str(out / "study")]
     subprocess.run([*command, "--cache-dir", str(out / "cache")], check=True)
     used = os.times()
+    runs = collect(out / "study")
+    write_json(
+        POOL_RECORD,
+        {
+            "study": STUDY.format(seeds=list(range(n_seeds))),
+            "runs": runs,
+            "wall_seconds": time.perf_counter() - start,
+            "cpu_seconds_children": (used.children_user + used.children_system)
+            - (cpu.children_user + cpu.children_system),
+            "load_average_after": os.getloadavg(),
+        },
+    )
+
+
+def collect(study_dir: Path) -> int:
+    """Keep the test predictions of every finished run of the study in `POOL`; the count."""
     frames = []
-    for arm_dir in sorted((out / "study" / "arms").iterdir()):
+    for arm_dir in sorted((study_dir / "arms").iterdir()):
+        if not (arm_dir / "predictions.csv").exists():
+            continue
         name, _, seed = arm_dir.name.rpartition("-s")
         predictions = pd.read_csv(arm_dir / "predictions.csv")
         test = predictions.loc[predictions["split"] == "test"].drop(columns="split")
@@ -119,18 +138,9 @@ def train(out: Path, n_seeds: int) -> None:
     with tempfile.NamedTemporaryFile(dir=RESULTS, suffix=".csv.gz", delete=False) as handle:
         temporary = Path(handle.name)
     pool[columns].to_csv(temporary, index=False, compression="gzip")
+    temporary.chmod(0o644)
     os.replace(temporary, POOL)
-    write_json(
-        POOL_RECORD,
-        {
-            "study": STUDY.format(seeds=list(range(n_seeds))),
-            "runs": len(frames),
-            "wall_seconds": time.perf_counter() - start,
-            "cpu_seconds_children": (used.children_user + used.children_system)
-            - (cpu.children_user + cpu.children_system),
-            "load_average_after": os.getloadavg(),
-        },
-    )
+    return len(frames)
 
 
 def load_pool(path: Path = POOL) -> dict[str, dict[int, pd.DataFrame]]:
@@ -195,12 +205,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("action", choices=["train", "show"])
+    parser.add_argument("action", choices=["train", "collect", "show"])
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "empirical_null")
     parser.add_argument("--seeds", type=int, default=POOL_SEEDS)
     args = parser.parse_args()
     if args.action == "train":
         train(args.out, args.seeds)
+    elif args.action == "collect":  # again from a finished (or resumed) study folder
+        print(f"{collect(args.out / 'study')} runs -> {POOL}")
     else:
         show()
 

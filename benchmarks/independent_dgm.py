@@ -29,7 +29,8 @@ HEM, sign = 2y - 1) with the logit
   ranking within a run).
 
 Cells per subject are unequal (log-normal, 1 to 150); subjects per family are drawn per
-family. `auc_effect` converts a wanted gain in expected population AUC (over runs, with the
+family. A reference may have more seeds than the arms (`reference_seeds`; the arms use
+the first of them). `auc_effect` converts a wanted gain in expected population AUC (over runs, with the
 collapses) into `effect_a`, so power is stated in AUC.
 """
 
@@ -69,6 +70,7 @@ class Dgm:
     reference_scale: float = 1.0  # SD multiplier of the reference's training-run effect
     arm_scales: tuple[float, ...] = field(default_factory=tuple)  # per arm; missing: 1
     spread_variance: tuple[float, float] | None = None  # per-family random variance factors
+    reference_seeds: int = 0  # more seeds for the reference than the arms' (0: the same)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -131,11 +133,12 @@ def simulate_family(
     label = label_of_subject[subject]
     sign = 2.0 * label - 1.0
     n_images = len(label)
-    seeds = np.sort(rng.choice(1000, n_seeds, replace=False))
+    n_runs = max(n_seeds, dgm.reference_seeds)  # the arms use the first n_seeds
+    seeds = np.sort(rng.choice(1000, n_runs, replace=False))
 
     scales = dgm.row_scales(rng)
-    run = dgm.run_sd * scales[:, None] * _t_draws(dgm, rng, (n_rows, n_seeds))
-    strength = dgm.separation + effects[:, None] + run + rng.normal(0, dgm.seed_sd, n_seeds)
+    run = dgm.run_sd * scales[:, None] * _t_draws(dgm, rng, (n_rows, n_runs))
+    strength = dgm.separation + effects[:, None] + run + rng.normal(0, dgm.seed_sd, n_runs)
     het = rng.normal(0, dgm.heterogeneity_sd, (n_rows, n_subjects))
     subject_shift = rng.normal(0, dgm.subject_sd, n_subjects)
     cell = rng.normal(0, dgm.cell_sd, n_images)
@@ -145,7 +148,7 @@ def simulate_family(
     family: list[dict[int, pd.DataFrame]] = []
     for a in range(n_rows):
         runs: dict[int, pd.DataFrame] = {}
-        for s, seed in enumerate(seeds):
+        for s, seed in enumerate(seeds if a == 0 else seeds[:n_seeds]):
             if rng.random() < dgm.collapse:
                 score = rng.normal(0, 1, n_images)
             else:
@@ -175,6 +178,10 @@ SCENARIOS: dict[str, tuple[str, Dgm]] = {
         Dgm(reference_scale=3.0),
     ),
     "unstable_arm": ("one null arm's training-run SD x3 (variance x9)", Dgm(arm_scales=(3.0,))),
+    "unstable_reference_9": (
+        "the reference's run SD x3, trained with 9 seeds (sqrt(9) x the arms' 3)",
+        Dgm(reference_scale=3.0, reference_seeds=9),
+    ),
     "spread": (
         "run variance x1 to x3 over the 10 rows, in random order (reference included)",
         Dgm(spread_variance=(1.0, 3.0)),

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 VERDICTS_CSV = "verdicts.csv"  # written by the report (leukaug.stats's primary analysis)
 RESULT_COLUMNS = ("arm", "reference", "metric", "n_seeds", "effect", "ci_low", "ci_high")
-RESULT_COLUMNS += ("p_adjusted", "verdict")
+RESULT_COLUMNS += ("p_adjusted", "verdict", "multiplicity")
 # What the tables need besides their name columns (cells and borders): arm names are kept
 # whole when the terminal is wide enough for them.
 VERDICT_COLUMNS_WIDTH = 80
@@ -100,16 +100,18 @@ def fits(names: list[str], times: int, other_columns: int, width: int | None) ->
 def results_table(rows: list[dict[str, Any]], width: int | None = None) -> Table:
     """arm, its reference, seeds, the primary metric's difference with its CI, the verdict."""
     metric = rows[0].get("metric", "metric") if rows else "metric"
+    rule = "max-t" if rows and rows[0].get("multiplicity") == "maxt" else "Holm"
     names = [str(row.get(key)) for row in rows for key in ("arm", "reference")]
     short = ShortNames(names, fits=fits(names, 2, VERDICT_COLUMNS_WIDTH, width))
     table = Table(
         title=f"Verdicts (primary metric: {metric}; difference from the reference{short.note})",
-        caption="interval: at the level matching Holm's adjusted p (ci_level in verdicts.csv)",
+        caption=f"interval: at the level matching the {rule}-adjusted p (ci_level in verdicts.csv)",
     )
     for column in ("arm", "reference"):
         table.add_column(column, overflow="fold")  # names are the answer: never truncated
-    for column in ("seeds", f"{metric} difference [interval]", "p (Holm)"):
-        table.add_column(column, justify="right" if column in ("seeds", "p (Holm)") else "left")
+    p_column = f"p ({rule})"
+    for column in ("seeds", f"{metric} difference [interval]", p_column):
+        table.add_column(column, justify="right" if column in ("seeds", p_column) else "left")
     table.add_column("verdict")
     for row in rows:
         interval = f"{_number(row.get('effect'))} [{_number(row.get('ci_low'))}, {_number(row.get('ci_high'))}]"

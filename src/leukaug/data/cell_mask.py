@@ -84,9 +84,10 @@ def background_kind(image: np.ndarray) -> str:
     return BLACK if black.mean() >= BLACK_BORDER_SHARE else STAINED
 
 
-def haematoxylin(image: np.ndarray) -> np.ndarray:
-    """The haematoxylin optical density of a uint8 RGB image (H, W), smoothed."""
-    return ndimage.gaussian_filter(rgb2hed(image)[..., 0], SMOOTHING_SIGMA)
+def haematoxylin(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(raw, smoothed) haematoxylin optical density of a uint8 RGB image, each (H, W)."""
+    raw = rgb2hed(image)[..., 0]
+    return raw, ndimage.gaussian_filter(raw, SMOOTHING_SIGMA)
 
 
 def stain_thresholds(density: np.ndarray) -> list[float]:
@@ -134,8 +135,7 @@ def find_cell(image: np.ndarray) -> tuple[np.ndarray, str, str]:
     if kind == BLACK:
         candidates = [image.max(axis=-1) > BLACK_THRESHOLD]
     else:
-        density = haematoxylin(image)
-        raw = rgb2hed(image)[..., 0]  # the smoothed density finds the region, the raw one its edge
+        raw, density = haematoxylin(image)  # the smoothed density finds the region, raw its edge
         candidates = [
             (density > threshold) & (raw > threshold) for threshold in stain_thresholds(density)
         ]

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +79,32 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
         raise
     except pickle.UnpicklingError as error:
         text = str(error)
-        if "weights only load failed" in text.lower():
+        if "weights only load failed" in text.lower() and _holds_code(path):
             raise RefusedFileError(path, refusal_detail(text)) from None
         raise NotATorchFileError(path, f"UnpicklingError: {_first_line(text)}") from None
     except Exception as error:  # truncated zip, garbage: the unpickler fails in any way
         reason = f"{type(error).__name__}: {_first_line(str(error))}".rstrip(": ")
         raise NotATorchFileError(path, reason) from None
+
+
+# Pickle opcodes that name or call a Python object: what a pickle needs to run code.
+_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+
+
+def _holds_code(path: Path) -> bool:
+    """Whether the file's pickle stream (a zip archive's data.pkl, or the whole legacy file)
+    parses and names Python objects; read with `pickletools`, which runs nothing. Garbage
+    that the safe unpickler also refuses ("Unsupported operand") is not code."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                stream = archive.read(name)
+        else:
+            stream = path.read_bytes()
+        return any(op.name in _CODE_OPCODES for op, _, _ in pickletools.genops(stream))
+    except Exception:  # not a parseable pickle at all: damaged, not code
+        return False
 
 
 def _first_line(text: str) -> str:

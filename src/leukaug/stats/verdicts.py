@@ -85,10 +85,10 @@ def _verdict(comparison: Comparison, p_adjusted: float, alpha: float) -> str:
 
 
 def _adjusted_level(p_value: float, p_adjusted: float, alpha: float, family: int) -> float:
-    """Two-sided alpha of the interval that inverts the Holm-adjusted test at zero."""
+    """Two-sided alpha of the interval that inverts the adjusted test at zero."""
     if p_value > 0 and math.isfinite(p_adjusted):
         return alpha * p_value / p_adjusted
-    return alpha / family  # p = 0: the first (strictest) Holm step
+    return alpha / family  # p = 0: the strictest (Bonferroni) level
 
 
 def minimum_detectable_effect(
