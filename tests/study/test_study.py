@@ -408,6 +408,10 @@ def test_a_signal_stops_the_study_with_one_line_on_how_to_resume(
     assert re.search(rf"Stopped by {name}: (\d arm\(s\) finished in this run, )?\d arm", lines[0])
     assert "Run the same command to resume" in lines[0] and str(out) in lines[0]
     parse_every_result(out)
-    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".lock"))  # all released
+    # a worker process ended mid-write may leave a hidden .tmp (never read; a rerun removes
+    # it, parse_every_result checked it is hidden); every lock is released
+    assert not list(out.rglob(".lock"))
+    if at_once == 1:
+        assert not list(out.rglob("*.tmp"))  # in-process: every write finished or cleaned up
     assert not list(out.rglob("error.json"))  # an interrupted arm is not a failed one
     assert json.loads((history.parent / "arm.json").read_text())["status"] == "running"
