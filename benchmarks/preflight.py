@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from leukaug.cli.studies_commands import packaged_study
 from leukaug.core.errors import ConfigError
+from leukaug.study.packaged import packaged_study
 from leukaug.study.plan import expand_arms
 from leukaug.study.preflight import preflight
 from leukaug.study.study_file import read_study_file

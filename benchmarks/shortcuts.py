@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from leukaug.arm.context import ArmContext, RunSettings
 from leukaug.arm.dispatch import run_any_arm
 from leukaug.arm.spec import ArmSpec
 from leukaug.core.layout import ArmFolder
@@ -113,8 +114,7 @@ def check_arms(work: Path, size: int, epochs: int) -> list[dict[str, object]]:
         for label, spec in specs.items():
             folder = ArmFolder(work / "arms" / f"{variant}-{label.replace(':', '_')}")
             started = time.perf_counter()
-            run_any_arm(spec, split, cache, folder.path, arm_id=folder.path.name,
-                        name=folder.path.name, device="cpu")  # fmt: skip
+            run_any_arm(spec, split, cache, ArmContext(folder.path, folder.path.name, folder.path.name, RunSettings(device="cpu")))  # fmt: skip
             trained = time.perf_counter() - started
             started = time.perf_counter()
             table = write_background_check(folder, spec, split, cache, device="cpu")

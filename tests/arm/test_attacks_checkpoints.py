@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from cli_tools import output, run_cli, squeeze, train_args
+from leukaug.arm.context import ArmContext, RunSettings
 from leukaug.core.errors import DataError
 from leukaug.data.cache import load_or_build_cache
 from leukaug.data.read import read_dataset
@@ -64,7 +65,7 @@ def test_init_from_not_weights_in_a_study_arm_error_json(
     manifest = split_manifest(tiny_manifest, strategy="image")
     bad = not_weights("pickled_object", tmp_path / "source.pt")
     spec = ArmSpec(model="resnet18", image_size=32, epochs=1, init_from=str(bad))
-    job = ArmJob(tmp_path / "study", manifest, tmp_path / "cache", None, "cpu", threads=1)
+    job = ArmJob(tmp_path / "study", manifest, tmp_path / "cache", RunSettings("cpu", threads=1))
     outcome = job.run(StudyArm("a-s0", "a", spec, 32))
     error = (tmp_path / "study" / "arms" / "a-s0" / "error.json").read_text()
     assert outcome.failed and f"not a weights file: {bad}" in outcome.message
@@ -87,7 +88,7 @@ def fault_arm(tmp_path_factory: pytest.TempPathFactory, tiny_cnmc: Path):
     cache = load_or_build_cache(manifest, FAULT_ARM_SIZE, tmp_path_factory.mktemp("cache"))
     spec = ArmSpec(model="custom_cnn", image_size=FAULT_ARM_SIZE, epochs=2, batch_size=8, lr=1e-3)
     clean = tmp_path_factory.mktemp("clean") / "arm"
-    run_arm(spec, manifest, cache, clean, arm_id="arm", name="arm", device="cpu")
+    run_arm(spec, manifest, cache, ArmContext(clean, "arm", "arm", RunSettings(device="cpu")))
     return spec, manifest, cache, clean
 
 
@@ -111,7 +112,7 @@ def test_a_damaged_resume_file_is_set_aside_and_the_arm_restarts(
 
     monkeypatch.setattr(train, "train_one_epoch", crash_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        run_arm(spec, manifest, cache, arm_dir, arm_id="arm", name="arm", device="cpu")
+        run_arm(spec, manifest, cache, ArmContext(arm_dir, "arm", "arm", RunSettings(device="cpu")))
     monkeypatch.setattr(train, "train_one_epoch", original)
     path = arm_dir / damaged
     path.write_bytes(
@@ -119,7 +120,7 @@ def test_a_damaged_resume_file_is_set_aside_and_the_arm_restarts(
     )
 
     with caplog.at_level("WARNING", logger="leukaug"):
-        run_arm(spec, manifest, cache, arm_dir, arm_id="arm", name="arm", device="cpu")
+        run_arm(spec, manifest, cache, ArmContext(arm_dir, "arm", "arm", RunSettings(device="cpu")))
     moved = list(arm_dir.glob(f"{damaged}.damaged-*"))
     assert len(moved) == 1 and str(path) in caplog.text and str(moved[0]) in caplog.text
     info = json.loads((arm_dir / "arm.json").read_text())
@@ -129,7 +130,9 @@ def test_a_damaged_resume_file_is_set_aside_and_the_arm_restarts(
     ]
     for name in ("predictions.csv", "metrics.json"):  # restarted: the uninterrupted result
         assert (arm_dir / name).read_bytes() == (clean / name).read_bytes(), name
-    run_arm(spec, manifest, cache, arm_dir, arm_id="arm", name="arm", device="cpu")  # no loop
+    run_arm(
+        spec, manifest, cache, ArmContext(arm_dir, "arm", "arm", RunSettings(device="cpu"))
+    )  # no loop
 
 
 def test_a_damaged_checkpoint_of_a_finished_arm_is_named_by_predict(
@@ -230,7 +233,7 @@ def test_resume_refuses_a_last_pt_that_holds_code(fault_arm, tmp_path: Path) -> 
     info = json.loads((arm_dir / "arm.json").read_text())
     (arm_dir / "arm.json").write_text(json.dumps(info | {"status": "running"}))
     with pytest.raises(RefusedFileError) as error:
-        run_arm(spec, manifest, cache, arm_dir, arm_id="arm", name="arm", device="cpu")
+        run_arm(spec, manifest, cache, ArmContext(arm_dir, "arm", "arm", RunSettings(device="cpu")))
     assert_refused(str(error.value), arm_dir / "last.pt", marker)
     assert not list(arm_dir.glob("*.damaged-*"))
 
@@ -276,14 +279,16 @@ def test_a_full_disk_leaves_the_arm_interrupted_and_the_rerun_resumes_byte_ident
 
     monkeypatch.setattr(checkpoints.torch, "save", disk_fills)
     with pytest.raises(StorageError) as error:
-        run_any_arm(spec, manifest, cache, arm_dir, arm_id="arm", name="arm", device="cpu")
+        run_any_arm(
+            spec, manifest, cache, ArmContext(arm_dir, "arm", "arm", RunSettings(device="cpu"))
+        )
     monkeypatch.undo()
     assert f"{arm_dir} has" in str(error.value) and "free space there" in str(error.value)
     info = json.loads((arm_dir / "arm.json").read_text())
     assert info["status"] == "interrupted" and "No space left" in info["interrupted"]["reason"]
     assert not list(arm_dir.glob(".*.tmp"))  # nothing half-written
 
-    run_any_arm(spec, manifest, cache, arm_dir, arm_id="arm", name="arm", device="cpu")
+    run_any_arm(spec, manifest, cache, ArmContext(arm_dir, "arm", "arm", RunSettings(device="cpu")))
     assert json.loads((arm_dir / "arm.json").read_text())["status"] == "complete"
     for name in ("predictions.csv", "metrics.json"):
         assert (arm_dir / name).read_bytes() == (clean / name).read_bytes(), name
@@ -320,8 +325,7 @@ def test_a_failing_tracker_is_recorded_and_the_arm_completes(
     monkeypatch.setattr(tracking.TensorBoardTracker, "on_end", unreachable)
     spec, manifest, cache, clean = fault_arm
     arm_dir = tmp_path / "arm"
-    run_arm(spec, manifest, cache, arm_dir, arm_id="arm", name="arm", device="cpu",
-            tensorboard=True)  # fmt: skip
+    run_arm(spec, manifest, cache, ArmContext(arm_dir, "arm", "arm", RunSettings(device="cpu", tensorboard=True)))  # fmt: skip
     info = json.loads((arm_dir / "arm.json").read_text())
     assert info["status"] == "complete"
     assert info["optional_failures"][0]["step"] == "tracking (TensorBoard)"

@@ -24,6 +24,7 @@ from leukaug.arm.checkpoints import (
     set_aside_damaged,
     weights_entry,
 )
+from leukaug.arm.context import ArmContext, RunSettings
 from leukaug.arm.network import build_model, load_arm_weights
 from leukaug.arm.single import run_arm
 from leukaug.arm.spec import ArmSpec
@@ -189,11 +190,10 @@ def frozen_arm(**overrides) -> ArmSpec:
     return ArmSpec(**(settings | overrides))
 
 
-def run(spec, arm_data, out_dir, **kwargs):
+def run(spec, arm_data, out_dir, **settings):
     manifest, cache = arm_data
-    return run_arm(
-        spec, manifest, cache, out_dir, arm_id=out_dir.name, name="tiny", device="cpu", **kwargs
-    )
+    context = ArmContext(out_dir, out_dir.name, "tiny", RunSettings(device="cpu", **settings))
+    return run_arm(spec, manifest, cache, context)
 
 
 def crash_in_epoch(monkeypatch, epoch: int):

@@ -25,6 +25,7 @@ from leukaug.arm.batches import (
     prepare,
     resolve_device,
 )
+from leukaug.arm.context import ArmContext, RunSettings
 from leukaug.arm.loop import (
     EpochRecord,
     TrainingCallbacks,
@@ -352,9 +353,8 @@ def tiny_arm(**overrides) -> ArmSpec:
 
 def run(spec, arm_data, out_dir):
     manifest, cache = arm_data
-    return arm_module.run_arm(
-        spec, manifest, cache, out_dir, arm_id=out_dir.name, name="tiny", device="cpu"
-    )
+    context = ArmContext(out_dir, out_dir.name, "tiny", RunSettings(device="cpu"))
+    return arm_module.run_arm(spec, manifest, cache, context)
 
 
 def test_run_arm_writes_a_complete_arm_folder(arm_data, tmp_path):
@@ -491,10 +491,7 @@ def test_run_arm_on_cuda(arm_data, tmp_path):
         tiny_arm(tta=True),
         manifest,
         cache,
-        tmp_path / "arm",
-        arm_id="arm",
-        name="tiny",
-        device="cuda",
+        ArmContext(tmp_path / "arm", "arm", "tiny", RunSettings(device="cuda")),
     )
     assert np.isfinite(result.predictions["prob"]).all()
     assert json.loads((tmp_path / "arm" / "arm.json").read_text())["device"].startswith("cuda")

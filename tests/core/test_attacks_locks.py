@@ -79,13 +79,14 @@ def test_train_into_a_locked_arm_folder_is_refused(
 def test_an_arm_worker_leaves_a_locked_arm_folder_alone(
     held_folders: tuple[int, Path], tiny_manifest: pd.DataFrame, tmp_path: Path
 ) -> None:
+    from leukaug.arm.context import RunSettings
     from leukaug.arm.spec import ArmSpec
     from leukaug.study.jobs import ArmJob, StudyArm
 
     pid, root = held_folders
     arm_dir = root / "study" / "arms" / "a-s0"
     (arm_dir / ".arm.json.x.tmp").write_text("the holder's write in progress")
-    job = ArmJob(root / "study", tiny_manifest, tmp_path / "cache", None, "cpu", threads=1)
+    job = ArmJob(root / "study", tiny_manifest, tmp_path / "cache", RunSettings("cpu", threads=1))
     outcome = job.run(StudyArm("a-s0", "a", ArmSpec(model="resnet18", image_size=32), 32))
     assert (
         outcome.failed and outcome.error_type == "FolderLocked" and f"pid {pid}" in outcome.message

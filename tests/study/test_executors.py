@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import study_fixtures
+from leukaug.arm.context import RunSettings
 from leukaug.core.errors import ConfigError, TrainingError
 from leukaug.core.layout import ArmFolder
 from leukaug.study.executors import require, run_local, run_ray
@@ -47,7 +48,9 @@ def tiny_arms(tmp_path: Path, seeds: tuple[int, ...] = (0, 1)):
 
 
 def scripted_job(tmp_path: Path, fail: tuple[str, ...] = ()) -> ScriptedJob:
-    return ScriptedJob(tmp_path, pd.DataFrame({"split": []}), tmp_path / "cache", None, fail=fail)
+    return ScriptedJob(
+        tmp_path, pd.DataFrame({"split": []}), tmp_path / "cache", RunSettings(), fail=fail
+    )
 
 
 def test_local_runs_in_dependency_order_and_skips_arms_whose_source_failed(tmp_path: Path) -> None:
@@ -118,12 +121,12 @@ class FlakyJob(ArmJob):
 @pytest.mark.slow
 def test_ray_retries_a_failed_task(tmp_path: Path, local_ray: None) -> None:
     arms = tiny_arms(tmp_path, seeds=(0,))
-    job = FlakyJob(tmp_path, pd.DataFrame({"split": []}), tmp_path / "cache", None)
+    job = FlakyJob(tmp_path, pd.DataFrame({"split": []}), tmp_path / "cache", RunSettings())
     outcomes = run_ray(arms, job, max_retries=1)
     assert {o.status for o in outcomes} == {"complete"}
     assert len(list(tmp_path.glob("*.attempted"))) == len(arms)
     (tmp_path / "b").mkdir()
-    once = FlakyJob(tmp_path / "b", job.manifest, job.cache_dir, None)
+    once = FlakyJob(tmp_path / "b", job.manifest, job.cache_dir, RunSettings())
     no_retry = run_ray(arms[:1], once, max_retries=0)
     assert no_retry[0].failed and no_retry[0].error_type == "RuntimeError"
 

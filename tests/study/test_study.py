@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -216,7 +217,7 @@ def test_failing_arm_is_recorded_and_the_others_go_on(
     real_run_arm = jobs_module.run_any_arm
 
     def nan_in_first_arm(spec, *args, **kwargs):
-        if kwargs["arm_id"] == "custom_cnn-none-full-s0":
+        if kwargs["context"].arm_id == "custom_cnn-none-full-s0":
             raise TrainingError("non-finite training loss (nan) at epoch 1, batch 1")
         return real_run_arm(spec, *args, **kwargs)
 
@@ -246,7 +247,7 @@ def test_failed_arm_is_listed_in_the_report_and_exit_status_is_1(
     real_run_arm = jobs_module.run_any_arm
 
     def oom_in_flip(spec, *args, **kwargs):
-        if kwargs["arm_id"] == "custom_cnn-flip-full-s0":
+        if kwargs["context"].arm_id == "custom_cnn-flip-full-s0":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_run_arm(spec, *args, **kwargs)
 
@@ -354,3 +355,63 @@ def test_sigkill_mid_arm_then_rerun_matches_an_uninterrupted_run(tmp_path: Path)
         )
     parse_every_result(killed_out)
     assert not list(killed_out.rglob("*.tmp")), "stray temporary files were not cleaned up"
+
+
+# --------------------------------------------------------------------------- rerun, signals
+
+
+def test_a_finished_study_reruns_without_training_or_rebuilding_the_report(
+    finished: tuple[Path, Path],
+) -> None:
+    study, out = finished
+    # the report as this version builds it, from the study.toml the command writes
+    run_study(read_study_file(study), out, source=str(study))
+    report = out / "report.html"
+    before = report.stat().st_mtime_ns
+    completed = subprocess.run(
+        leukaug_run(study, out), capture_output=True, text=True, timeout=600, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    text = " ".join(completed.stdout.split())
+    assert f"{len(TINY_ARMS)} of {len(TINY_ARMS)} arms complete; nothing to run" in text
+    assert f"Report: {report}" in text and "Verdicts" in text
+    assert " epoch " not in completed.stdout + completed.stderr  # no replayed epoch lines
+    assert "arm(s) to run" not in completed.stdout + completed.stderr
+    assert report.stat().st_mtime_ns == before  # unchanged inputs: the report is kept
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, at_once", [(signal.SIGINT, 1), (signal.SIGTERM, 2)])
+def test_a_signal_stops_the_study_with_one_line_on_how_to_resume(
+    tmp_path: Path, signum: signal.Signals, at_once: int
+) -> None:
+    study = tiny(tmp_path, epochs=3, cells=10)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [*leukaug_run(study, out), "--set", f"executor.arms_per_device={at_once}"]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    history = out / "arms" / f"{TINY_ARMS[1]}-s0" / "history.csv"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if history.is_file() and len(pd.read_csv(history)) >= 1:
+            process.send_signal(signum)
+            break
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if "Stopped by" in line]
+    assert len(lines) == 1, stderr
+    name = signal.Signals(signum).name
+    assert re.search(rf"Stopped by {name}: (\d arm\(s\) finished in this run, )?\d arm", lines[0])
+    assert "Run the same command to resume" in lines[0] and str(out) in lines[0]
+    parse_every_result(out)
+    # a worker process ended mid-write may leave a hidden .tmp (never read; a rerun removes
+    # it, parse_every_result checked it is hidden); every lock is released
+    assert not list(out.rglob(".lock"))
+    if at_once == 1:
+        assert not list(out.rglob("*.tmp"))  # in-process: every write finished or cleaned up
+    assert not list(out.rglob("error.json"))  # an interrupted arm is not a failed one
+    assert json.loads((history.parent / "arm.json").read_text())["status"] == "running"

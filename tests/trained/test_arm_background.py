@@ -17,6 +17,7 @@ from leukaug.arm.background_check import (
     background_check,
     depends_on_background,
 )
+from leukaug.arm.context import ArmContext, RunSettings
 from leukaug.arm.single import run_arm
 from leukaug.arm.spec import ArmSpec
 from leukaug.core.errors import DataError
@@ -116,8 +117,7 @@ def test_a_network_trained_on_the_background_is_flagged(shortcut_cells, tiny_man
     cache = load_or_build_cache(manifest, SIZE, tmp_path / "cache")
     spec = ArmSpec(model="timm:resnet10t", image_size=SIZE, epochs=3, batch_size=8, lr=1e-3)
     folder = ArmFolder(tmp_path / "arms" / "shortcut-s0")
-    run_arm(spec, manifest, cache, folder.path, arm_id="shortcut-s0", name="shortcut",
-            device="cpu")  # fmt: skip
+    run_arm(spec, manifest, cache, ArmContext(folder.path, "shortcut-s0", "shortcut", RunSettings(device="cpu")))  # fmt: skip
     table = write_background_check(folder, spec, manifest, cache, device="cpu")
     assert table is not None and (folder.path / BACKGROUND_CHECK_CSV).is_file()
     assert pd.read_csv(folder.path / BACKGROUND_CHECK_CSV).shape == (2, len(COLUMNS))

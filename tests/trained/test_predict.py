@@ -14,6 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from leukaug.arm.context import ArmContext, RunSettings
 from leukaug.arm.model_card import MODEL_CARD_KEY, embed_model_card, model_card
 from leukaug.arm.single import run_arm
 from leukaug.arm.spec import ArmSpec
@@ -33,7 +34,9 @@ def train_tiny_arm(data_root: Path, work: Path) -> tuple[Path, pd.DataFrame]:
     cache = load_or_build_cache(manifest, ARM_SIZE, work / "cache")
     spec = ArmSpec(model="custom_cnn", image_size=ARM_SIZE, epochs=1, batch_size=8, lr=1e-3)
     arm_dir = work / "arms" / "tiny-arm"
-    run_arm(spec, manifest, cache, arm_dir, arm_id="tiny-arm", name="tiny", device="cpu")
+    run_arm(
+        spec, manifest, cache, ArmContext(arm_dir, "tiny-arm", "tiny", RunSettings(device="cpu"))
+    )
     return arm_dir, manifest
 
 

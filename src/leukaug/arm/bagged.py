@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from leukaug.arm.batches import stream_seed
+from leukaug.arm.context import ArmContext
 from leukaug.arm.kinds import SINGLE, expand_regions
 from leukaug.arm.lifecycle import (
     PREDICTION_SPLITS,
@@ -28,7 +27,7 @@ from leukaug.arm.lifecycle import (
     prediction_frame,
     start_arm,
 )
-from leukaug.arm.loop import HISTORY_COLUMNS, TrainingCallbacks
+from leukaug.arm.loop import HISTORY_COLUMNS
 from leukaug.arm.single import run_arm
 from leukaug.arm.spec import ArmSpec
 from leukaug.core.errors import DataError
@@ -85,20 +84,12 @@ def member_history(histories: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 
 def run_bagged_regions(
-    spec: ArmSpec,
-    split_manifest: pd.DataFrame,
-    cache: ImageCache,
-    out_dir: str | Path,
-    *,
-    arm_id: str,
-    name: str,
-    device: str = "auto",
-    callbacks: TrainingCallbacks | None = None,
-    **options: Any,
+    spec: ArmSpec, split_manifest: pd.DataFrame, cache: ImageCache, context: ArmContext
 ) -> ArmResult:
     """One single-network member per region in `members/<region>/`, combined (see the module doc)."""
-    folder = ArmFolder(Path(out_dir))
-    arm_json, done = start_arm(spec, folder, arm_id, name, device)
+    folder = ArmFolder(context.out_dir)
+    arm_id = context.arm_id
+    arm_json, done = start_arm(spec, folder, arm_id, context.name, context.device)
     if done is not None:
         return done
     regions = expand_regions(spec.regions)
@@ -107,12 +98,12 @@ def run_bagged_regions(
     for index, region in enumerate(regions):
         member = replace(spec, kind=SINGLE, regions=(), stacker="mean")
         member = replace(member, seed=member_seed(spec.seed, index))
-        member_dir = folder.path / MEMBERS_DIR / region
         members[region] = run_arm(
-            member, split_manifest, region_cache(cache, region), member_dir,
-            arm_id=f"{arm_id}/{region}", name=f"{name}/{region}", device=device, callbacks=callbacks,
-            **options,
-        )  # fmt: skip
+            member,
+            split_manifest,
+            region_cache(cache, region),
+            context.member(f"{MEMBERS_DIR}/{region}"),
+        )
         records.append({"region": region, "seed": member.seed, "config_hash": member.config_hash()})
     splits = []
     for split in PREDICTION_SPLITS:

@@ -11,15 +11,13 @@ refused where they would be silently ignored.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from leukaug.arm.batches import AUGMENT_STREAM, stream_seed
+from leukaug.arm.context import ArmContext
 from leukaug.arm.kinds import check_spec
 from leukaug.arm.lifecycle import (
     PREDICTION_SPLITS,
@@ -28,7 +26,7 @@ from leukaug.arm.lifecycle import (
     prediction_frame,
     start_arm,
 )
-from leukaug.arm.loop import HISTORY_COLUMNS, TrainingCallbacks
+from leukaug.arm.loop import HISTORY_COLUMNS
 from leukaug.arm.spec import ArmSpec
 from leukaug.augment import build_augmenter
 from leukaug.core.errors import ConfigError
@@ -76,27 +74,18 @@ def fit_arm_classifier(
 
 
 def run_features(
-    spec: ArmSpec,
-    split_manifest: pd.DataFrame,
-    cache: ImageCache,
-    out_dir: str | Path,
-    *,
-    arm_id: str,
-    name: str,
-    device: str = "auto",
-    callbacks: TrainingCallbacks | None = None,
-    **options: Any,
+    spec: ArmSpec, split_manifest: pd.DataFrame, cache: ImageCache, context: ArmContext
 ) -> ArmResult:
-    """Cell features and a gradient-boosted classifier (see the module doc); the device,
-    callbacks and `run_arm`'s options (model card, trackers) do not apply: scikit-learn on
-    the CPU, no epochs, no checkpoint."""
-    folder = ArmFolder(Path(out_dir))
+    """Cell features and a gradient-boosted classifier (see the module doc); of the context
+    only the folder and names apply: scikit-learn on the CPU, no epochs, no checkpoint."""
+    folder = ArmFolder(context.out_dir)
+    arm_id = context.arm_id
     check_spec(spec)
     if cache.size != spec.image_size:
         raise ConfigError(
             f"the cache holds {cache.size} px images but arm {arm_id!r} needs {spec.image_size} px."
         )
-    arm_json, done = start_arm(spec, folder, arm_id, name, device="cpu")
+    arm_json, done = start_arm(spec, folder, arm_id, context.name, device="cpu")
     if done is not None:
         return done
     classifier, training_cells = fit_arm_classifier(spec, split_manifest, cache)

@@ -11,7 +11,6 @@ atomically; see ARCHITECTURE.md for the contract.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from torch import nn
 
 from leukaug.arm import checkpoints
 from leukaug.arm.batches import Pipeline, SplitImages, make_pipeline, place_store, resolve_device
+from leukaug.arm.context import ArmContext
 from leukaug.arm.lifecycle import (
     OPTIONAL_FAILURES,
     PREDICTION_SPLITS,
@@ -90,32 +90,27 @@ def _device_name(device: torch.device) -> str:
 
 
 def run_arm(
-    spec: ArmSpec,
-    split_manifest: pd.DataFrame,
-    cache: ImageCache,
-    out_dir: str | Path,
-    *,
-    arm_id: str,
-    name: str,
-    device: str = "auto",
-    callbacks: TrainingCallbacks | None = None,
-    crop: float | None = None,
-    tensorboard: bool = False,
-    mlflow_uri: str = "",
-    checkpoint_interval_s: float | None = None,
+    spec: ArmSpec, split_manifest: pd.DataFrame, cache: ImageCache, context: ArmContext
 ) -> ArmResult:
-    """Train and evaluate one arm into `out_dir` (the arm's own folder, `arms/<arm_id>/`).
+    """Train and evaluate one arm into `context.out_dir` (the arm's own folder,
+    `arms/<arm_id>/` in a study).
 
     Returns at once when the folder is complete with the same config hash; resumes from
     `last.pt` when it was interrupted; raises ConfigError when it holds another config.
-    `callbacks` receive the arm's per-batch and per-epoch records (labelled `arm_id`).
-    `crop` (the data's central crop) goes into the checkpoint's model card; `tensorboard`
-    and `mlflow_uri` (a study's [tracking]) ask for the trackers of `leukaug.arm.tracking`.
-    A damaged `last.pt` / `checkpoint.pt` is set aside (listed in arm.json's
-    `damaged_files`) and the arm restarts from its last good state; `checkpoint_interval_s`:
-    how often the resume state is written (`checkpoints.SaveSchedule`; None: auto).
+    `context.callbacks` receive the arm's per-batch and per-epoch records (labelled
+    `arm_id`); of its `RunSettings`, `crop` (the data's central crop) goes into the
+    checkpoint's model card, `tensorboard` and `mlflow_uri` ask for the trackers of
+    `leukaug.arm.tracking`, and `checkpoint_interval_s` says how often the resume state is
+    written (`checkpoints.SaveSchedule`; None: auto). A damaged `last.pt` / `checkpoint.pt`
+    is set aside (listed in arm.json's `damaged_files`) and the arm restarts from its last
+    good state.
     """
-    out_dir = Path(out_dir)
+    out_dir, arm_id, name, settings = (
+        context.out_dir,
+        context.arm_id,
+        context.name,
+        context.settings,
+    )
     folder = ArmFolder(out_dir)
     config_hash = spec.config_hash()
     previous, finished = check_folder(spec, folder, arm_id, name)
@@ -133,7 +128,7 @@ def run_arm(
             f"the cache holds {tuple(cache.images.shape[1:])} images but arm {arm_id!r} needs "
             f"({image_size}, {image_size}, 3); build it with load_or_build_cache(..., size={image_size})."
         )
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(settings.device)
     damaged = (previous or {}).get("damaged_files", []) + checkpoints.set_aside_damaged(folder)
     arm_json = running_record(spec, arm_id, name, _device_name(torch_device), previous)
     if damaged:
@@ -153,7 +148,10 @@ def run_arm(
     trackers = [
         GuardedTracker(t)
         for t in build_trackers(  # tracking is an extra
-            out_dir, arm_id=arm_id, tensorboard=tensorboard, mlflow_uri=mlflow_uri or None
+            out_dir,
+            arm_id=arm_id,
+            tensorboard=settings.tensorboard,
+            mlflow_uri=settings.mlflow_uri or None,
         )
     ]
     history = fit(
@@ -161,8 +159,8 @@ def run_arm(
         epochs=spec.epochs, seed=spec.seed, batch_size=spec.batch_size,
         weights=class_weights(train.labels, spec.class_weighting), augmenter=augmenter,
         early_stopping_patience=spec.early_stopping_patience, config_hash=config_hash,
-        callbacks=_with_trackers(callbacks, trackers), label=arm_id,
-        checkpoint_interval_s=checkpoint_interval_s, checkpoint_meta={"spec": spec.to_dict()},
+        callbacks=_with_trackers(context.callbacks, trackers), label=arm_id,
+        checkpoint_interval_s=settings.checkpoint_interval_s, checkpoint_meta={"spec": spec.to_dict()},
     )  # fmt: skip
 
     best = checkpoints.read_checkpoint(folder.checkpoint)
@@ -175,7 +173,7 @@ def run_arm(
     metrics = arm_metrics(predictions) if len(predictions) else {}
     atomic.write_json(folder.metrics, metrics)
     stain = cache.stain.to_dict() if cache.stain is not None else None
-    card = model_card(spec, predictions, crop=crop, stain=stain, arm_id=arm_id, name=name)
+    card = model_card(spec, predictions, crop=settings.crop, stain=stain, arm_id=arm_id, name=name)
     embed_model_card(out_dir, card)
     for tracker in trackers:
         tracker.on_end(out_dir, predictions, spec)

@@ -7,8 +7,13 @@ with the verdicts table (or, with `--json`, a JSON summary on stdout).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shlex
+import signal
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,14 +24,24 @@ from rich.markup import escape
 from leukaug.cli.conventions import choice
 from leukaug.cli.progress import arm_display
 from leukaug.cli.results import preview_lines, preview_table, read_results, results_table
-from leukaug.study.overrides import describe
+from leukaug.study.overrides import Flag, describe, flag_assignments
 from leukaug.study.packaged import packaged_study, resolve_study
 from leukaug.study.study_file import EXECUTORS, StudyConfig, read_study_file
 
 if TYPE_CHECKING:
+    from leukaug.study.jobs import ArmOutcome
     from leukaug.study.run import StudyResult
 
 EXIT_ARM_FAILED = 1
+EXIT_SIGNAL = 128  # the shell's convention: 130 after SIGINT, 143 after SIGTERM
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# `leukaug run`'s dedicated options: sugar for `--set KEY=VALUE` of these keys.
+RUN_FLAGS = {
+    "cache_dir": Flag("--cache-dir", "data.cache_dir"),
+    "device": Flag("--device", "study.device"),
+    "executor": Flag("--executor", "executor.kind"),
+    "ray_address": Flag("--ray-address", "executor.address"),
+}
 DEMO_STUDY = "demo.toml"
 Executor = choice(EXECUTORS)
 
@@ -87,23 +102,21 @@ def register(app: typer.Typer) -> None:
         if ray_address and executor not in (None, "ray"):
             raise typer.BadParameter("--ray-address needs --executor ray", param_hint="--executor")
         path = resolve_study(study)
-        config = with_cache_dir(read_study_file(path, overrides), cache_dir)
-        source = " ".join([str(path), describe(overrides)]).strip()
+        flags = [
+            (RUN_FLAGS["cache_dir"], str(cache_dir.resolve()) if cache_dir else None),
+            (RUN_FLAGS["device"], device),
+            (RUN_FLAGS["executor"], "ray" if ray_address else executor),
+            (RUN_FLAGS["ray_address"], ray_address),
+        ]
+        settings = [*flag_assignments(flags), *overrides]
+        config = read_study_file(path, settings)
+        source = " ".join([str(path), describe(settings)]).strip()
         if variance_from is not None and not dry_run:
             raise typer.BadParameter("--variance-from needs --dry-run", param_hint="--dry-run")
         if dry_run:
             show_plan(config, out, as_json=as_json, variance_from=variance_from)
             return
-        run_and_report(
-            config,
-            out,
-            source=source,
-            force=force,
-            executor="ray" if ray_address else executor,
-            ray_address=ray_address,
-            device=device,
-            as_json=as_json,
-        )
+        run_and_report(config, out, source=source, force=force, as_json=as_json)
 
     @app.command("demo")
     def demo_command(
@@ -115,14 +128,6 @@ def register(app: typer.Typer) -> None:
         """The embedded demo: synthetic data, custom CNN, no augmentation vs the paper's and stain jitter."""
         path = packaged_study(DEMO_STUDY)
         run_and_report(read_study_file(path), out, source=str(path), force=force)
-
-
-def with_cache_dir(config: StudyConfig, cache_dir: Path | None) -> StudyConfig:
-    """`--cache-dir` in place of the study's data.cache_dir."""
-    if cache_dir is None:
-        return config
-    data = config.data.model_copy(update={"cache_dir": str(cache_dir.resolve())})
-    return config.model_copy(update={"data": data})
 
 
 def show_plan(
@@ -137,52 +142,47 @@ def show_plan(
         typer.echo(json.dumps(preview.to_dict() | {"power": power}, indent=2))
         return
     console = Console()
-    console.print(preview_table(preview))
+    console.print(preview_table(preview, console.width))
     for line in [*preview_lines(preview), *power]:
         console.print(line, markup=False, highlight=False)
 
 
 def run_and_report(
-    config: StudyConfig,
-    out: Path,
-    *,
-    source: str,
-    force: bool = False,
-    executor: str | None = None,
-    ray_address: str | None = None,
-    device: str | None = None,
-    as_json: bool = False,
+    config: StudyConfig, out: Path, *, source: str, force: bool = False, as_json: bool = False
 ) -> None:
-    """Run and report one study, then show its verdicts; exit 1 if an arm failed."""
+    """Run and report one study, then show its verdicts; exit 1 if an arm failed, 130 / 143
+    on SIGINT / SIGTERM (with a line saying what finished and how to resume)."""
     from leukaug.study.run import run_study
 
     console = Console(stderr=as_json)  # with --json, stdout carries the JSON alone
     started = time.perf_counter()
-    with arm_display(console, study=True) as display:
-        result = run_study(
-            config,
-            out,
-            force=force,
-            executor=executor,
-            ray_address=ray_address,
-            device=device,
-            source=source,
-            on_start=display.on_start,
-            on_arm_done=display.on_arm_done,
-            callbacks=display.callbacks,
-        )
+    done: list[str] = []
+    try:
+        with stop_on_signals(), arm_display(console, study=True) as display:
+
+            def arm_done(outcome: ArmOutcome) -> None:
+                if not outcome.failed:
+                    done.append(outcome.arm_id)
+                display.on_arm_done(outcome)
+
+            result = run_study(
+                config,
+                out,
+                force=force,
+                source=source,
+                on_start=display.on_start,
+                on_arm_done=arm_done,
+                callbacks=display.callbacks,
+            )
+    except Interrupted as stop:
+        Console(stderr=True).print(interrupted_line(stop, out, done), markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_SIGNAL + stop.signum) from None
     minutes = (time.perf_counter() - started) / 60
     results = read_results(result.out_dir)
     if as_json:
         typer.echo(json.dumps(run_summary(config, result, results, minutes), indent=2))
     else:
-        if results:
-            console.print(results_table(results))
-        report = result.report.get("report")
-        if report is not None and Path(report).is_file():  # never a path to a missing report
-            console.print(f"Study finished in {minutes:.1f} min. Report: {report}", markup=False)
-        else:
-            console.print(f"Study finished in {minutes:.1f} min; no arm finished, so no report.")
+        show_result(console, result, results, minutes)
     if result.failed:
         names = ", ".join(o.arm_id for o in result.failed)
         Console(stderr=True).print(
@@ -191,6 +191,69 @@ def run_and_report(
             "run the same command again to retry them)."
         )
         raise typer.Exit(EXIT_ARM_FAILED)
+
+
+def show_result(
+    console: Console, result: StudyResult, results: list[dict[str, Any]], minutes: float
+) -> None:
+    """How many arms are complete, the verdicts table, and the report's path."""
+    from leukaug.study.jobs import STATUS_SKIPPED
+
+    outcomes = result.outcomes
+    complete = sum(not o.failed for o in outcomes)
+    counts = f"{complete} of {len(outcomes)} arms complete"
+    ran = any(o.status != STATUS_SKIPPED for o in outcomes)
+    if not ran:
+        console.print(f"{counts}; nothing to run.", markup=False)
+    if results:
+        console.print(results_table(results, console.width))
+    report = result.report.get("report")
+    has_report = report is not None and Path(report).is_file()  # never a missing report's path
+    where = f"Report: {report}" if has_report else "no arm finished, so no report."
+    if ran:
+        console.print(
+            f"Study finished in {minutes:.1f} min: {counts}. {where}", markup=False, soft_wrap=True
+        )
+    else:
+        console.print(where, markup=False, soft_wrap=True)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM while a study runs (a KeyboardInterrupt: no arm records it as its
+    own failure, and every lock and temporary file is released on the way out)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `Interrupted` in the block (the handlers restored after)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def interrupted_line(stop: Interrupted, out: Path, done: list[str]) -> str:
+    """What finished before the signal, and the command that resumes."""
+    from leukaug.core.layout import StudyFolder
+
+    complete = sum(1 for arm in StudyFolder(out.resolve()).arm_folders() if arm.is_complete())
+    finished = f"{len(done)} arm(s) finished in this run, " if done else ""
+    command = "leukaug " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "the same command"
+    return (
+        f"Stopped by {signal.Signals(stop.signum).name}: {finished}{complete} arm(s) complete "
+        f"in {out}; the arm that was training resumes from its last saved state. Run the same "
+        f"command to resume: {command}"
+    )
 
 
 def run_summary(

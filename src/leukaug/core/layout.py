@@ -171,6 +171,12 @@ class StudyFolder:
     def summary_md(self) -> Path:
         return self.path / "summary.md"
 
+    @property
+    def report_inputs(self) -> Path:
+        """A fingerprint of what the report was built from, and its files: a rerun that
+        changed none of them keeps the report (`leukaug.study.run.report`)."""
+        return self.path / "report_inputs.json"
+
     def arm(self, arm_id: str) -> ArmFolder:
         return ArmFolder(self.arms_dir / arm_id)
 

@@ -1,9 +1,8 @@
 """What a data set holds: counts per split, class, fold and subject (summarised, with an
 images-per-subject histogram), and a contact sheet.
 
-`contact_sheet` renders the paper's Figure 1 (sample cells per class) for
-`leukaug data inspect`; the study draws its own Figure 1 from the image cache
-(`study_data.render_figures`).
+`contact_sheet` renders the paper's Figure 1 (sample cells per class), for `leukaug data
+inspect` and for a study's report (from its image cache, `study.prepare.render_figures`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,11 @@ The arms (`plan.expand_arms`, which also builds each model shape once), the refe
 arm would be compared with (the report's own matching, `report.references.plan_references`,
 run on the planned specs), the data (read from their headers, or the embedded generator's
 settings when they are not generated yet), and the work: image passes of training and
-evaluation for the arms not already complete in the study folder.
+evaluation for the arms not already complete in the study folder, with a time estimate per
+arm and in total: from the finished arms of the same study where one of the same shape
+(model, head, image size, batch size, regime) finished, else from a few training steps
+measured on this machine and device (`leukaug.arm.timing`). Arms whose ImageNet weights are
+not cached here are flagged with the `leukaug weights fetch` command that gets them.
 """
 
 from __future__ import annotations
@@ -15,19 +19,26 @@ from typing import Any
 
 import pandas as pd
 
+from leukaug.arm.kinds import ARM_KINDS, expand_regions
+from leukaug.arm.spec import ArmSpec
+from leukaug.arm.timing import step_seconds
 from leukaug.core.layout import StudyFolder
 from leukaug.data.read import read_dataset
 from leukaug.data.split import split_manifest
 from leukaug.data.synth_config import SynthConfig
+from leukaug.models.factory import imagenet_weights
 from leukaug.stats.pairs import plan_references
 from leukaug.stats.power import NEEDS, pilot_variances, plan_lines
 from leukaug.stats.study_results import ArmResults, Study
+from leukaug.study.executors import arms_per_device
 from leukaug.study.jobs import StudyArm
 from leukaug.study.plan import expand_arms, with_sanity_baseline
 from leukaug.study.prepare import cross_validation_splits, embedded_data_dir, split_counts
 from leukaug.study.study_file import StudyConfig
 
 SPLITS = ("train", "val", "test")
+FROM_FINISHED = "the finished arms of this study"
+MEASURED = "training steps measured on"  # + the device
 
 
 @dataclass
@@ -41,6 +52,9 @@ class PlannedArm:
     reference: str | None  # the arm name it is compared with; None: described, not tested
     complete: bool  # already complete in the study folder (a rerun skips it)
     depends_on: str | None = None
+    estimate_seconds: float | None = None  # None: complete already, or no estimate
+    estimate_source: str | None = None  # FROM_FINISHED, or MEASURED + the device
+    fetch_weights: str | None = None  # the command that fetches missing ImageNet weights
 
 
 @dataclass
@@ -93,6 +107,16 @@ def preview_study(config: StudyConfig, out_dir: str | Path) -> StudyPreview:
         for arm in arms
     ]
     data = describe_data(config)
+    estimate_times(config, arms, planned, data["images"], folder)
+    for arm, plan_arm in zip(arms, planned, strict=True):
+        plan_arm.fetch_weights = missing_weights(arm.spec)
+    work = estimate_work(planned, data["images"])
+    work["arms_at_once"] = arms_per_device(config.executor, config.study.device)
+    estimates = [a.estimate_seconds for a in planned if a.estimate_seconds is not None]
+    if estimates:  # arms without a network (features) take seconds: not timed
+        work["estimated_seconds"] = sum(estimates) / work["arms_at_once"]
+    sources = {arm.estimate_source or "" for arm in planned if not arm.complete}
+    work["estimate_is_lower_bound"] = any(s.startswith(MEASURED) for s in sources)
     return StudyPreview(
         name=config.study.name,
         out_dir=str(folder.path),
@@ -101,7 +125,7 @@ def preview_study(config: StudyConfig, out_dir: str | Path) -> StudyPreview:
         arms=planned,
         untested={name: why for name, why in plan.untested.items()},
         data=data,
-        work=estimate_work(planned, data["images"]),
+        work=work,
         notes=list(plan.notes),
     )
 
@@ -173,6 +197,66 @@ def estimate_work(arms: list[PlannedArm], images: dict[str, int]) -> dict[str, A
         "training_image_passes": train_passes,
         "evaluation_image_passes": eval_passes,
     }
+
+
+def shape_key(spec: ArmSpec) -> tuple[Any, ...]:
+    """What an arm's time per epoch depends on (besides the data and the machine)."""
+    return (spec.kind, spec.model, spec.head, spec.resolved_image_size, spec.batch_size,
+            spec.regime, spec.freeze_first, spec.regions)  # fmt: skip
+
+
+def estimate_times(
+    config: StudyConfig,
+    arms: list[StudyArm],
+    planned: list[PlannedArm],
+    images: dict[str, int],
+    folder: StudyFolder,
+) -> None:
+    """Fill in each arm's `estimate_seconds`: epochs x the mean epoch time of finished arms
+    of the same shape, else epochs x the measured seconds per training and validation
+    image, plus the final evaluation (a bagged arm trains one network per region)."""
+    finished = finished_epoch_seconds(arms, folder)
+    measured: dict[tuple[Any, ...], Any] = {}
+    for arm, plan_arm in zip(arms, planned, strict=True):
+        spec = arm.spec
+        if plan_arm.complete or not ARM_KINDS.get(spec.kind).cnn:
+            continue
+        members = len(expand_regions(spec.regions)) if spec.kind == "bagged_regions" else 1
+        key = shape_key(spec)
+        if key in finished:
+            plan_arm.estimate_seconds = members * spec.epochs * finished[key]
+            plan_arm.estimate_source = FROM_FINISHED
+            continue
+        if key not in measured:
+            measured[key] = step_seconds(spec, config.study.device, config.executor.threads)
+        timing = measured[key]
+        per_epoch = images["train"] * timing.train + images["val"] * timing.evaluate
+        final = (images["val"] + images["test"]) * timing.evaluate
+        plan_arm.estimate_seconds = members * (spec.epochs * per_epoch + final)
+        plan_arm.estimate_source = f"{MEASURED} {timing.device}"
+
+
+def finished_epoch_seconds(arms: list[StudyArm], folder: StudyFolder) -> dict[tuple, float]:
+    """Mean seconds per epoch of the complete arms in the study folder, by shape."""
+    epochs: dict[tuple[Any, ...], list[float]] = {}
+    for arm in arms:
+        arm_folder = folder.arm(arm.arm_id)
+        if not arm_folder.is_complete() or not arm_folder.history.is_file():
+            continue
+        history = pd.read_csv(arm_folder.history)
+        if len(history) and "seconds" in history:
+            epochs.setdefault(shape_key(arm.spec), []).extend(history["seconds"].tolist())
+    return {key: sum(values) / len(values) for key, values in epochs.items()}
+
+
+def missing_weights(spec: ArmSpec) -> str | None:
+    """`leukaug weights fetch MODEL` when the arm starts from ImageNet weights that are not
+    cached on this machine (and no weights_path is given); else None."""
+    if not spec.pretrained or spec.weights_path or not ARM_KINDS.get(spec.kind).cnn:
+        return None
+    if imagenet_weights(spec.model).cached_path() is not None:
+        return None
+    return f"leukaug weights fetch {spec.model}"
 
 
 # --- power from a pilot (`--variance-from`, issue 18; the computation is stats/power.py) ---

@@ -22,7 +22,6 @@ import logging
 import multiprocessing
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +64,8 @@ def run_arms(
     on_arm_done: OnArmDone | None = None,
     callbacks: TrainingCallbacks | None = None,
 ) -> list[ArmOutcome]:
-    """Run `arms` (already in dependency order) with the named executor."""
+    """Run `arms` (already in dependency order) with the named executor; an arm whose
+    source arm is not among them starts from that arm's folder as it is."""
     if kind == "local":
         parallel = arms_per_device(settings, job.device)
         if parallel > 1 and len(arms) > 1:
@@ -106,7 +106,9 @@ def require(kind: str) -> None:
 
 
 def _blocked(arm: StudyArm, outcomes: dict[str, ArmOutcome]) -> bool:
-    return arm.depends_on is not None and outcomes[arm.depends_on].failed
+    """The arm this one starts from failed in this run (one not run now was complete)."""
+    source = outcomes.get(arm.depends_on) if arm.depends_on is not None else None
+    return source is not None and source.failed
 
 
 def run_local(
@@ -146,10 +148,10 @@ def run_local_parallel(
     """Up to `arms_per_device` arms at once on this machine's device, each in its own
     process (an arm seeds torch's global generators, so arms cannot share a process).
 
-    Every arm runs with the study's thread count (`job.threads`), so its numbers are the
+    Every arm runs with the study's thread count (`job.settings.threads`), so its numbers are the
     ones it gets run alone; `callbacks.on_epoch` receives epochs read from `history.csv`.
     """
-    job = replace(job, threads=job.threads or torch.get_num_threads())
+    job = job.with_threads(torch.get_num_threads())
     context = multiprocessing.get_context("spawn")  # no forked copy of torch's thread pools
     with ProcessPoolExecutor(arms_per_device, mp_context=context) as pool:
 
@@ -157,16 +159,32 @@ def run_local_parallel(
             done, _ = wait(running, timeout=RAY_POLL_SECONDS, return_when=FIRST_COMPLETED)
             return done
 
-        return dispatch(
-            arms,
-            job,
-            submit=lambda arm: pool.submit(_local_task, job, arm),
-            ready=ready,
-            result=lambda future: future.result(),
-            capacity=arms_per_device,
-            on_arm_done=on_arm_done,
-            callbacks=callbacks,
-        )
+        try:
+            return dispatch(
+                arms,
+                job,
+                submit=lambda arm: pool.submit(_local_task, job, arm),
+                ready=ready,
+                result=lambda future: future.result(),
+                capacity=arms_per_device,
+                on_arm_done=on_arm_done,
+                callbacks=callbacks,
+            )
+        except BaseException:  # interrupted (SIGINT, SIGTERM): stop the arms, do not wait
+            stop_workers(pool)
+            raise
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's worker processes now; an arm stopped mid-epoch resumes from its
+    `last.pt` (every file it writes is replaced atomically, so none is left half-written).
+    The executor has no public call for this: its `_processes` are the workers."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        process.terminate()
+    for process in workers:
+        process.join()
 
 
 class RetryableArmError(RuntimeError):
@@ -235,7 +253,7 @@ def _run_on_ray(
         retry_exceptions=[RetryableArmError],
     )(_ray_task)
     # the study's count (same numbers as local), else one thread per reserved CPU
-    job_ref = ray.put(replace(job, threads=job.threads or max(1, int(num_cpus))))
+    job_ref = ray.put(job.with_threads(max(1, int(num_cpus))))
 
     def ready(running: list[Any]) -> list[Any]:
         done, _ = ray.wait(running, num_returns=1, timeout=RAY_POLL_SECONDS)
@@ -269,6 +287,7 @@ def dispatch(
     `ready(handles)` waits up to RAY_POLL_SECONDS for finished ones, `result(handle)` is its
     outcome (raising if the worker failed); at most `capacity` run at once (None: all)."""
     waiting = list(arms)
+    ids = {arm.arm_id for arm in arms}  # a source not among them was complete already
     running: dict[Any, StudyArm] = {}
     outcomes: dict[str, ArmOutcome] = {}
     n_train = int((job.manifest["split"] == "train").sum())
@@ -285,7 +304,7 @@ def dispatch(
         for arm in list(waiting):
             if capacity is not None and len(running) >= capacity:
                 break
-            if arm.depends_on is not None and arm.depends_on not in outcomes:
+            if arm.depends_on in ids and arm.depends_on not in outcomes:
                 continue
             waiting.remove(arm)
             if _blocked(arm, outcomes):
@@ -328,17 +347,21 @@ class EpochWatch:
         self.arms: dict[str, tuple[StudyArm, int]] = {}  # arm_id -> (arm, epochs reported)
 
     def start(self, arm: StudyArm) -> None:
+        """Watch `arm` from now on: a resumed arm's earlier epochs are not passed on again."""
         if self.on_epoch is not None:
-            self.arms[arm.arm_id] = (arm, 0)
+            self.arms[arm.arm_id] = (arm, len(self._history(arm.arm_id)))
+
+    def _history(self, arm_id: str) -> pd.DataFrame:
+        try:
+            return pd.read_csv(self.folder.arm(arm_id).history)
+        except (OSError, ValueError):
+            return pd.DataFrame()
 
     def poll(self) -> None:
         if self.on_epoch is None:
             return
         for arm_id, (arm, reported) in list(self.arms.items()):
-            try:
-                history = pd.read_csv(self.folder.arm(arm_id).history)
-            except (OSError, ValueError):
-                continue
+            history = self._history(arm_id)
             for row in history.iloc[reported:].itertuples(index=False):
                 self.on_epoch(
                     EpochRecord.from_history_row(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,10 @@ import pandas as pd
 import torch
 
 from leukaug.arm.background_check import BACKGROUND_CHECK_CSV
+from leukaug.arm.context import ArmContext, RunSettings
 from leukaug.arm.determinism import arm_execution
 from leukaug.arm.dispatch import run_any_arm
+from leukaug.arm.kinds import ARM_KINDS
 from leukaug.arm.lifecycle import run_optional
 from leukaug.arm.loop import TrainingCallbacks
 from leukaug.arm.spec import ArmSpec
@@ -28,6 +30,7 @@ from leukaug.core.errors import ConfigError, StorageError
 from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.core.lock import FolderLocked, folder_lock
 from leukaug.data.cache import ImageCache, load_or_build_cache
+from leukaug.study.study_file import StudyConfig
 from leukaug.trained.arm_background import write_background_check
 from leukaug.trained.arm_cams import write_arm_cams
 
@@ -104,26 +107,81 @@ def dependency_failed(arm: StudyArm, out_dir: Path) -> ArmOutcome:
     return write_error(StudyFolder(out_dir).arm(arm.arm_id).path, arm, error, DEPENDENCY_FAILED)
 
 
+def run_settings(config: StudyConfig, crop: float | None) -> RunSettings:
+    """The run settings of every arm of a study: its device, [executor] and [tracking]
+    sections, and the data's crop (the one place they are read from the config)."""
+    return RunSettings(
+        device=config.study.device,
+        threads=config.executor.threads,
+        deterministic=config.executor.deterministic,
+        crop=crop,
+        tensorboard=config.tracking.tensorboard,
+        mlflow_uri=config.tracking.mlflow_uri,
+        checkpoint_interval_s=config.executor.checkpoint_interval_s,
+    )
+
+
+def finished_outcome(folder: ArmFolder, arm: StudyArm) -> ArmOutcome | None:
+    """The skipped outcome of an arm that an earlier run completed with the same config
+    (its Grad-CAM written too), read from its folder without running anything; else None."""
+    info = folder.read_info()
+    if (
+        info is None
+        or info.get("config_hash") != arm.spec.config_hash()
+        or not folder.is_complete()
+        or (not folder.cam_csv.is_file() and wants_cams(arm.spec, folder))
+    ):
+        return None
+    metrics = atomic.read_json(folder.metrics) or {}
+    return ArmOutcome(arm.arm_id, arm.name, STATUS_SKIPPED, metrics=metrics)
+
+
+def wants_cams(spec: ArmSpec, folder: ArmFolder) -> bool:
+    """A complete arm gets Grad-CAM artefacts when it trains networks and has test cells."""
+    if not ARM_KINDS.get(spec.kind).cnn:
+        return False
+    predictions = pd.read_csv(folder.predictions, usecols=["split"])
+    return bool((predictions["split"] == "test").any())
+
+
 @dataclass
 class ArmJob:
     """Everything a worker needs to run arms of one study (picklable, for Ray)."""
 
-    out_dir: Path
+    out_dir: Path  # the study folder; with `single_arm`, the arm's own folder
     manifest: pd.DataFrame
     cache_dir: Path
-    crop: float | None
-    device: str = "auto"
-    threads: int | None = None  # CPU threads per arm (None: keep the process's count)
-    deterministic: bool = False  # CUDA deterministic kernels
-    tensorboard: bool = False  # [tracking]: event files in each arm folder
-    mlflow_uri: str = ""  # [tracking]: one MLflow run per arm ("" = off)
-    checkpoint_interval_s: float | None = None  # resume-state writes (None: auto)
+    settings: RunSettings = field(default_factory=RunSettings)
+    single_arm: bool = False  # `leukaug train`: out_dir is the one arm's folder
     # [data] cv_folds: fold -> that fold's split manifest (an arm's spec.fold picks one)
     fold_manifests: dict[int, pd.DataFrame] = field(default_factory=dict)
     background_check: bool = True  # [study]: background_check.csv after each arm
 
+    @property
+    def device(self) -> str:
+        return self.settings.device
+
+    def with_threads(self, threads: int) -> ArmJob:
+        """This job with `threads` CPU threads per arm unless the study set a count."""
+        return replace(
+            self, settings=replace(self.settings, threads=self.settings.threads or threads)
+        )
+
+    def folder(self, arm: StudyArm) -> ArmFolder:
+        if self.single_arm:
+            return ArmFolder(self.out_dir)
+        return StudyFolder(self.out_dir).arm(arm.arm_id)
+
+    def finished(self, arm: StudyArm) -> ArmOutcome | None:
+        """The skipped outcome of an arm an earlier run completed with the same config and
+        its extras written, read from its folder without running anything; else None."""
+        folder = self.folder(arm)
+        if self.background_check and not (folder.path / BACKGROUND_CHECK_CSV).is_file():
+            return None
+        return finished_outcome(folder, arm)
+
     def cache(self, size: int) -> ImageCache:
-        return load_or_build_cache(self.manifest, size, self.cache_dir, crop=self.crop)
+        return load_or_build_cache(self.manifest, size, self.cache_dir, crop=self.settings.crop)
 
     def manifest_for(self, spec: ArmSpec) -> pd.DataFrame:
         """The split manifest an arm trains and predicts on: its fold's, else the study's."""
@@ -146,7 +204,7 @@ class ArmJob:
     ) -> ArmOutcome:
         """Run one arm holding its folder's lock: a second worker on the same arm (a Ray
         retry while the first attempt still runs) fails at once and leaves the folder alone."""
-        folder = StudyFolder(self.out_dir).arm(arm.arm_id)
+        folder = self.folder(arm)
         try:
             with folder_lock(folder.path, "arm folder"):
                 return self._run(arm, cache=cache, reraise=reraise, callbacks=callbacks)
@@ -164,28 +222,19 @@ class ArmJob:
         callbacks: TrainingCallbacks | None = None,
     ) -> ArmOutcome:
         """Run one arm; any failure becomes its `error.json` (re-raised when `reraise` says so)."""
-        folder = StudyFolder(self.out_dir).arm(arm.arm_id)
+        folder = self.folder(arm)
         folder.error.unlink(missing_ok=True)
         folder.remove_interrupted_writes()
         started = time.perf_counter()
+        context = ArmContext(folder.path, arm.arm_id, arm.name, self.settings, callbacks)
         try:
-            with arm_execution(folder.path, self.threads, self.deterministic):
+            with arm_execution(folder.path, self.settings.threads, self.settings.deterministic):
                 job_cache = cache if cache is not None else self.cache(arm.image_size)
                 result = run_any_arm(  # dispatches on arm.spec.kind (arm.kinds.ARM_KINDS)
-                    arm.spec,
-                    self.manifest_for(arm.spec),
-                    job_cache,
-                    folder.path,
-                    arm_id=arm.arm_id,
-                    name=arm.name,
-                    device=self.device,
-                    callbacks=callbacks,
-                    crop=self.crop,
-                    tensorboard=self.tensorboard,
-                    mlflow_uri=self.mlflow_uri,
-                    checkpoint_interval_s=self.checkpoint_interval_s,
+                    arm.spec, self.manifest_for(arm.spec), job_cache, context=context
                 )
-                if not folder.cam_csv.is_file():  # also for an arm completed earlier without them
+                # also for an arm completed earlier without them
+                if not folder.cam_csv.is_file() and wants_cams(arm.spec, folder):
                     run_optional(  # an extra: its failure is recorded, the arm stays complete
                         folder,
                         "cams",

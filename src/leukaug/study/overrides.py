@@ -6,6 +6,11 @@ into the study's tables; a key without a table (`seeds`, `epochs`) is looked up 
 sections that have it ([study], [training], [data], [executor]) when exactly one does. The
 result is validated like the file itself (`config.parse_study`), so a bad key or value gets
 the same message.
+
+A command's dedicated flags (`leukaug train --epochs 3`, `leukaug run --device cpu`) are
+sugar for the same assignments: `flag_assignments` writes each flag's value as one
+`KEY=VALUE` (a `Flag` says which key), and `flag_names` lets a validation message name the
+flag instead of the key.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ from __future__ import annotations
 import copy
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import tomli_w
 
 from leukaug.core.errors import ConfigError
 
@@ -90,3 +98,27 @@ def apply_overrides(
 def describe(assignments: Iterable[str]) -> str:
     """How the overrides are named in messages and the resolved study.toml's header."""
     return " ".join(f"--set {a}" for a in assignments)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A dedicated command-line flag and the study key it sets (`--epochs` ->
+    `training.epochs`)."""
+
+    flag: str
+    key: str
+
+
+def toml_value(value: Any) -> str:
+    """`value` written as a TOML value (what `parse_value` reads back)."""
+    return tomli_w.dumps({"value": value}).removeprefix("value = ").strip()
+
+
+def flag_assignments(values: Sequence[tuple[Flag, Any]]) -> list[str]:
+    """`KEY=VALUE` assignments for the flags given (None: the flag was not given)."""
+    return [f"{flag.key}={toml_value(value)}" for flag, value in values if value is not None]
+
+
+def flag_names(flags: Iterable[Flag]) -> dict[str, str]:
+    """key -> flag, for messages about the keys the flags set."""
+    return {flag.key: flag.flag for flag in flags}

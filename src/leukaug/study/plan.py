@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +274,39 @@ def dependents(arms: Sequence[StudyArm], roots: set[str]) -> set[str]:
 
 
 # --------------------------------------------------------------------------- resume
+
+
+@dataclass
+class StudyPlan:
+    """A study's arms and what the resume rules decide for its folder (`plan_study`)."""
+
+    arms: list[StudyArm]
+    folder: StudyFolder
+    force: bool
+    restart: set[str] = field(default_factory=set)  # arm folders deleted before the run
+
+    def check_folder(self) -> None:
+        """With the study folder locked: the arm folders that must start over (another
+        configuration, not in this study); a ConfigError without `force`."""
+        self.restart = check_resume(self.arms, self.folder.path, force=self.force)
+
+    @property
+    def image_sizes(self) -> list[int]:
+        return sorted({arm.image_size for arm in self.arms})
+
+    def settle(self, data_info: dict[str, Any]) -> None:
+        """Once the data are prepared: restart every arm if the earlier arms were trained on
+        another split (a ConfigError without `force`), then delete the arm folders that
+        start over."""
+        if check_data_unchanged(self.folder.path, data_info, force=self.force):
+            self.restart = {arm.arm_id for arm in self.arms}
+        reset_arms(self.folder.path, self.restart)
+
+
+def plan_study(config: StudyConfig, folder: StudyFolder, *, force: bool) -> StudyPlan:
+    """The arms of `config` in dependency order, to run into `folder`; the resume rules
+    (see the module doc) are the plan's `check_folder` and `settle`."""
+    return StudyPlan(expand_arms(config, folder.arms_dir), folder, force)
 
 
 def stale_arms(arms: Sequence[StudyArm], folder: StudyFolder) -> list[str]:

@@ -1,5 +1,6 @@
 """Data and figures of a study: the embedded synthetic data, the split manifest, one image
-cache per image size, the facts for `dataset.json`, and the report's Figures 1-2.
+cache per image size, the facts for `dataset.json`, and the report's Figures 1-2 (drawn
+from the image cache once the arms have run).
 
 `leukaug run` (every arm) and `leukaug train` (a one-arm study) prepare their data here.
 """
@@ -20,7 +21,6 @@ import pandas as pd
 from leukaug import CLASS_NAMES
 from leukaug.augment import AugmentationSpec
 from leukaug.augment.preview import render_preview
-from leukaug.core import atomic
 from leukaug.core.atomic import STORAGE_ERRNOS, storage_error
 from leukaug.core.errors import ConfigError, DataError
 from leukaug.core.layout import StudyFolder
@@ -34,6 +34,7 @@ from leukaug.data.folds import (
     fold_subjects,
     folds_record,
 )
+from leukaug.data.inspect import contact_sheet
 from leukaug.data.read import read_dataset
 from leukaug.data.split import has_subject_ids, split_manifest
 from leukaug.data.stain_norm import StainTarget, reference_target, training_target
@@ -272,31 +273,20 @@ def split_fingerprint(manifest: pd.DataFrame, folds: dict[int, pd.DataFrame] | N
 def render_figures(
     data: PreparedData, augmentations: Sequence[AugmentationSpec], folder: StudyFolder
 ) -> None:
-    """Figure 1 (ALL and HEM training cells) and Figure 2 (`augmentations`, the study's
-    distinct augmentations, at p = 1; skipped when there are none)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Figure 1 (ALL and HEM training cells, drawn like `leukaug data inspect`'s contact
+    sheet) and Figure 2 (`augmentations`, the study's distinct augmentations, at p = 1;
+    skipped when there are none). The study draws them after training, with the report."""
     cache = data.caches[max(data.caches)]
     by_class = _sample_training_cells(data.manifest, cache, per_class=SAMPLE_CELLS_PER_CLASS)
-
-    n_cols = max(len(images) for images in by_class.values())
-    fig, axes = plt.subplots(2, n_cols, figsize=(1.6 * n_cols, 4.0), squeeze=False)
-    for row_axes, (label, images) in zip(axes, by_class.items(), strict=True):
-        for column, ax in enumerate(row_axes):
-            ax.set_axis_off()
-            if column < len(images):
-                ax.imshow(images[column])
-                ax.set_title(CLASS_NAMES[label], fontsize=8)
     stain = data.info.get("normalize")
     normalised = f", {stain['method'].capitalize()} stain-normalised" if stain else ""
-    fig.suptitle(f"Figure 1: training cells, ALL (top) and HEM (bottom){normalised}", fontsize=9)
-    fig.tight_layout()
-    atomic.save_figure(folder.sample_cells_figure, fig, dpi=110)
-    plt.close(fig)
-
+    contact_sheet(
+        [image for images in by_class.values() for image in images],
+        [label for label, images in by_class.items() for _ in images],
+        folder.sample_cells_figure,
+        title=f"Figure 1: training cells, ALL (top) and HEM (bottom){normalised}",
+        n_cols=SAMPLE_CELLS_PER_CLASS,
+    )
     specs = list(dict.fromkeys(augmentations))
     if specs:
         n = PREVIEW_CELLS_PER_CLASS

@@ -1,18 +1,27 @@
-"""A whole study: config -> plan -> data -> executor -> report.
+"""A whole study in three steps: `prepare` -> `execute` -> `report`.
 
-`plan.expand_arms` turns a `StudyConfig` into arms; `study_data.prepare_data` reads or
-generates the data, splits it and builds one image cache per image size; `run_study`
-applies the resume rules (`plan`), writes the resolved `study.toml`, `dataset.json` and the
-report's Figures 1-2, runs the arms through an executor and builds the report.
-Progress reaches the caller only through callbacks (`on_start`, `on_arm_done` and the
-per-epoch / per-batch `TrainingCallbacks`); messages go to `logging`.
+1. `prepare` checks the output folder and the device, locks the study folder, plans the
+   arms and applies the resume rules (`plan.plan_study`), reads or generates the data, splits
+   them and opens one image cache per image size (`prepare.prepare_data`), and writes the
+   resolved `study.toml` and `dataset.json`.
+2. `execute` reads the arms an earlier run completed from their folders (nothing runs for
+   them) and runs the others through an executor (`executors.run_arms` -> `jobs.ArmJob`).
+3. `report` draws Figures 1-2 and builds the report from what the arms left
+   (`report.build_report`), unless nothing changed since the report was last built.
+
+`run_study` is the three in a row. Progress reaches the caller only through callbacks
+(`on_start`, `on_arm_done` and the per-epoch / per-batch `TrainingCallbacks`); messages
+go to `logging`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +34,8 @@ from leukaug.core.layout import StudyFolder
 from leukaug.core.lock import folder_lock
 from leukaug.report import build_report
 from leukaug.study import executors
-from leukaug.study.jobs import ArmJob, ArmOutcome, StudyArm
-from leukaug.study.plan import (
-    check_data_unchanged,
-    check_resume,
-    expand_arms,
-    reset_arms,
-    with_sanity_baseline,
-)
+from leukaug.study.jobs import ArmJob, ArmOutcome, StudyArm, run_settings
+from leukaug.study.plan import plan_study, with_sanity_baseline
 from leukaug.study.preflight import preflight
 from leukaug.study.prepare import PreparedData, prepare_data, render_figures
 from leukaug.study.study_file import StudyConfig, dump_toml, parse_study
@@ -92,6 +95,20 @@ def with_device(config: StudyConfig, device: str | None) -> StudyConfig:
     )
 
 
+@dataclass
+class PreparedStudy:
+    """A study ready to run (`prepare`): the config as run, its locked folder, its arms in
+    dependency order, its data, and the job that runs one arm."""
+
+    config: StudyConfig
+    folder: StudyFolder
+    arms: list[StudyArm]
+    data: PreparedData
+    job: ArmJob
+    executor: str
+    ray_address: str | None = None
+
+
 def run_study(
     config: StudyConfig,
     out_dir: str | Path,
@@ -108,67 +125,135 @@ def run_study(
 ) -> StudyResult:
     """Run (or resume) every arm of `config` into `out_dir`, then build the report.
 
-    `on_start(n_arms)` is called once the arms are known, `on_arm_done(outcome)` after
-    each arm, and `callbacks` per epoch and per batch of every arm (see `train.fit`).
-    `arms_per_device` overrides `[executor] arms_per_device` (local executor).
+    `on_start(n_arms)` is called with the number of arms this run trains (not when every
+    arm was complete already), `on_arm_done(outcome)` after each of them, and `callbacks`
+    per epoch and per batch of every arm (see `arm.loop.fit`). `arms_per_device`
+    overrides `[executor] arms_per_device` (local executor); `source` names where the
+    config came from in the resolved study.toml.
     """
-    out_dir = Path(out_dir).resolve()
-    folder = StudyFolder(out_dir)
+    with prepare(
+        config, out_dir, force=force, executor=executor, ray_address=ray_address,
+        device=device, arms_per_device=arms_per_device, source=source,
+    ) as study:  # fmt: skip
+        outcomes = execute(study, on_start=on_start, on_arm_done=on_arm_done, callbacks=callbacks)
+        return StudyResult(study.folder.path, outcomes, report(study, outcomes))
+
+
+@contextlib.contextmanager
+def prepare(
+    config: StudyConfig,
+    out_dir: str | Path,
+    *,
+    force: bool = False,
+    executor: str | None = None,
+    ray_address: str | None = None,
+    device: str | None = None,
+    arms_per_device: int | None = None,
+    source: str | None = None,
+) -> Iterator[PreparedStudy]:
+    """Step 1: everything before training (see the module doc). The study folder stays
+    locked until the block ends; nothing is written before the checks passed."""
+    folder = StudyFolder(Path(out_dir).resolve())
     executor = executor or config.executor.kind
     executors.require(executor)
-    config = with_sanity_baseline(with_device(config, device))  # the features arm on user data
-    threads = resolve_threads(config.executor.threads, folder.study_toml)  # recorded below
-    run_settings = {"threads": threads}
-    if arms_per_device is not None:
-        run_settings["arms_per_device"] = arms_per_device
-    config = config.model_copy(update={"executor": config.executor.model_copy(update=run_settings)})
-    arms = expand_arms(config, folder.arms_dir)
+    config = settled_config(config, folder, device, arms_per_device)
+    plan = plan_study(config, folder, force=force)
     remote = executor == "ray" and bool(ray_address or config.executor.address)
-    preflight(config, arms, out_dir, device=not remote)  # every problem at once, before any work
-    with folder_lock(out_dir, "study folder"):  # one run per study folder
-        restart = check_resume(arms, out_dir, force=force)
-
-        data = prepare_data(config, [arm.image_size for arm in arms])
-        if check_data_unchanged(out_dir, data.info, force=force):
-            restart = {arm.arm_id for arm in arms}
-        reset_arms(out_dir, restart)
-        out_dir.mkdir(parents=True, exist_ok=True)
+    preflight(config, plan.arms, folder.path, device=not remote)  # every problem at once
+    with folder_lock(folder.path, "study folder"):  # one run per study folder
+        plan.check_folder()
+        data = prepare_data(config, plan.image_sizes)
+        plan.settle(data.info)
+        folder.path.mkdir(parents=True, exist_ok=True)
         folder.remove_interrupted_writes()
         write_study_file(folder.study_toml, resolved_config(config, data, executor), source)
         atomic.write_json(folder.dataset_json, data.info)
-        augmentations = dict.fromkeys(spec for arm in arms for spec in arm.spec.augmentations)
-        render_figures(data, list(augmentations), folder)
-
-        if on_start is not None:
-            on_start(len(arms))
-        execution = {
-            "threads": config.executor.threads,
-            "deterministic": config.executor.deterministic,
-        }
-        execution["checkpoint_interval_s"] = config.executor.checkpoint_interval_s
-        tracking = config.tracking
         job = ArmJob(
-            out_dir, data.manifest, data.cache_dir, data.crop, config.study.device, **execution,
-            tensorboard=tracking.tensorboard, mlflow_uri=tracking.mlflow_uri,
-            fold_manifests=data.folds,
-            background_check=config.study.background_check,
+            folder.path, data.manifest, data.cache_dir, run_settings(config, data.crop),
+            fold_manifests=data.folds, background_check=config.study.background_check,
         )  # fmt: skip
-        outcomes = executors.run_arms(
-            executor,
-            arms,
-            job,
-            caches=data.caches,
-            settings=config.executor,
-            address=ray_address,
+        yield PreparedStudy(config, folder, plan.arms, data, job, executor, ray_address)
+
+
+def settled_config(
+    config: StudyConfig, folder: StudyFolder, device: str | None, arms_per_device: int | None
+) -> StudyConfig:
+    """The config as run: `--device`, the sanity baseline arm (on user data),
+    `arms_per_device` and the thread count filled in (a resumed study keeps the count it
+    recorded in its folder's study.toml)."""
+    config = with_sanity_baseline(with_device(config, device))  # the features arm on user data
+    settings: dict[str, Any] = {
+        "threads": resolve_threads(config.executor.threads, folder.study_toml)
+    }
+    if arms_per_device is not None:
+        settings["arms_per_device"] = arms_per_device
+    return config.model_copy(update={"executor": config.executor.model_copy(update=settings)})
+
+
+def execute(
+    study: PreparedStudy,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    on_arm_done: Callable[[ArmOutcome], None] | None = None,
+    callbacks: TrainingCallbacks | None = None,
+) -> list[ArmOutcome]:
+    """Step 2: the outcome of every arm, in the study's order. Arms an earlier run completed
+    are read from their folders; the others run through the study's executor."""
+    outcomes = {arm.arm_id: study.job.finished(arm) for arm in study.arms}
+    pending = [arm for arm in study.arms if outcomes[arm.arm_id] is None]
+    if pending:
+        if on_start is not None:
+            on_start(len(pending))
+        ran = executors.run_arms(
+            study.executor,
+            pending,
+            study.job,
+            caches=study.data.caches,
+            settings=study.config.executor,
+            address=study.ray_address,
             on_arm_done=on_arm_done,
             callbacks=callbacks,
         )
-        report: dict[str, Path] = {}
-        if any(not o.failed for o in outcomes):
-            report = build_report(out_dir, baseline=report_baseline(config, arms, outcomes))
-        else:
-            log.warning("No arm finished, so there is no report.")
-        return StudyResult(out_dir, outcomes, report)
+        outcomes |= {outcome.arm_id: outcome for outcome in ran}
+    return [outcome for outcome in outcomes.values() if outcome is not None]
+
+
+def report(study: PreparedStudy, outcomes: Sequence[ArmOutcome]) -> dict[str, Path]:
+    """Step 3: Figures 1-2 and the report (their paths; empty when no arm finished). A
+    report built from the same arm files, data and settings is kept as it is."""
+    if all(outcome.failed for outcome in outcomes):
+        log.warning("No arm finished, so there is no report.")
+        return {}
+    baseline = report_baseline(study.config, study.arms, outcomes)
+    stamp = report_inputs(study.folder, baseline)
+    record = atomic.read_json(study.folder.report_inputs) or {}
+    paths = {key: Path(path) for key, path in (record.get("paths") or {}).items()}
+    if record.get("inputs") == stamp and paths and all(p.is_file() for p in paths.values()):
+        log.info("The report is up to date: %s", paths.get("report"))
+        return paths
+    augmentations = dict.fromkeys(spec for arm in study.arms for spec in arm.spec.augmentations)
+    render_figures(study.data, list(augmentations), study.folder)
+    paths = build_report(study.folder.path, baseline=baseline)
+    atomic.write_json(
+        study.folder.report_inputs,
+        {"inputs": stamp, "paths": {key: str(path) for key, path in paths.items()}},
+    )
+    return paths
+
+
+def report_inputs(folder: StudyFolder, baseline: str | None) -> str:
+    """A fingerprint of everything the report is built from: the resolved study file, the
+    data's facts, every arm's record, history, predictions, metrics, Grad-CAM and error,
+    the baseline and leukaug's version."""
+    digest = hashlib.sha256(json.dumps([__version__, baseline]).encode())
+    files = [folder.study_toml, folder.dataset_json]
+    for arm in folder.arm_folders():
+        files += [arm.arm_json, arm.history, arm.predictions, arm.metrics, arm.cam_csv, arm.error]
+    for path in files:
+        digest.update(str(path.relative_to(folder.path)).encode() + b"\0")
+        digest.update(path.read_bytes() if path.is_file() else b"-")
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def report_baseline(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
@@ -524,12 +524,17 @@ def _augmentation_names() -> list[str]:
     return list(list_augmentations())
 
 
-def parse_study(data: dict[str, Any], source: str = "<study>") -> StudyConfig:
-    """Validate a parsed study table; any problem becomes one readable `ConfigError`."""
+def parse_study(
+    data: dict[str, Any], source: str = "<study>", flags: Mapping[str, str] | None = None
+) -> StudyConfig:
+    """Validate a parsed study table; any problem becomes one readable `ConfigError`.
+
+    `flags` (key -> command-line flag) is for a study built from a command's options
+    (`leukaug train`): its problems are named by flag, not as a study file's."""
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(error, source)) from None
+        raise ConfigError(format_validation_error(error, source, flags)) from None
 
 
 def read_study_file(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
@@ -558,12 +563,19 @@ def read_study_file(path: str | Path, overrides: Sequence[str] = ()) -> StudyCon
     return parse_study(data, f"{path} with {describe_overrides(overrides)}")
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
-    """One line per problem: `file: key.path: message (got value)`."""
-    lines = [f"{source}: invalid study file ({error.error_count()} problem(s)):"]
+def format_validation_error(
+    error: ValidationError, source: str, flags: Mapping[str, str] | None = None
+) -> str:
+    """One line per problem: `file: key.path: message (got value)`; with `flags` (key ->
+    flag), `source: option: message (got value)`, the keys the flags set named by flag."""
+    what = "invalid option(s)" if flags is not None else "invalid study file"
+    lines = [f"{source}: {what} ({error.error_count()} problem(s)):"]
     for item in error.errors():
         loc = ".".join(str(part) for part in item["loc"] if not _is_internal(part))
         message = item["msg"].removeprefix("Value error, ")
+        for key, flag in sorted((flags or {}).items(), key=lambda pair: -len(pair[0])):
+            loc = flag if loc == key else loc
+            message = re.sub(rf"\b{re.escape(key)}\b", flag, message)
         got = item.get("input")
         show_input = item["type"] not in ("missing", "value_error") and not isinstance(
             got, dict | list
