@@ -199,7 +199,7 @@ def test_predict_and_export_refuse_a_checkpoint_that_holds_code(
     args = (
         [command, str(arm_dir), str(images), "--out", str(tmp_path / "p.csv")]
         if command == "predict"
-        else [command, str(arm_dir), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]
+        else [command, str(arm_dir), "--format", "pt2", "--out", str(tmp_path / "m.pt2")]
     )
     status = run_cli(monkeypatch, *args)
     err = capsys.readouterr().err

@@ -231,7 +231,7 @@ def test_a_description_with_control_characters_runs_resumes_and_reruns(
     assert header.endswith("--set study.description=ring\\x07\\x1b.")  # escaped comment
     assert run_cli(monkeypatch, "run", str(out / "study.toml"), "--out", str(out)) == 0
     stdout, _ = output(capsys)
-    assert stdout.count("skipped(done)") == 2  # both reruns resumed the finished arm
+    assert stdout.count("nothing to run") == 2  # both reruns found the finished arm complete
     assert not (out / ".lock").exists() and not (out / ".lock.json").exists()
 
 

@@ -83,7 +83,7 @@ def test_a_folder_per_class_runs_with_test_fraction_then_predicts_and_explains(
         run_cli(monkeypatch, "explain", str(arm), str(png_named_bmp), "--out", str(explained)) == 0
     )
     cams = pd.read_csv(explained / "cam.csv")
-    assert len(cams) == 1 and cams["prob_all"].between(0, 1).all()
+    assert len(cams) == 1 and cams["prob"].between(0, 1).all()
     assert (explained / "UID_H10_100_1_hem_cam.png").is_file()
 
 

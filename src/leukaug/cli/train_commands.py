@@ -23,7 +23,7 @@ from leukaug.arm.spec import ARM_DEFAULTS, CHOICES
 from leukaug.augment import parse_augmentations
 from leukaug.cli.conventions import choice
 from leukaug.cli.progress import arm_display
-from leukaug.core.errors import LeukaugError
+from leukaug.core.errors import ConfigError, LeukaugError
 from leukaug.core.layout import ArmFolder
 from leukaug.core.lock import FolderLocked, clear_locked_folder, folder_lock
 from leukaug.data.choices import LAYOUTS, STAIN_NORMALIZATIONS
@@ -252,6 +252,10 @@ def train_one_arm(
     (arm,) = expand_arms(config, out.parent)
     if init_from:
         arm = replace(arm, spec=replace(arm.spec, init_from=str(init_from)))
+    weights = arm.spec.weights_path
+    if weights and not Path(weights).expanduser().is_file():
+        what = "is not a file" if Path(weights).expanduser().exists() else "does not exist"
+        raise ConfigError(f"--weights-path {weights} {what}. Fix: give the weights file's path.")
     out = check_output_folder(out)
     check_device(config.study.device, "--device")
     if init_from:

@@ -27,6 +27,15 @@ price of the reference's unpaired extra seeds (S_0 >= S_a; zero with equal alloc
    simulation: 0.5 overstated equal variances by ~15-35%, 0.1 let a 3x reference through
    more often).
 4. The moderated variance (d0_i s0^2 + d_i s_i^2) / (d0_i + d_i) on d0_i + d_i df.
+5. The reference is released sooner: its prior df is d0 * (p_0 / 0.5)^2, so it borrows in
+   full only when its own variance is in the lower half of what the other rows predict. It
+   sits in every contrast, so an underestimate of it makes every arm's test too liberal at
+   once; with 3 seeds its own variance rests on 2 df and a 9x-variance reference fell
+   inside the 0.2 cut of step 3 in about one family in six, which failed the
+   unstable-reference calibration (BENCHMARKS.md, "reference robustness"). Measured
+   against never shrinking it (max(own, moderated)) and no borrowing at all (own variance
+   on S - 1 df): those cost power with equal variances (+0.15 AUC, 3 seeds: 0.23 of
+   families instead of 0.41), or did not meet the goal (0.062 worst arm).
 
 The contrast's df is the Welch-Satterthwaite df of its arm and reference parts, at most the
 subject df. As in "pooled_net", the seed-specific test noise already in var_subjects is
@@ -53,6 +62,7 @@ from leukaug.stats.pooling import ALONE_NOTE, retest
 
 MODERATED = "moderated"
 ROBUST_TAIL = 0.2  # rows with a prior-predictive upper tail below this borrow less
+ROBUST_TAIL_REFERENCE = 0.5  # the reference, in every contrast, borrows less sooner
 METHOD = (
     "seed-paired t, each row's own run variance moderated over {k} arms + reference "
     "(df {df}) + subjects, seed-specific test noise counted once"
@@ -158,7 +168,8 @@ def row_variances(table: np.ndarray, reference_values: np.ndarray | None = None)
         rest = np.arange(t) != i
         d0_rest, s02_rest = fit_prior(own[rest], df[rest]) if t > 2 else (math.inf, own[i])
         tail = _tail(float(own[i]), float(df[i]), d0_rest, s02_rest)
-        prior_df[i] = d0 * min(1.0, tail / ROBUST_TAIL) ** 2
+        cut = ROBUST_TAIL_REFERENCE if i == 0 else ROBUST_TAIL  # step 5: the reference
+        prior_df[i] = d0 * min(1.0, tail / cut) ** 2
     moderated = (prior_df * s02 + df * own) / (prior_df + df)
     excess = (moderated.sum() - moderated) / max(t - 1, 1) ** 2
     moderated = np.where(corrected, np.maximum(moderated - excess, moderated / 2), moderated)
