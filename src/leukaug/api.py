@@ -36,8 +36,6 @@ from leukaug.study.study_file import StudyConfig, read_study_file
 from leukaug.trained.loader import TrainedArm, load_trained_arm
 from leukaug.trained.predict import CHUNK_IMAGES, collect_inputs, predict_prepared, preparer
 
-VERDICTS_CSV = "verdicts.csv"
-
 
 def run_study(
     study: str | Path | StudyConfig,
@@ -135,7 +133,7 @@ class StudyResults:
     @cached_property
     def verdicts(self) -> pd.DataFrame:
         """The primary analysis (verdicts.csv): one row per tested arm and its reference."""
-        return self._csv(self.folder / VERDICTS_CSV)
+        return self._csv(self._layout.verdicts_csv)
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
@@ -170,7 +168,7 @@ class StudyResults:
         each image's `path` (data root / image_id) at the end, ready for `Arm.predict`."""
         frames = [
             pd.read_csv(
-                arm.path / "predictions.csv", dtype={"image_id": str, "subject": str}
+                ArmFolder(arm.path).predictions, dtype={"image_id": str, "subject": str}
             ).assign(arm_id=arm.arm_id, name=arm.name, seed=arm.seed)
             for arm in self.arms.values()
             if arm.status == "complete"

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from leukaug.core.layout import StudyFolder
+
 if TYPE_CHECKING:
     from leukaug.study.dry_run import StudyPreview
 
-VERDICTS_CSV = "verdicts.csv"  # written by the report (leukaug.stats's primary analysis)
 RESULT_COLUMNS = ("arm", "reference", "metric", "n_seeds", "effect", "ci_low", "ci_high")
 RESULT_COLUMNS += ("p_adjusted", "verdict", "multiplicity")
 # What the tables need besides their name columns (cells and borders): arm names are kept
@@ -29,7 +30,7 @@ def read_results(study_dir: Path) -> list[dict[str, Any]]:
     """One row per tested arm from the study's `verdicts.csv` (empty without one)."""
     import pandas as pd
 
-    path = Path(study_dir) / VERDICTS_CSV
+    path = StudyFolder(Path(study_dir)).verdicts_csv
     if not path.is_file():
         return []
     frame = pd.read_csv(path)

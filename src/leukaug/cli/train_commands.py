@@ -246,16 +246,14 @@ def train_one_arm(
     from leukaug.arm.network import load_state_file
     from leukaug.study.jobs import ArmJob, run_settings
     from leukaug.study.plan import expand_arms
-    from leukaug.study.preflight import check_device, check_output_folder
+    from leukaug.study.preflight import check_device, check_output_folder, weights_problems
     from leukaug.study.prepare import prepare_data
 
     (arm,) = expand_arms(config, out.parent)
     if init_from:
         arm = replace(arm, spec=replace(arm.spec, init_from=str(init_from)))
-    weights = arm.spec.weights_path
-    if weights and not Path(weights).expanduser().is_file():
-        what = "is not a file" if Path(weights).expanduser().exists() else "does not exist"
-        raise ConfigError(f"--weights-path {weights} {what}. Fix: give the weights file's path.")
+    if arm.spec.weights_path and (missing := weights_problems([arm])):
+        raise ConfigError(" ".join(missing))  # before anything is written to OUT
     out = check_output_folder(out)
     check_device(config.study.device, "--device")
     if init_from:

@@ -154,6 +154,11 @@ class StudyFolder:
         return self.path / "comparisons.csv"
 
     @property
+    def verdicts_csv(self) -> Path:
+        """The primary analysis: one verdict per tested arm (`stats.verdicts`)."""
+        return self.path / "verdicts.csv"
+
+    @property
     def out_of_fold_csv(self) -> Path:
         """Cross-validation: every arm x seed's out-of-fold prediction of every image."""
         return self.path / "out_of_fold.csv"

@@ -244,21 +244,22 @@ def build_report(
         methods=[line.replace("{ci}", CI_NAMES[ci_method]) for line in METHODS]
         + ([CV_METHOD.format(k=pooled.folds)] if pooled is not None else []),
     )
+    layout = StudyFolder(directory)
     paths = {
-        "report": directory / "report.html",
-        "summary": directory / "summary.md",
-        "metrics": directory / "metrics.csv",
-        "comparisons": directory / "comparisons.csv",
-        "verdicts": directory / "verdicts.csv",
-        "seed_metrics": directory / "metrics_by_name.csv",
+        "report": layout.report_html,
+        "summary": layout.summary_md,
+        "metrics": layout.metrics_csv,
+        "comparisons": layout.comparisons_csv,
+        "verdicts": layout.verdicts_csv,
+        "seed_metrics": layout.metrics_by_name_csv,
     }
     atomic.write_csv(paths["metrics"], metrics)
     atomic.write_csv(paths["comparisons"], comparisons)
     atomic.write_csv(paths["verdicts"], verdicts)
     atomic.write_csv(paths["seed_metrics"], summary)
     if pooled is not None and folds is not None:
-        paths["out_of_fold"] = StudyFolder(directory).out_of_fold_csv
-        paths["fold_metrics"] = StudyFolder(directory).fold_metrics_csv
+        paths["out_of_fold"] = layout.out_of_fold_csv
+        paths["fold_metrics"] = layout.fold_metrics_csv
         atomic.write_csv(paths["out_of_fold"], pooled.out_of_fold)
         atomic.write_csv(paths["fold_metrics"], folds)
     atomic.write_text(paths["report"], render_html(content))
