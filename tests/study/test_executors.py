@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -155,3 +156,30 @@ def test_ray_gives_the_same_metrics_as_local(tmp_path: Path, local_ray: None) ->
             pd.testing.assert_frame_equal(
                 pd.read_csv(a / "predictions.csv"), pd.read_csv(b / "predictions.csv")
             )
+
+
+def test_an_interrupt_a_library_turned_into_another_error_stops_the_arm_unfailed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal inside `torch.save` surfaces as torch's "RuntimeError: unexpected pos" with
+    the interrupt as its context (seen in CI): the arm is stopped, not failed (no error.json);
+    the same error without an interrupt behind it is a failure."""
+    from leukaug.study import jobs
+
+    def torch_save_fails(*args, interrupted: bool, **kwargs):
+        try:
+            if interrupted:
+                raise KeyboardInterrupt("SIGINT")
+        finally:  # torch's zip writer: its __exit__ raises whatever happened inside
+            raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos")
+
+    arm = tiny_arms(tmp_path)[0]
+    job = scripted_job(tmp_path)
+    monkeypatch.setattr(ArmJob, "cache", lambda self, size: None)
+    monkeypatch.setattr(jobs, "run_any_arm", partial(torch_save_fails, interrupted=True))
+    with pytest.raises(KeyboardInterrupt):
+        ArmJob.run(job, arm)
+    assert not list(tmp_path.rglob(ERROR_FILE))
+    monkeypatch.setattr(jobs, "run_any_arm", partial(torch_save_fails, interrupted=False))
+    assert ArmJob.run(job, arm).status == "failed"
+    assert len(list(tmp_path.rglob(ERROR_FILE))) == 1

@@ -26,7 +26,7 @@ from leukaug.arm.loop import (
 )
 from leukaug.arm.spec import ArmSpec
 from leukaug.core import atomic
-from leukaug.core.errors import ConfigError, StorageError
+from leukaug.core.errors import ConfigError, StorageError, masked_interrupt
 from leukaug.core.layout import STATUS_COMPLETE, STATUS_INTERRUPTED, STATUS_RUNNING, ArmFolder
 from leukaug.stats.metrics import arm_metrics
 
@@ -220,6 +220,8 @@ def run_optional(folder: ArmFolder, step: str, action: Callable[[], object]) -> 
     except StorageError:
         raise
     except Exception as error:
+        if (interrupt := masked_interrupt(error)) is not None:
+            raise interrupt from None
         log.warning("%s: the optional step %r failed (%s); the arm is complete.", folder.path,
                     step, failure_record(step, error)["error"])  # fmt: skip
         record_optional_failures(folder, (step,), [failure_record(step, error)])

@@ -38,3 +38,19 @@ class StorageError(LeukaugError):
     """A write failed for lack of space or permission (ENOSPC, EDQUOT, EROFS, EACCES): the
     message names the folder, its free space and what the write needed. Nothing was
     half-written; rerunning the command after fixing it resumes where it stopped."""
+
+
+def masked_interrupt(error: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt (SIGINT, SIGTERM) behind `error`, or None when there is none.
+
+    A library's cleanup can turn an interrupt into another exception: a signal inside
+    `torch.save` makes its zip writer's exit raise "RuntimeError: unexpected pos", with the
+    interrupt as `__context__`. Such a failure is the interrupt, not an arm's failure."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

@@ -26,7 +26,7 @@ from leukaug.arm.lifecycle import run_optional
 from leukaug.arm.loop import TrainingCallbacks
 from leukaug.arm.spec import ArmSpec
 from leukaug.core import atomic
-from leukaug.core.errors import ConfigError, StorageError
+from leukaug.core.errors import ConfigError, StorageError, masked_interrupt
 from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.core.lock import FolderLocked, folder_lock
 from leukaug.data.cache import ImageCache, load_or_build_cache
@@ -251,6 +251,8 @@ class ArmJob:
                     )
         except Exception as error:
             release_accelerator_memory()
+            if (interrupt := masked_interrupt(error)) is not None:
+                raise interrupt from None  # stopped, not failed: the arm resumes on a rerun
             if isinstance(error, StorageError) and reraise is None:
                 raise  # a full disk stops the study: every later arm needs the disk too
             outcome = write_error(folder.path, arm, error)
