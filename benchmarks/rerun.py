@@ -1,11 +1,12 @@
 """How long `leukaug run demo` takes on a finished copy of the demo (issue 20.2: under 5 s,
-no replayed epoch lines, "16 of 16 arms complete", the results table and the report path).
+no replayed epoch lines, "N of N arms complete", the results table and the report path).
 
-    .venv/bin/python benchmarks/rerun.py [--study-dir DIR] [--repeat 3] [--json]
+    .venv/bin/python benchmarks/rerun.py [--study-dir DIR [--full]] [--repeat 3] [--json]
 
 Without --study-dir, the demo is first trained once into a temporary folder with one
 epoch per arm (`--set training.epochs=1`: the rerun does not depend on how long the arms
-trained, and every arm, Grad-CAM and the report are there as after a full demo). Each
+trained, and every arm, Grad-CAM and the report are there as after a full demo); with
+--study-dir DIR --full, DIR is a finished `leukaug demo` as it comes (no --set). Each
 rerun is a fresh `leukaug run demo` process with the same options (after one untimed rerun,
 which rebuilds the report if the folder came from another leukaug version), timed from its
 start to its exit (interpreter start and imports included); the load average before and after
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -32,17 +34,19 @@ def leukaug(*args: str) -> list[str]:
     return [sys.executable, "-m", "leukaug", *args]
 
 
-def rerun(study_dir: Path, cache_dir: Path) -> dict[str, object]:
+def rerun(study_dir: Path, cache_dir: Path, options: list[str]) -> dict[str, object]:
     """One timed rerun: seconds, exit status, and what it printed."""
     command = leukaug("run", "demo", "--out", str(study_dir), "--cache-dir", str(cache_dir))
     started = time.perf_counter()
-    done = subprocess.run([*command, *OPTIONS], capture_output=True, text=True, check=False)
+    done = subprocess.run([*command, *options], capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
     output = " ".join((done.stdout + done.stderr).split())
+    complete = re.search(r"(\d+) of (\d+) arms complete", output)
     return {
         "seconds": seconds,
         "status": done.returncode,
-        "all_complete": "16 of 16 arms complete" in output,
+        "all_complete": bool(complete) and complete[1] == complete[2],
+        "arms": int(complete[2]) if complete else None,
         "epoch_lines": output.count(" epoch "),
         "report_path": f"Report: {study_dir / 'report.html'}" in output,
         "verdicts_table": "Verdicts" in output,
@@ -60,10 +64,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study-dir", type=Path, help="a finished demo (trained with --set "
                         "training.epochs=1); default: train one into a temporary folder")  # fmt: skip
+    parser.add_argument("--full", action="store_true", help="--study-dir is a finished "
+                        "`leukaug demo` as it comes (rerun without --set)")  # fmt: skip
     parser.add_argument("--cache-dir", type=Path, help="image caches and the demo's data")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.full and args.study_dir is None:
+        parser.error("--full needs --study-dir (a finished `leukaug demo`)")
+    options = [] if args.full else OPTIONS
     with tempfile.TemporaryDirectory(prefix="leukaug-rerun-") as work:
         study_dir = args.study_dir or Path(work) / "demo"
         cache_dir = args.cache_dir or Path(work) / "cache"
@@ -72,10 +81,12 @@ def main() -> None:
             subprocess.run([*command, "--cache-dir", str(cache_dir), *OPTIONS], check=True)
         subprocess.run(  # untimed: a folder from another version gets this version's report
             [*leukaug("-q", "run", "demo", "--out", str(study_dir), "--cache-dir", str(cache_dir)),
-             *OPTIONS], check=True, capture_output=True,
+             *options], check=True, capture_output=True,
         )  # fmt: skip
         load_before = os.getloadavg()
-        runs = [rerun(study_dir.resolve(), cache_dir.resolve()) for _ in range(args.repeat)]
+        runs = [
+            rerun(study_dir.resolve(), cache_dir.resolve(), options) for _ in range(args.repeat)
+        ]
         torch_import = import_seconds()
         load_after = os.getloadavg()
     seconds = [run["seconds"] for run in runs]

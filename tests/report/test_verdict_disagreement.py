@@ -71,3 +71,16 @@ def test_a_fixed_threshold_and_holm_are_named() -> None:
     sentence = rule_sentence(table, "balanced_accuracy")
     assert "balanced accuracy (threshold 0.5)" in sentence
     assert "Holm's correction applies to exactly these p-values" in sentence
+
+
+def test_the_rule_names_one_method_once_and_points_to_the_table_for_several() -> None:
+    """The demo's rule sentence listed two long method strings joined by a comma and went on
+    after a semicolon with a capital ("(verdicts.csv); The step-down ...")."""
+    one = pd.DataFrame([_row("hurts", -0.1, -0.05, 0.1, method="seed-paired t (df 12)")] * 2)
+    sentence = rule_sentence(one, "auc")
+    assert "(seed-paired t (df 12))" in sentence and "; The" not in sentence
+    two = pd.DataFrame(
+        [_row("hurts", -0.1, -0.05, 0.1, method=f"seed-paired t (df {df})") for df in (12, 3)]
+    )
+    sentence = rule_sentence(two, "auc")
+    assert "df 12" not in sentence and "each comparison's method is in the table" in sentence

@@ -136,13 +136,14 @@ def seeds_sentence(verdicts: pd.DataFrame) -> str | None:
 def rule_sentence(verdicts: pd.DataFrame, metric: str, alpha: float = ALPHA) -> str:
     """The verdict rule and its family, stated once."""
     label = _label(verdicts, metric)
-    methods = ", ".join(sorted(set(verdicts["method"].astype(str)))) if len(verdicts) else ""
+    distinct = sorted(set(verdicts["method"].astype(str))) if len(verdicts) else []
+    methods = distinct[0] if len(distinct) == 1 else "each comparison's method is in the table"
     rule = _multiplicity(verdicts)
     return (
         f"Rule: the primary metric is test {label}. An arm helps (hurts) when its difference from its "
         f"matched reference is better (worse) on that metric with a {ADJUSTMENTS[rule]} p of at most "
         f"{alpha}; otherwise there is no detectable difference. The family is the {len(verdicts)} "
-        f"comparison(s) listed here (verdicts.csv); {CORRECTIONS[rule]} applies to exactly these "
+        f"comparison(s) listed here (verdicts.csv). {CORRECTIONS[rule]} applies to exactly these "
         "p-values. Differences are arm minus "
         f"reference, paired by seed and joined by image_id; the inference is over training runs (seeds) "
         f"and test subjects ({methods}). The matched reference has the same model, regime, image size, "
