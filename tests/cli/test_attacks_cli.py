@@ -150,12 +150,12 @@ def test_an_absent_accelerator_is_refused_before_running(
 def test_no_report_path_is_printed_when_no_report_was_written(
     tmp_path: Path, attack_data: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    import leukaug.study.jobs
+    import leukaug.arm.dispatch
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the accelerator vanished")
 
-    monkeypatch.setattr(leukaug.study.jobs, "run_any_arm", broken)
+    monkeypatch.setattr(leukaug.arm.dispatch, "run_any_arm", broken)
     out = tmp_path / "out"
     assert (
         run_cli(monkeypatch, "run", str(attack_study(tmp_path, attack_data)), "--out", str(out))
@@ -293,12 +293,12 @@ def test_a_failing_optional_step_keeps_the_arm_complete_and_shows_in_the_report(
 ) -> None:
     """Issue 22 item 2: Grad-CAM failed on every arm, each was recorded as failed and there
     was no report (exit 1)."""
-    from leukaug.study import jobs
+    from leukaug.trained import arm_cams
 
     def broken_cams(*args, **kwargs):
         raise ValueError("cannot reshape array of size 0 into shape (0,newaxis)")
 
-    monkeypatch.setattr(jobs, "write_arm_cams", broken_cams)
+    monkeypatch.setattr(arm_cams, "write_arm_cams", broken_cams)
     out = tmp_path / "out"
     study = attack_study(tmp_path, attack_data)
     assert run_cli(monkeypatch, "run", str(study), "--out", str(out)) == 0

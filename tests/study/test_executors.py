@@ -164,7 +164,7 @@ def test_an_interrupt_a_library_turned_into_another_error_stops_the_arm_unfailed
     """A signal inside `torch.save` surfaces as torch's "RuntimeError: unexpected pos" with
     the interrupt as its context (seen in CI): the arm is stopped, not failed (no error.json);
     the same error without an interrupt behind it is a failure."""
-    from leukaug.study import jobs
+    from leukaug.arm import dispatch
 
     def torch_save_fails(*args, interrupted: bool, **kwargs):
         try:
@@ -176,10 +176,10 @@ def test_an_interrupt_a_library_turned_into_another_error_stops_the_arm_unfailed
     arm = tiny_arms(tmp_path)[0]
     job = scripted_job(tmp_path)
     monkeypatch.setattr(ArmJob, "cache", lambda self, size: None)
-    monkeypatch.setattr(jobs, "run_any_arm", partial(torch_save_fails, interrupted=True))
+    monkeypatch.setattr(dispatch, "run_any_arm", partial(torch_save_fails, interrupted=True))
     with pytest.raises(KeyboardInterrupt):
         ArmJob.run(job, arm)
     assert not list(tmp_path.rglob(ERROR_FILE))
-    monkeypatch.setattr(jobs, "run_any_arm", partial(torch_save_fails, interrupted=False))
+    monkeypatch.setattr(dispatch, "run_any_arm", partial(torch_save_fails, interrupted=False))
     assert ArmJob.run(job, arm).status == "failed"
     assert len(list(tmp_path.rglob(ERROR_FILE))) == 1

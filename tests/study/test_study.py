@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 import torch
 
+from leukaug.arm import dispatch as dispatch_module
 from leukaug.cli.study_commands import DEMO_STUDY, packaged_study
 from leukaug.core.errors import ConfigError, TrainingError
 from leukaug.core.layout import ArmFolder
-from leukaug.study import jobs as jobs_module
 from leukaug.study.plan import expand_arms
 from leukaug.study.run import run_study
 from leukaug.study.study_file import parse_study, read_study_file
@@ -215,14 +215,14 @@ def test_changed_split_is_an_error_unless_forced(tmp_path: Path) -> None:
 def test_failing_arm_is_recorded_and_the_others_go_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_run_arm = jobs_module.run_any_arm
+    real_run_arm = dispatch_module.run_any_arm
 
     def nan_in_first_arm(spec, *args, **kwargs):
         if kwargs["context"].arm_id == "custom_cnn-none-full-s0":
             raise TrainingError("non-finite training loss (nan) at epoch 1, batch 1")
         return real_run_arm(spec, *args, **kwargs)
 
-    monkeypatch.setattr(jobs_module, "run_any_arm", nan_in_first_arm)
+    monkeypatch.setattr(dispatch_module, "run_any_arm", nan_in_first_arm)
     study = tiny(tmp_path)
     out = tmp_path / "out"
     result = run_study(read_study_file(study), out)
@@ -245,14 +245,14 @@ def test_failing_arm_is_recorded_and_the_others_go_on(
 def test_failed_arm_is_listed_in_the_report_and_exit_status_is_1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_run_arm = jobs_module.run_any_arm
+    real_run_arm = dispatch_module.run_any_arm
 
     def oom_in_flip(spec, *args, **kwargs):
         if kwargs["context"].arm_id == "custom_cnn-flip-full-s0":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_run_arm(spec, *args, **kwargs)
 
-    monkeypatch.setattr(jobs_module, "run_any_arm", oom_in_flip)
+    monkeypatch.setattr(dispatch_module, "run_any_arm", oom_in_flip)
     study = tiny(tmp_path)
     status = run_cli(["run", str(study), "--out", str(tmp_path / "out")], monkeypatch)
     assert status == 1
@@ -379,6 +379,31 @@ def test_a_finished_study_reruns_without_training_or_rebuilding_the_report(
     assert " epoch " not in completed.stdout + completed.stderr  # no replayed epoch lines
     assert "arm(s) to run" not in completed.stdout + completed.stderr
     assert report.stat().st_mtime_ns == before  # unchanged inputs: the report is kept
+
+
+def test_a_finished_study_reruns_without_loading_the_training_stack(
+    finished: tuple[Path, Path],
+) -> None:
+    """Issue 20 item 2: a rerun imported timm, torchvision's models, grad-cam and matplotlib
+    (about 3 of its 11 s on the demo) to train nothing. Nothing of them loads now."""
+    study, out = finished
+    run_study(read_study_file(study), out, source=str(study))  # the report as built now
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from leukaug.study.run import run_study\n"
+        "from leukaug.study.study_file import read_study_file\n"
+        f"result = run_study(read_study_file({str(study)!r}), Path({str(out)!r}), "
+        f"source={str(study)!r})\n"
+        "assert not result.failed and result.outcomes\n"
+        "heavy = ('timm', 'torchvision.models', 'pytorch_grad_cam', 'matplotlib')\n"
+        "print('LOADED=' + ','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "LOADED=\n" in done.stdout, done.stdout
 
 
 @pytest.mark.slow

@@ -18,15 +18,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from leukaug.core.errors import DataError
+from leukaug.core.layout import ArmFolder
 from leukaug.data.cell_mask import find_cells, replace_background
 
-BACKGROUND_CHECK_CSV = "background_check.csv"
+BACKGROUND_CHECK_CSV = ArmFolder(Path()).background_check_csv.name  # core.layout owns it
 FILLS = ("median", "black")
 FILL_COLOURS = {"black": (0, 0, 0)}  # the fixed fills; "median" is measured on the test cells
 BACKGROUND_DROP = 0.05  # an AUC drop above this: the arm's predictions depend on the background

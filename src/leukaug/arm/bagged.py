@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from leukaug.arm.batches import stream_seed
+from leukaug.arm.callbacks import HISTORY_COLUMNS
 from leukaug.arm.context import ArmContext
 from leukaug.arm.kinds import SINGLE, expand_regions
 from leukaug.arm.lifecycle import (
@@ -27,7 +28,6 @@ from leukaug.arm.lifecycle import (
     prediction_frame,
     start_arm,
 )
-from leukaug.arm.loop import HISTORY_COLUMNS
 from leukaug.arm.single import run_arm
 from leukaug.arm.spec import ArmSpec
 from leukaug.core.errors import DataError

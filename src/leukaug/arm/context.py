@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the loop imports torch; building settings needs none
-    from leukaug.arm.loop import TrainingCallbacks
+    from leukaug.arm.callbacks import TrainingCallbacks
 
 
 @dataclass(frozen=True)

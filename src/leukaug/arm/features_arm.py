@@ -17,6 +17,7 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from leukaug.arm.batches import AUGMENT_STREAM, stream_seed
+from leukaug.arm.callbacks import HISTORY_COLUMNS
 from leukaug.arm.context import ArmContext
 from leukaug.arm.kinds import check_spec
 from leukaug.arm.lifecycle import (
@@ -26,7 +27,6 @@ from leukaug.arm.lifecycle import (
     prediction_frame,
     start_arm,
 )
-from leukaug.arm.loop import HISTORY_COLUMNS
 from leukaug.arm.spec import ArmSpec
 from leukaug.augment import build_augmenter
 from leukaug.core.errors import ConfigError

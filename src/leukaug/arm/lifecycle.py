@@ -20,10 +20,8 @@ import torch
 
 from leukaug import __version__
 from leukaug.arm.batches import resolve_device
+from leukaug.arm.callbacks import HISTORY_COLUMNS
 from leukaug.arm.determinism import execution_record
-from leukaug.arm.loop import (
-    HISTORY_COLUMNS,
-)
 from leukaug.arm.spec import ArmSpec
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError, StorageError, masked_interrupt

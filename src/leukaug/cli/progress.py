@@ -30,7 +30,7 @@ from rich.progress import (
 )
 
 if TYPE_CHECKING:  # at run time imported where used: they import torch, `leukaug -h` need not
-    from leukaug.arm.loop import BatchProgress, EpochRecord
+    from leukaug.arm.callbacks import BatchProgress, EpochRecord
     from leukaug.study.jobs import ArmOutcome
 
 _LOG_LEVEL = {"leukaug": logging.INFO}  # set once per command by `leukaug -v / -q`
@@ -66,7 +66,7 @@ class ProgressBars:
     """Feeds rich progress bars from the library's callbacks (one bar per running arm)."""
 
     def __init__(self, console: Console, training: Progress, arms: Progress | None = None):
-        from leukaug.arm.loop import TrainingCallbacks
+        from leukaug.arm.callbacks import TrainingCallbacks
 
         self.console = console
         self.training = training
@@ -141,7 +141,7 @@ class LogLines:
     """Plain timestamped lines for output that is not a terminal: one per epoch and arm."""
 
     def __init__(self, write: Callable[[str], None]):
-        from leukaug.arm.loop import TrainingCallbacks
+        from leukaug.arm.callbacks import TrainingCallbacks
 
         self.write = write
         self.callbacks = TrainingCallbacks(on_epoch=self.epoch_done)

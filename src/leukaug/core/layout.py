@@ -66,6 +66,11 @@ class ArmFolder:
         return self.path / "error.json"
 
     @property
+    def background_check_csv(self) -> Path:
+        """The background check: the arm's test AUC with the background replaced."""
+        return self.path / "background_check.csv"
+
+    @property
     def cam_csv(self) -> Path:
         """Grad-CAM's share on the cell per explained test cell (CNN arms; arm_kinds.py)."""
         return self.path / "cam.csv"

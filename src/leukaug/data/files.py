@@ -51,14 +51,17 @@ def odd_reason(path: Path) -> str | None:
     return None
 
 
-def check_inside_root(path: Path, root: Path) -> None:
-    """Raise `DataError` when `path` (under `root` by name) resolves outside `root`.
+def check_inside_root(path: Path, root: Path, real_path: str | None = None) -> None:
+    """Raise `DataError` when `path` (under `root` by name) resolves outside `root`
+    (`real_path`: `os.path.realpath(path)` when the caller has it).
 
     The message names the first symbolic link on the way that leads out, and its target.
     """
-    real_root = root.resolve()
-    if path.resolve().is_relative_to(real_root):
+    real_root = os.path.realpath(root)
+    real = real_path if real_path is not None else os.path.realpath(path)
+    if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
         return
+    real_root = Path(real_root)
     current = root
     for part in path.relative_to(root).parts:
         current = current / part
@@ -145,11 +148,12 @@ def resolve_inside(root: Path, name: str, where: str) -> Path:
             f"{where}: {name!r} is {odd}, not an image file. "
             "Fix: replace it with the image file, or remove the row."
         )
+    real = os.path.realpath(lexical)
     try:
-        check_inside_root(lexical, root)
+        check_inside_root(lexical, root, real)
     except DataError as error:
         raise DataError(f"{where}: {error}") from None
-    return lexical.resolve()
+    return Path(real)
 
 
 def parse_label(value: object, where: str) -> int:
@@ -207,10 +211,11 @@ def read_csv_table(path: Path, required: list[str]) -> pd.DataFrame:
 
 def make_row(root: Path, path: Path, label: int, subject: str, source_split: str, fold: int) -> Row:
     """One manifest row; refuses a `path` that resolves outside `root` (a link leading out)."""
-    check_inside_root(path, root)
+    real = os.path.realpath(path)
+    check_inside_root(path, root, real)
     return {
         "image_id": path.relative_to(root).as_posix(),
-        "path": str(path.resolve()),
+        "path": real,
         "label": label,
         "subject": subject,
         "source_split": source_split,

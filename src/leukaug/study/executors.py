@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from leukaug.arm.batches import resolve_device
-from leukaug.arm.loop import EpochRecord, TrainingCallbacks
+from leukaug.arm.callbacks import EpochRecord, TrainingCallbacks
 from leukaug.core.errors import ConfigError, LeukaugError, unknown_name_message
 from leukaug.core.layout import StudyFolder
 from leukaug.data.cache import ImageCache

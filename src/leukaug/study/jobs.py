@@ -17,13 +17,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from leukaug.arm.background_check import BACKGROUND_CHECK_CSV
+from leukaug.arm.callbacks import TrainingCallbacks
 from leukaug.arm.context import ArmContext, RunSettings
 from leukaug.arm.determinism import arm_execution
-from leukaug.arm.dispatch import run_any_arm
 from leukaug.arm.kinds import ARM_KINDS
-from leukaug.arm.lifecycle import run_optional
-from leukaug.arm.loop import TrainingCallbacks
 from leukaug.arm.spec import ArmSpec
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError, StorageError, masked_interrupt
@@ -31,8 +28,6 @@ from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.core.lock import FolderLocked, folder_lock
 from leukaug.data.cache import ImageCache, load_or_build_cache
 from leukaug.study.study_file import StudyConfig
-from leukaug.trained.arm_background import write_background_check
-from leukaug.trained.arm_cams import write_arm_cams
 
 STATUS_COMPLETE = "complete"
 STATUS_SKIPPED = "skipped"  # already complete before this run
@@ -176,7 +171,7 @@ class ArmJob:
         """The skipped outcome of an arm an earlier run completed with the same config and
         its extras written, read from its folder without running anything; else None."""
         folder = self.folder(arm)
-        if self.background_check and not (folder.path / BACKGROUND_CHECK_CSV).is_file():
+        if self.background_check and not folder.background_check_csv.is_file():
             return None
         return finished_outcome(folder, arm)
 
@@ -227,10 +222,15 @@ class ArmJob:
         folder.remove_interrupted_writes()
         started = time.perf_counter()
         context = ArmContext(folder.path, arm.arm_id, arm.name, self.settings, callbacks)
+        # imported here: a study whose arms are all complete never loads the training stack
+        from leukaug.arm import dispatch
+        from leukaug.arm.lifecycle import run_optional
+        from leukaug.trained import arm_background, arm_cams
+
         try:
             with arm_execution(folder.path, self.settings.threads, self.settings.deterministic):
                 job_cache = cache if cache is not None else self.cache(arm.image_size)
-                result = run_any_arm(  # dispatches on arm.spec.kind (arm.kinds.ARM_KINDS)
+                result = dispatch.run_any_arm(  # dispatches on arm.spec.kind (arm.kinds.ARM_KINDS)
                     arm.spec, self.manifest_for(arm.spec), job_cache, context=context
                 )
                 # also for an arm completed earlier without them
@@ -238,14 +238,14 @@ class ArmJob:
                     run_optional(  # an extra: its failure is recorded, the arm stays complete
                         folder,
                         "cams",
-                        lambda: write_arm_cams(folder, arm.spec, job_cache, self.device),
+                        lambda: arm_cams.write_arm_cams(folder, arm.spec, job_cache, self.device),
                     )
-                check_file = folder.path / BACKGROUND_CHECK_CSV
+                check_file = folder.background_check_csv
                 if self.background_check and not check_file.is_file():
                     run_optional(  # an extra, like the CAMs
                         folder,
                         "background_check",
-                        lambda: write_background_check(
+                        lambda: arm_background.write_background_check(
                             folder, arm.spec, self.manifest_for(arm.spec), job_cache, self.device
                         ),
                     )

@@ -28,7 +28,6 @@ from leukaug.augment import AugmentationSpec
 from leukaug.core import atomic
 from leukaug.core.errors import ConfigError, unknown_name_message
 from leukaug.core.layout import ArmFolder, StudyFolder
-from leukaug.models import apply_regime, get_model
 from leukaug.study.jobs import StudyArm
 from leukaug.study.study_file import Experiment, StudyConfig, parse_study
 
@@ -183,7 +182,7 @@ def expand_arms(config: StudyConfig, arms_dir: str | Path) -> list[StudyArm]:
     for shape in {
         (a.spec.model, a.spec.head, a.image_size, a.spec.regime, a.spec.freeze_first)
         for a in arms
-        if ARM_KINDS.get(a.spec.kind).cnn
+        if ARM_KINDS.get(a.spec.kind).cnn and not _finished(a, arms_dir)
     }:
         _dry_build(*shape)
     baseline = config.study.baseline
@@ -224,9 +223,25 @@ def _check_source(
         )
 
 
+def _finished(arm: StudyArm, arms_dir: Path) -> bool:
+    """The arm completed earlier with this configuration: nothing of it will be built."""
+    folder = ArmFolder(arms_dir / arm.arm_id)
+    if not folder.arm_json.is_file():  # never started, or --out is not a folder (preflight says)
+        return False
+    info = folder.read_info()
+    return (
+        info is not None
+        and info.get("config_hash") == arm.spec.config_hash()
+        and folder.is_complete()
+    )
+
+
 def _dry_build(model: str, head: str, image_size: int, regime: str, freeze_first: int) -> None:
     """Build the architecture on the meta device (no memory, no weights) and apply the regime,
-    so an impossible combination fails before any arm runs."""
+    so an impossible combination fails before any arm runs (imported here: the model
+    libraries load only when an arm will be built)."""
+    from leukaug.models import apply_regime, get_model
+
     with torch.device("meta"):
         try:
             apply_regime(get_model(model, head=head, image_size=image_size), regime, freeze_first)

@@ -25,8 +25,6 @@ from leukaug.core.layout import ArmFolder
 from leukaug.data.images import IMAGE_SUFFIXES
 from leukaug.data.read import detect_layout
 from leukaug.data.synth_config import SynthConfig
-from leukaug.models.factory import imagenet_weights, model_parameter_count
-from leukaug.models.weights import fetch_imagenet
 from leukaug.study.jobs import StudyArm
 from leukaug.study.prepare import cache_root
 from leukaug.study.study_file import StudyConfig
@@ -160,6 +158,9 @@ def weights_problems(arms: Sequence[StudyArm]) -> list[str]:
 
 
 def _imagenet(model: str) -> Path:
+    from leukaug.models.factory import imagenet_weights  # the model libraries: only if needed
+    from leukaug.models.weights import fetch_imagenet
+
     weights = imagenet_weights(model)
     return weights.cached_path() or fetch_imagenet(weights)
 
@@ -210,6 +211,8 @@ def checkpoint_bytes(arms: Sequence[StudyArm], arms_dir: Path) -> int:
             continue  # a features arm writes no checkpoint
         key = (arm.spec.model, arm.spec.head, arm.image_size)
         if key not in counts:
+            from leukaug.models.factory import model_parameter_count  # only for arms to run
+
             counts[key] = model_parameter_count(*key)
         networks = len(expand_regions(arm.spec.regions)) if arm.spec.kind != SINGLE else 1
         total += CHECKPOINT_BYTES_PER_PARAMETER * counts[key] * networks

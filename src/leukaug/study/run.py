@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from leukaug import __version__
+from leukaug.arm.callbacks import TrainingCallbacks
 from leukaug.arm.determinism import resolve_threads
-from leukaug.arm.loop import TrainingCallbacks
 from leukaug.core import atomic
 from leukaug.core.layout import StudyFolder
 from leukaug.core.lock import folder_lock
-from leukaug.report import build_report
 from leukaug.study import executors
 from leukaug.study.jobs import ArmJob, ArmOutcome, StudyArm, run_settings
 from leukaug.study.plan import plan_study, with_sanity_baseline
@@ -232,6 +231,8 @@ def report(study: PreparedStudy, outcomes: Sequence[ArmOutcome]) -> dict[str, Pa
         log.info("The report is up to date: %s", paths.get("report"))
         return paths
     augmentations = dict.fromkeys(spec for arm in study.arms for spec in arm.spec.augmentations)
+    from leukaug.report import build_report  # the report's stack loads only to rebuild it
+
     render_figures(study.data, list(augmentations), study.folder)
     paths = build_report(study.folder.path, baseline=baseline)
     atomic.write_json(
