@@ -154,6 +154,11 @@ DEFERRED_FOR_RERUN = {
     },
     "leukaug.study.plan": {"leukaug.models"},
     "leukaug.study.preflight": {"leukaug.models.factory", "leukaug.models.weights"},
+    "leukaug.study.prepare": {
+        "leukaug.augment.preview",
+        "leukaug.data.inspect",
+        "leukaug.data.synth",
+    },
     "leukaug.study.run": {"leukaug.report"},
 }
 

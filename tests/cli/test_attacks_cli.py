@@ -284,7 +284,9 @@ def test_an_empty_test_split_stops_the_study_before_training(
     _, err = output(capsys)
     assert "thetestsplitisempty" in err and "adda`split`column" in err
     assert "test_fraction" in err and "Traceback" not in err
-    assert not (tmp_path / "cache").exists() and not (out / "arms").exists()  # nothing ran
+    # nothing ran: no image cache, no arm (only the record of the checked images)
+    assert not list((tmp_path / "cache").glob("*/images.npy")) and not (out / "arms").exists()
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["checked"]
 
 
 @pytest.mark.slow  # trains an arm

@@ -396,7 +396,7 @@ def test_a_finished_study_reruns_without_loading_the_training_stack(
         f"result = run_study(read_study_file({str(study)!r}), Path({str(out)!r}), "
         f"source={str(study)!r})\n"
         "assert not result.failed and result.outcomes\n"
-        "heavy = ('timm', 'torchvision.models', 'pytorch_grad_cam', 'matplotlib')\n"
+        "heavy = ('timm', 'torchvision.models', 'pytorch_grad_cam', 'matplotlib', 'kornia')\n"
         "print('LOADED=' + ','.join(m for m in heavy if m in sys.modules))\n"
     )
     done = subprocess.run(

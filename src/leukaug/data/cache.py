@@ -105,6 +105,11 @@ def file_digest(path: str | Path) -> str:
     return _DIGESTS[key]
 
 
+def remember_digest(path: str, size: int, mtime_ns: int, digest: str) -> None:
+    """Add a digest known from an earlier process (data/checked.py) to the memo."""
+    _DIGESTS[(str(path), size, mtime_ns)] = digest
+
+
 def fingerprint(
     manifest: pd.DataFrame,
     size: int,

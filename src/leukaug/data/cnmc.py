@@ -157,6 +157,7 @@ def read_test_set(folder: Path, labels_csv: Path, root: Path, ignored: list[Path
     rows: list[Row] = []
     seen_names: dict[str, int] = {}
     seen_originals: dict[str, int] = {}
+    real_folder = folder.resolve()
     for line, record in enumerate(table.to_dict("records"), start=2):
         where = f"{labels_csv}, line {line}"
         new_name = record["new_names"].strip()
@@ -180,7 +181,7 @@ def read_test_set(folder: Path, labels_csv: Path, root: Path, ignored: list[Path
                 f"{'ALL' if name_label else 'HEM'} file name (1 = ALL, 0 = HEM). "
                 "Fix: correct the row; the labels may have been inverted."
             )
-        if path.name not in files or path.parent != folder.resolve():
+        if path.name not in files or path.parent != real_folder:
             raise DataError(
                 f"{where}: new_names {new_name!r} has no file in {folder}. "
                 "Fix: restore the image or remove the row."

@@ -18,6 +18,9 @@ import csv
 import errno
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +29,32 @@ from leukaug.core.errors import DataError
 from leukaug.data.images import is_image_file
 
 Row = dict[str, object]
+_REAL_FOLDERS: ContextVar[dict[str, str] | None] = ContextVar("real_folders", default=None)
+
+
+@contextmanager
+def real_folders_remembered() -> Iterator[None]:
+    """Within, `real_path` resolves each folder once: a data set has few folders and many
+    files, and resolving every file's full path again is most of the cost of reading it."""
+    token = _REAL_FOLDERS.set({})
+    try:
+        yield
+    finally:
+        _REAL_FOLDERS.reset(token)
+
+
+def real_path(path: str | os.PathLike[str]) -> str:
+    """`os.path.realpath(path)`; inside `real_folders_remembered`, a path that is no link
+    is its folder's (remembered) real path joined with its name, which is the same thing."""
+    path = os.path.abspath(path)
+    remembered = _REAL_FOLDERS.get()
+    if remembered is None or os.path.islink(path):
+        return os.path.realpath(path)
+    folder, name = os.path.split(path)
+    real_folder = remembered.get(folder)
+    if real_folder is None:
+        real_folder = remembered[folder] = os.path.realpath(folder)
+    return os.path.join(real_folder, name) if name else real_folder
 
 
 def odd_reason(path: Path) -> str | None:
@@ -51,14 +80,14 @@ def odd_reason(path: Path) -> str | None:
     return None
 
 
-def check_inside_root(path: Path, root: Path, real_path: str | None = None) -> None:
+def check_inside_root(path: Path, root: Path, resolved: str | None = None) -> None:
     """Raise `DataError` when `path` (under `root` by name) resolves outside `root`
-    (`real_path`: `os.path.realpath(path)` when the caller has it).
+    (`resolved`: `real_path(path)` when the caller has it).
 
     The message names the first symbolic link on the way that leads out, and its target.
     """
-    real_root = os.path.realpath(root)
-    real = real_path if real_path is not None else os.path.realpath(path)
+    real_root = real_path(root)
+    real = resolved if resolved is not None else real_path(path)
     if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
         return
     real_root = Path(real_root)
@@ -148,7 +177,7 @@ def resolve_inside(root: Path, name: str, where: str) -> Path:
             f"{where}: {name!r} is {odd}, not an image file. "
             "Fix: replace it with the image file, or remove the row."
         )
-    real = os.path.realpath(lexical)
+    real = real_path(lexical)
     try:
         check_inside_root(lexical, root, real)
     except DataError as error:
@@ -211,7 +240,7 @@ def read_csv_table(path: Path, required: list[str]) -> pd.DataFrame:
 
 def make_row(root: Path, path: Path, label: int, subject: str, source_split: str, fold: int) -> Row:
     """One manifest row; refuses a `path` that resolves outside `root` (a link leading out)."""
-    real = os.path.realpath(path)
+    real = real_path(path)
     check_inside_root(path, root, real)
     return {
         "image_id": path.relative_to(root).as_posix(),

@@ -8,7 +8,9 @@ Images are found and decoded by content (`data.images`), so a file's suffix may 
 Every image's header is read first, so a file declaring more than `max_pixels` pixels
 (a decompression bomb) is refused by name before any image is decoded. Then every image
 is fully decoded once, so a truncated file fails now with its path, not in the middle of
-a study; its size and mode are recorded for the report.
+a study; its size and mode are recorded for the report. With a `check_record`
+(data/checked.py), images unchanged since they last passed are not checked again.
+Folder paths resolve once per read (`real_folders_remembered`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import pandas as pd
 
 from leukaug.core.errors import DataError
 from leukaug.data import cnmc, folders
-from leukaug.data.cache import RESIZE_POLICY
+from leukaug.data.cache import RESIZE_POLICY, file_digest, remember_digest
+from leukaug.data.checked import ImageFacts, read_record, write_record
 from leukaug.data.choices import IMAGEFOLDER, LAYOUTS
-from leukaug.data.files import odd_reason
+from leukaug.data.files import odd_reason, real_folders_remembered
 from leukaug.data.images import CONVERSION_RULES, MAX_PIXELS, check_pixels, misnamed, open_rgb
-from leukaug.data.synth import MARKER_FILE
+from leukaug.data.synth_config import MARKER_FILE
 
 MANIFEST_COLUMNS = ["image_id", "path", "label", "subject", "source_split", "fold"]
 
@@ -86,12 +89,29 @@ def read_dataset(
     labels_csv: str | Path | None = None,
     check_images: bool = True,
     max_pixels: int = MAX_PIXELS,
+    check_record: Path | None = None,
 ) -> Dataset:
     """Read and validate a data set.
 
     Every image's header is checked against `max_pixels` before anything is decoded;
-    `check_images=False` then skips the full decode (faster, less safe).
+    `check_images=False` then skips the full decode (faster, less safe). `check_record`:
+    the file remembering which images passed (data/checked.py), read and rewritten.
     """
+    with real_folders_remembered():
+        return _read_dataset(
+            root, layout, positive_class, labels_csv, check_images, max_pixels, check_record
+        )
+
+
+def _read_dataset(
+    root: str | Path,
+    layout: str,
+    positive_class: str | None,
+    labels_csv: str | Path | None,
+    check_images: bool,
+    max_pixels: int,
+    check_record: Path | None,
+) -> Dataset:
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{root}: folder not found. Fix: check the path to the data set.")
@@ -144,18 +164,30 @@ def read_dataset(
             f"{len(odd)} file(s) that are no readable file skipped: {listed}{more}. "
             "Fix: replace them with the image files, or remove them."
         )
-    for path in manifest["path"]:  # headers only: nothing is decoded before all are checked
+    paths = list(manifest["path"])
+    facts, identities = read_record(check_record, paths) if check_record else ({}, {})
+    fresh = [path for path in paths if path not in facts]
+    for path, known in facts.items():  # the image cache's key needs no second read
+        size, mtime_ns = identities[path][:2]
+        remember_digest(path, size, mtime_ns, known.digest)
+    for path in fresh:  # headers only: nothing is decoded before all are checked
         check_pixels(path, max_pixels)
-    _note_misnamed(dataset)
+    wrong_suffix = {p: facts[p].misnamed if p in facts else misnamed(Path(p)) for p in paths}
+    _note_misnamed(dataset, wrong_suffix)
     if check_images:
-        _decode_all(dataset, max_pixels)
+        for path in fresh:
+            image, mode = open_rgb(path, max_pixels)
+            size = f"{image.shape[1]}x{image.shape[0]}"
+            facts[path] = ImageFacts(mode, size, wrong_suffix[path], file_digest(path))
+        _note_decoded(dataset, [facts[path] for path in paths])
+        if check_record is not None:
+            write_record(check_record, identities, facts)
     return dataset
 
 
-def _note_misnamed(dataset: Dataset) -> None:
+def _note_misnamed(dataset: Dataset, wrong_suffix: dict[str, str | None]) -> None:
     """A note for images whose suffix names another format (read by content all the same)."""
-    found = [(Path(p), misnamed(Path(p))) for p in dataset.manifest["path"]]
-    found = [(path, real) for path, real in found if real is not None]
+    found = [(Path(p), real) for p, real in wrong_suffix.items() if real is not None]
     if found:
         shown = ", ".join(f"{path.name} is {real}" for path, real in found[:3])
         dataset.notes.append(
@@ -191,13 +223,10 @@ def check_manifest(manifest: pd.DataFrame) -> None:
         )
 
 
-def _decode_all(dataset: Dataset, max_pixels: int) -> None:
-    modes: Counter[str] = Counter()
-    sizes: Counter[str] = Counter()
-    for path in dataset.manifest["path"]:
-        image, mode = open_rgb(path, max_pixels)
-        modes[mode] += 1
-        sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
+def _note_decoded(dataset: Dataset, facts: list[ImageFacts]) -> None:
+    """Modes, sizes and conversions found by the full decode, with their notes."""
+    modes = Counter(fact.mode for fact in facts)
+    sizes = Counter(fact.size for fact in facts)
     dataset.modes = dict(sorted(modes.items()))
     dataset.sizes = dict(sorted(sizes.items()))
     dataset.conversions = {m: n for m, n in dataset.modes.items() if CONVERSION_RULES[m] != "none"}

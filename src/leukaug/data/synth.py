@@ -39,12 +39,12 @@ from scipy import ndimage
 from leukaug import LABEL_ALL, LABEL_HEM
 from leukaug.core.errors import ConfigError
 from leukaug.data.synth_config import (
+    MARKER_FILE,
     TEST_STAIN_SPREAD,
     TRAIN_STAIN_SPREAD,
     SynthConfig,
 )
 
-MARKER_FILE = "SYNTHETIC_DATA.txt"
 TEST_FOLDER = "C-NMC_test_prelim_phase_data"
 TEST_LABELS_CSV = "C-NMC_test_prelim_phase_data_labels.csv"
 N_FOLDS = 3  # C-NMC ships its training data in fold_0, fold_1, fold_2

@@ -11,6 +11,8 @@ from typing import Any
 
 from leukaug.core.errors import ConfigError
 
+MARKER_FILE = "SYNTHETIC_DATA.txt"  # in the root of every generated data set
+
 # Subject-level batch effects: standard deviations of log-scale stain perturbations.
 TRAIN_STAIN_SPREAD = 0.10
 TEST_STAIN_SPREAD = 0.28  # default; wider on the test subjects: the domain shift

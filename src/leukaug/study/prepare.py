@@ -20,12 +20,12 @@ import pandas as pd
 
 from leukaug import CLASS_NAMES
 from leukaug.augment import AugmentationSpec
-from leukaug.augment.preview import render_preview
 from leukaug.core.atomic import STORAGE_ERRNOS, storage_error
 from leukaug.core.errors import ConfigError, DataError
 from leukaug.core.layout import StudyFolder
 from leukaug.core.user_cache import default_cache_dir
 from leukaug.data.cache import RESIZE_POLICY, ImageCache, load_or_build_cache
+from leukaug.data.checked import record_path
 from leukaug.data.folds import (
     FOLD_COLUMN,
     assign_folds,
@@ -34,12 +34,11 @@ from leukaug.data.folds import (
     fold_subjects,
     folds_record,
 )
-from leukaug.data.inspect import contact_sheet
+from leukaug.data.images import MAX_PIXELS
 from leukaug.data.read import read_dataset
 from leukaug.data.split import has_subject_ids, split_manifest
 from leukaug.data.stain_norm import StainTarget, reference_target, training_target
-from leukaug.data.synth import MARKER_FILE, generate
-from leukaug.data.synth_config import SynthConfig, settings_identity
+from leukaug.data.synth_config import MARKER_FILE, SynthConfig, settings_identity
 from leukaug.study.study_file import StudyConfig
 
 log = logging.getLogger(__name__)
@@ -105,6 +104,8 @@ def ensure_embedded_data(config: StudyConfig) -> Path:
         )
     synth = SynthConfig(**settings)
     synth.validate()
+    from leukaug.data.synth import generate  # the generator loads only to generate
+
     log.info("Generating the synthetic data set into %s ...", root)
     try:
         generate(root, synth)
@@ -126,11 +127,15 @@ def prepare_data(
     data = config.data
     if data.embedded:
         root = ensure_embedded_data(config)
-        dataset = read_dataset(root)
+        dataset = read_dataset(root, check_record=record_path(cache_root(config), root, MAX_PIXELS))
     else:
         root = Path(data.source).resolve()
         dataset = read_dataset(
-            root, layout=data.layout, positive_class=data.positive_class, labels_csv=data.labels_csv
+            root,
+            layout=data.layout,
+            positive_class=data.positive_class,
+            labels_csv=data.labels_csv,
+            check_record=record_path(cache_root(config), root, MAX_PIXELS),
         )
     folds: dict[int, pd.DataFrame] = {}
     if data.cv_folds is None:
@@ -275,7 +280,11 @@ def render_figures(
 ) -> None:
     """Figure 1 (ALL and HEM training cells, drawn like `leukaug data inspect`'s contact
     sheet) and Figure 2 (`augmentations`, the study's distinct augmentations, at p = 1;
-    skipped when there are none). The study draws them after training, with the report."""
+    skipped when there are none). The study draws them after training, with the report
+    (imported here: the drawing stack loads only when the report is rebuilt)."""
+    from leukaug.augment.preview import render_preview
+    from leukaug.data.inspect import contact_sheet
+
     cache = data.caches[max(data.caches)]
     by_class = _sample_training_cells(data.manifest, cache, per_class=SAMPLE_CELLS_PER_CLASS)
     stain = data.info.get("normalize")
