@@ -61,14 +61,6 @@ def bomb_30000(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def cnmc_copy(tiny_cnmc: Path, tmp_path: Path) -> Path:
-    """A private, editable copy of the tiny Kaggle-layout C-NMC data set."""
-    root = tmp_path / "C-NMC_Leukemia"
-    shutil.copytree(tiny_cnmc, root)
-    return root
-
-
-@pytest.fixture
 def tcia_copy(tiny_cnmc: Path, tmp_path: Path) -> Path:
     """The tiny data set in the TCIA layout (C-NMC_training_data/, test folder + labels)."""
     root = tmp_path / "tcia"

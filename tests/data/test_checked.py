@@ -4,7 +4,6 @@ again, and any change to a file (content, truncation, permissions) gets it check
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,6 @@ from leukaug.data import cache, read
 from leukaug.data.checked import record_path
 from leukaug.data.images import MAX_PIXELS
 from leukaug.data.read import read_dataset
-
-
-@pytest.fixture
-def cnmc_copy(tiny_cnmc: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "C-NMC_Leukemia"
-    shutil.copytree(tiny_cnmc, root)
-    return root
 
 
 @pytest.fixture

@@ -19,14 +19,6 @@ TEST_DIR = Path("validation_data", "C-NMC_test_prelim_phase_data")
 LABELS = Path("validation_data", "C-NMC_test_prelim_phase_data_labels.csv")
 
 
-@pytest.fixture
-def cnmc_copy(tiny_cnmc: Path, tmp_path: Path) -> Path:
-    """A private, editable copy of the tiny Kaggle-layout data set."""
-    root = tmp_path / "C-NMC_Leukemia"
-    shutil.copytree(tiny_cnmc, root)
-    return root
-
-
 def _first_training_image(root: Path, fold: int = 0, class_name: str = "all") -> Path:
     return sorted((root / "training_data" / f"fold_{fold}" / class_name).iterdir())[0]
 

@@ -97,21 +97,6 @@ def read_dataset(
     `check_images=False` then skips the full decode (faster, less safe). `check_record`:
     the file remembering which images passed (data/checked.py), read and rewritten.
     """
-    with real_folders_remembered():
-        return _read_dataset(
-            root, layout, positive_class, labels_csv, check_images, max_pixels, check_record
-        )
-
-
-def _read_dataset(
-    root: str | Path,
-    layout: str,
-    positive_class: str | None,
-    labels_csv: str | Path | None,
-    check_images: bool,
-    max_pixels: int,
-    check_record: Path | None,
-) -> Dataset:
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{root}: folder not found. Fix: check the path to the data set.")
@@ -126,20 +111,21 @@ def _read_dataset(
         data_root = root
 
     ignored: list[Path] = []
-    if layout == cnmc.KAGGLE:
-        rows, notes = cnmc.read_kaggle(data_root, ignored)
-    elif layout == cnmc.TCIA:
-        rows, notes = cnmc.read_tcia(data_root, ignored)
-    elif layout == "folders":
-        rows, notes = folders.read_class_folders(data_root, positive_class, ignored)
-    elif layout == IMAGEFOLDER:
-        rows, notes = folders.read_image_folder(data_root, positive_class, ignored)
-    else:
-        if labels_csv is None:
-            raise DataError("layout 'csv' needs a CSV file. Fix: pass --labels-csv FILE.")
-        csv_path = Path(labels_csv).expanduser()
-        csv_path = csv_path if csv_path.is_absolute() else root / csv_path
-        rows, notes = folders.read_csv_list(data_root, csv_path.resolve())
+    with real_folders_remembered():  # each folder resolves once, not every image's path
+        if layout == cnmc.KAGGLE:
+            rows, notes = cnmc.read_kaggle(data_root, ignored)
+        elif layout == cnmc.TCIA:
+            rows, notes = cnmc.read_tcia(data_root, ignored)
+        elif layout == "folders":
+            rows, notes = folders.read_class_folders(data_root, positive_class, ignored)
+        elif layout == IMAGEFOLDER:
+            rows, notes = folders.read_image_folder(data_root, positive_class, ignored)
+        else:
+            if labels_csv is None:
+                raise DataError("layout 'csv' needs a CSV file. Fix: pass --labels-csv FILE.")
+            csv_path = Path(labels_csv).expanduser()
+            csv_path = csv_path if csv_path.is_absolute() else root / csv_path
+            rows, notes = folders.read_csv_list(data_root, csv_path.resolve())
 
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     manifest = manifest.astype({"label": "int64", "fold": "int64"})
