@@ -120,10 +120,13 @@ def check_arms(work: Path, size: int, epochs: int) -> list[dict[str, object]]:
             table = write_background_check(folder, spec, split, cache, device="cpu")
             checked = time.perf_counter() - started
             drops = dict(zip(table["fill"], table["drop"], strict=True))
+            changed = dict(zip(table["fill"], table["changed"], strict=True))
             rows.append({
                 "data": variant, "arm": label, "test_cells": int(table["cells"].iloc[0]),
                 "auc": float(table["auc_original"].iloc[0]),
                 "drop_median": float(drops["median"]), "drop_black": float(drops["black"]),
+                "changed_median": float(changed["median"]),
+                "changed_black": float(changed["black"]),
                 "train_s": trained, "check_s": checked,
             })  # fmt: skip
             print(rows[-1], flush=True)

@@ -102,7 +102,11 @@ def test_study_threads_are_applied_and_recorded_in_every_arm(tmp_path: Path) -> 
     assert not result.failed
     for name in TINY_ARMS:
         arm = json.loads((tmp_path / "out" / "arms" / f"{name}-s0" / "arm.json").read_text())
-        assert arm["execution"] == {"threads": 1, "deterministic": False}
+        assert arm["execution"] == {
+            "threads": 1,
+            "deterministic": False,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        }
     resolved = tomllib.loads((tmp_path / "out" / "study.toml").read_text(encoding="utf-8"))
     assert resolved["executor"]["threads"] == 1
     # the arm's count applied only while it ran: the calling process keeps its own

@@ -20,9 +20,9 @@ import torch
 from leukaug.arm import dispatch as dispatch_module
 from leukaug.cli.study_commands import DEMO_STUDY, packaged_study
 from leukaug.core.errors import ConfigError, TrainingError
-from leukaug.core.layout import ArmFolder
+from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.study.plan import expand_arms
-from leukaug.study.run import run_study
+from leukaug.study.run import report_inputs, run_study
 from leukaug.study.study_file import parse_study, read_study_file
 from study_fixtures import TINY_ARMS, write_tiny_study
 
@@ -379,6 +379,24 @@ def test_a_finished_study_reruns_without_training_or_rebuilding_the_report(
     assert " epoch " not in completed.stdout + completed.stderr  # no replayed epoch lines
     assert "arm(s) to run" not in completed.stdout + completed.stderr
     assert report.stat().st_mtime_ns == before  # unchanged inputs: the report is kept
+
+
+def test_every_file_the_report_reads_is_in_its_fingerprint(tmp_path: Path) -> None:
+    """A rerun keeps the report only while its inputs are unchanged: a background check or
+    Grad-CAM overlay written (or rewritten) after the report was built must rebuild it."""
+    folder = StudyFolder(tmp_path)
+    arm = folder.arm("a-s0")
+    arm.path.mkdir(parents=True)
+    read = [arm.arm_json, arm.history, arm.predictions, arm.metrics, arm.error, arm.cam_csv,
+            arm.cam_overlays, arm.background_check_csv, folder.study_toml, folder.dataset_json]  # fmt: skip
+    for path in read:
+        path.write_text("first")
+    stamps = {report_inputs(folder, "none")}
+    for path in read:
+        path.write_text(f"changed {path.name}")
+        stamps.add(report_inputs(folder, "none"))
+    assert len(stamps) == len(read) + 1
+    assert report_inputs(folder, "other") not in stamps
 
 
 def test_a_finished_study_reruns_without_loading_the_training_stack(

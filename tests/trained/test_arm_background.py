@@ -8,13 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from leukaug.arm.background_check import (
     BACKGROUND_CHECK_CSV,
     BACKGROUND_DROP,
     COLUMNS,
     FILLS,
+    UNCHANGED_LEVELS,
     background_check,
+    changed_the_background,
     depends_on_background,
 )
 from leukaug.arm.context import ArmContext, RunSettings
@@ -69,11 +72,66 @@ def test_the_check_flags_a_background_reader_and_passes_a_cell_reader(shortcut_c
     assert (shortcut["cells"] == len(images)).all() and (shortcut["no_cell"] == 0).all()
     assert (shortcut["auc_original"] == 1.0).all()
     assert (shortcut["auc_replaced"] < 0.75).all() and depends_on_background(shortcut)
+    assert changed_the_background(shortcut).all()  # the smear was really replaced
     honest = background_check(CellScorer(), images, labels)
     assert (honest["drop"].abs() < 1e-9).all() and not depends_on_background(honest)
     assert BACKGROUND_DROP == 0.05
     with pytest.raises(DataError, match="16 images but 3 labels"):
         background_check(CellScorer(), images, labels[:3])
+
+
+class CountingScorer(CellScorer):
+    """CellScorer that counts the cells it was asked to predict."""
+
+    def __init__(self) -> None:
+        self.cells = 0
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        self.cells += len(images)
+        return super().__call__(images)
+
+
+def test_recorded_predictions_stand_for_the_cells_as_they_are(shortcut_cells):
+    """With the arm's recorded predictions the check predicts only the replaced cells (one
+    pass per fill), and its AUC before replacement is the recorded one."""
+    images, labels = shortcut_cells
+    recorded = BorderScorer()(images)  # another model's record: auc_original must follow it
+    scorer = CountingScorer()
+    table = background_check(scorer, images, labels, original=recorded)
+    assert scorer.cells == len(FILLS) * len(images)
+    assert (table["auc_original"] == 1.0).all()  # the BorderScorer's AUC, not the cell reader's
+    recomputed = background_check(CountingScorer(), images, labels)
+    assert np.allclose(table["auc_replaced"], recomputed["auc_replaced"])
+    with pytest.raises(DataError, match="16 images but 15 recorded predictions"):
+        background_check(scorer, images, labels, original=recorded[:15])
+
+
+def test_fills_of_one_colour_are_predicted_once():
+    """On C-NMC's black background the median fill is black too: one pass serves both."""
+    images, labels = sample_cells(8, SIZE, seed=3)
+    scorer = CountingScorer()
+    table = background_check(scorer, images, labels, original=np.zeros(len(images)))
+    found = int(table["cells"].iloc[0])
+    assert found > 0 and scorer.cells == found  # one pass, not one per fill
+    assert table["auc_replaced"].nunique() == 1
+    assert not changed_the_background(table).any()  # black for black: nothing was tested
+    assert (table["changed"] < UNCHANGED_LEVELS).all()
+
+
+def test_cells_are_found_once_per_test_set_and_again_for_another(shortcut_cells, monkeypatch):
+    """The arms of a study share their test cells: a worker finds them once, by key."""
+    import leukaug.arm.background_check as check
+
+    images, labels = shortcut_cells
+    calls = []
+    find = check._find
+    monkeypatch.setattr(check, "_find", lambda batch: calls.append(len(batch)) or find(batch))
+    first = background_check(CellScorer(), images, labels, images_key=("test", 1))
+    again = background_check(CellScorer(), images, labels, images_key=("test", 1))
+    assert calls == [len(images)] and first.equals(again)
+    background_check(CellScorer(), images[:8], labels[:8], images_key=("test", 2))
+    background_check(CellScorer(), images[:8], labels[:8])  # no key: found afresh
+    assert calls == [len(images), 8, 8]
 
 
 def test_a_cam_on_the_smear_gives_a_low_share_and_on_the_cell_a_high_one(shortcut_cells):
@@ -122,5 +180,8 @@ def test_a_network_trained_on_the_background_is_flagged(shortcut_cells, tiny_man
     assert table is not None and (folder.path / BACKGROUND_CHECK_CSV).is_file()
     assert pd.read_csv(folder.path / BACKGROUND_CHECK_CSV).shape == (2, len(COLUMNS))
     assert (table["auc_original"] > 0.9).all()  # it learned the background
+    test = pd.read_csv(folder.predictions).query("split == 'test'")
+    assert (table["no_cell"] == 0).all()  # every cell found: the AUC before is the recorded one
+    assert np.allclose(table["auc_original"], roc_auc_score(test["label"], test["prob"]))
     assert (table["auc_replaced"] < 0.65).all()  # identical cells on one colour: ~no signal
     assert depends_on_background(table) and (table["drop"] > BACKGROUND_DROP).all()

@@ -123,8 +123,11 @@ def arm_execution(arm_dir: Path, threads: int | None, deterministic: bool) -> It
 
 
 def execution_record() -> dict[str, Any]:
-    """What `arm.json` records under "execution": the settings the arm runs with."""
+    """What `arm.json` records under "execution": the settings the arm runs with, and the
+    CPU kernels' instruction set ("AVX512", "AVX2", ...): another one rounds differently, so
+    the same study and thread count give other numbers on a CPU that reports another."""
     return {
         "threads": torch.get_num_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }

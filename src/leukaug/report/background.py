@@ -2,13 +2,21 @@
 after the arm by `leukaug.trained.arm_background`) becomes one row per arm name, the test
 AUC as it is and with the background outside the cell replaced, mean over seeds. An arm
 whose AUC drops by more than `BACKGROUND_DROP` for either fill is flagged: its predictions
-depend on the background, not only on the cell."""
+depend on the background, not only on the cell. A fill that did not change the background
+(it already was that colour: black on C-NMC's segmented cells) tested nothing; its drop is
+shown as "untested", and the CAM notes say that the check could not test the arm."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from leukaug.arm.background_check import BACKGROUND_CHECK_CSV, BACKGROUND_DROP, FILLS
+from leukaug.arm.background_check import (
+    BACKGROUND_CHECK_CSV,
+    BACKGROUND_DROP,
+    FILLS,
+    UNCHANGED_LEVELS,
+    changed_the_background,
+)
 from leukaug.core.layout import StudyFolder
 from leukaug.stats.study_results import Study
 
@@ -19,13 +27,16 @@ COLUMNS = [
     "no_cell",
     "auc_original",
     *(f"drop_{fill}" for fill in FILLS),
+    *(f"tested_{fill}" for fill in FILLS),
     "flagged",
 ]
+UNTESTED = "untested"  # a fill that left the background as it was
 
 
 def background_summary(study: Study) -> pd.DataFrame:
     """One row per arm name with a background check: seeds, cells (per seed), cells with no
-    cell found, mean test AUC, mean AUC drop per fill, flagged (any drop > BACKGROUND_DROP)."""
+    cell found, mean test AUC, mean AUC drop per fill, whether each fill changed the
+    background in every seed (tested_*), flagged (a tested fill's drop > BACKGROUND_DROP)."""
     rows = []
     for name in study.names():
         tables = []
@@ -36,7 +47,9 @@ def background_summary(study: Study) -> pd.DataFrame:
         if not tables:
             continue
         checks = pd.concat(tables, ignore_index=True)
+        checks = checks.assign(tested=changed_the_background(checks))
         drops = checks.groupby("fill")["drop"].mean()
+        tested = checks.groupby("fill")["tested"].all()
         row = {
             "name": name,
             "seeds": len(tables),
@@ -45,7 +58,8 @@ def background_summary(study: Study) -> pd.DataFrame:
             "auc_original": float(checks["auc_original"].mean()),
         }
         row |= {f"drop_{fill}": float(drops.get(fill, float("nan"))) for fill in FILLS}
-        row["flagged"] = bool((drops > BACKGROUND_DROP).any())
+        row |= {f"tested_{fill}": bool(tested.get(fill, False)) for fill in FILLS}
+        row["flagged"] = bool(((drops > BACKGROUND_DROP) & tested.reindex(drops.index)).any())
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -66,6 +80,35 @@ def background_notes(summary: pd.DataFrame) -> list[str]:
     return notes
 
 
+def _flag(value: object) -> bool | None:
+    """A boolean of a summary row (possibly outer-merged): None when missing."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    return bool(value)
+
+
+def drop_cell(row: dict, fill: str) -> str | None:
+    """The table's text for a fill that tested nothing (`UNTESTED`), else None (a number)."""
+    return UNTESTED if _flag(row.get(f"tested_{fill}")) is False else None
+
+
+def check_finding(row: dict) -> str:
+    """What the background check says of one arm, for the CAM note of a flagged arm."""
+    tested = [fill for fill in FILLS if _flag(row.get(f"tested_{fill}"))]
+    if not tested:
+        return (
+            "The background check cannot test this here: its fills did not change these "
+            "cells' background (it already is the fill colour, e.g. uniform black)."
+        )
+    if _flag(row.get("flagged")):
+        return "The background check confirms it (below)."
+    largest = max(abs(float(row[f"drop_{fill}"])) for fill in tested)
+    return (
+        "The background check finds no such dependence: replacing the background "
+        f"({', '.join(tested)} fill) changed its test AUC by at most {largest:.3f}."
+    )
+
+
 def background_note_text() -> str:
     """How the check works, for the table's notes."""
     return (
@@ -73,6 +116,8 @@ def background_note_text() -> str:
         "by the test cells' median background colour, or by black (mean over seeds; "
         "background_check.csv per arm). An arm whose drop exceeds "
         f"{BACKGROUND_DROP} for either fill is flagged: its predictions depend on the "
-        "background. Cells where no cell was found are left out of both AUCs. Bagged arms "
-        "are not checked."
+        f"background. {UNTESTED.capitalize()}: the fill moved the background by less than "
+        f"{UNCHANGED_LEVELS:g} grey levels on average (it already was that colour), so its "
+        "drop says nothing. Cells where no cell was found are left out of both AUCs. Bagged "
+        "arms are not checked."
     )

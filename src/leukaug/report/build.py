@@ -222,7 +222,7 @@ def build_report(
         headline=headline(verdicts, plan, metric) + _baseline_lines(study, summary, metric),
         verdict_table=verdict_table(verdicts, metric),
         notes=_notes(metrics, plan)
-        + cam_notes(cams)
+        + cam_notes(cams, background)
         + background_notes(background)
         + optional_failure_notes(study),
         tables=tables,

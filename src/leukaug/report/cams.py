@@ -12,7 +12,7 @@ from leukaug.arm.background_check import FILLS
 from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.data.regions import LOW_FOREGROUND_SHARE
 from leukaug.report.background import COLUMNS as BACKGROUND_COLUMNS
-from leukaug.report.background import background_note_text
+from leukaug.report.background import background_note_text, check_finding, drop_cell
 from leukaug.report.html import FigureEntry
 from leukaug.report.tables import DASH, Table, number
 from leukaug.stats.study_results import Study
@@ -76,7 +76,7 @@ def cam_table(summary: pd.DataFrame, background: pd.DataFrame | None = None) -> 
             number(row.get("mean_foreground_share"), 3),
         ]
         if checked:
-            cells += [number(row.get(f"drop_{fill}"), 3) for fill in FILLS]
+            cells += [drop_cell(row, fill) or number(row.get(f"drop_{fill}"), 3) for fill in FILLS]
         rows.append([*cells, "; ".join(flags)])
     header = ["Arm", "Seeds", "Cells", "Share on cell"]
     header += [f"AUC drop, {fill} background" for fill in FILLS] if checked else []
@@ -109,15 +109,35 @@ def _true(value: object) -> bool:
     return value is not None and not (isinstance(value, float) and pd.isna(value)) and bool(value)
 
 
-def cam_notes(summary: pd.DataFrame) -> list[str]:
-    """One note per flagged arm."""
-    return [
-        f"{row.name!r} looks mostly at the background: only {row.mean_foreground_share:.2f} of its "
-        "Grad-CAM mass lies on the cell (mean over the explained test cells); its accuracy may "
-        "rest on the background or the frame rather than on the cell."
-        for row in summary.itertuples(index=False)
-        if row.flagged
-    ]
+def cam_notes(summary: pd.DataFrame, background: pd.DataFrame | None = None) -> list[str]:
+    """One note per flagged arm, or one for several arms with the same finding; with
+    `background` (`report.background.background_summary`), what the background check found
+    for them, which may disagree with their CAM."""
+    checks = {} if background is None else {r["name"]: r for r in background.to_dict("records")}
+    groups: dict[str, list[tuple[str, float]]] = {}
+    for row in summary.itertuples(index=False):
+        if row.flagged:
+            finding = check_finding(checks[row.name]) if row.name in checks else ""
+            groups.setdefault(finding, []).append((row.name, row.mean_foreground_share))
+    notes = []
+    for finding, arms in groups.items():
+        if len(arms) == 1:
+            ((name, share),) = arms
+            note = (
+                f"{name!r} looks mostly at the background: only {share:.3f} of its Grad-CAM "
+                "mass lies on the cell (mean over the explained test cells); its accuracy may "
+                "rest on the background or the frame rather than on the cell."
+            )
+        else:
+            listed = [f"{name!r} ({share:.3f})" for name, share in arms]
+            note = (
+                f"{', '.join(listed[:-1])} and {listed[-1]} look mostly at the background: "
+                f"less than {LOW_FOREGROUND_SHARE} of their Grad-CAM mass (in brackets, mean over "
+                "the explained test cells) lies on the cell; their accuracy may rest on the "
+                "background or the frame rather than on the cell."
+            )
+        notes.append(f"{note} {finding}".strip())
+    return notes
 
 
 def cam_figures(study: Study) -> list[FigureEntry]:

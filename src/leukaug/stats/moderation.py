@@ -78,6 +78,8 @@ DIAGNOSTIC_COLUMNS = (
     "pairing_correlation",
     "n_reference_seeds",
     "se_equal_allocation",
+    "df_run_arm",
+    "df_run_reference",
 )
 
 
@@ -176,7 +178,7 @@ def row_variances(table: np.ndarray, reference_values: np.ndarray | None = None)
     return RowVariances(own, df, moderated, prior_df + df, float(d0), float(s02), seed_var)
 
 
-def _satterthwaite(parts: Sequence[tuple[float, float]]) -> float:
+def satterthwaite(parts: Sequence[tuple[float, float]]) -> float:
     total = sum(v for v, _ in parts)
     denominator = sum(v**2 / d for v, d in parts if v > 0)
     return total**2 / denominator if denominator > 0 else math.inf
@@ -218,7 +220,7 @@ def moderate_family(
             own = comparisons[i]
             v_arm, df_arm = rows_var.moderated[position], rows_var.moderated_df[position]
             var_seeds = max(v_arm / n_arm + v_ref / n_ref + unpaired - own.var_overlap, 0.0)
-            df = _satterthwaite([(v_arm / n_arm, df_arm), (v_ref / n_ref, df_ref)])
+            df = satterthwaite([(v_arm / n_arm, df_arm), (v_ref / n_ref, df_ref)])
             if own.df_subjects > 0:
                 df = min(df, own.df_subjects)
             df = float(df if math.isfinite(df) else own.df_subjects or rows_var.moderated_df[0])
@@ -239,5 +241,7 @@ def moderate_family(
                 else math.nan,
                 "n_reference_seeds": float(n_ref),
                 "se_equal_allocation": math.sqrt(equal + own.var_subjects),
+                "df_run_arm": float(df_arm),  # the moderated variances' df: own + prior
+                "df_run_reference": float(df_ref),
             }
     return result, diagnostics

@@ -244,12 +244,13 @@ def report(study: PreparedStudy, outcomes: Sequence[ArmOutcome]) -> dict[str, Pa
 
 def report_inputs(folder: StudyFolder, baseline: str | None) -> str:
     """A fingerprint of everything the report is built from: the resolved study file, the
-    data's facts, every arm's record, history, predictions, metrics, Grad-CAM and error,
-    the baseline and leukaug's version."""
+    data's facts, every arm's record, history, predictions, metrics, Grad-CAMs (table and
+    overlays), background check and error, the baseline and leukaug's version."""
     digest = hashlib.sha256(json.dumps([__version__, baseline]).encode())
     files = [folder.study_toml, folder.dataset_json]
     for arm in folder.arm_folders():
-        files += [arm.arm_json, arm.history, arm.predictions, arm.metrics, arm.cam_csv, arm.error]
+        files += [arm.arm_json, arm.history, arm.predictions, arm.metrics, arm.error]
+        files += [arm.cam_csv, arm.cam_overlays, arm.background_check_csv]
     for path in files:
         digest.update(str(path.relative_to(folder.path)).encode() + b"\0")
         digest.update(path.read_bytes() if path.is_file() else b"-")
