@@ -23,7 +23,7 @@ from pathlib import Path
 from leukaug.core.atomic import write_json
 from leukaug.stats.family import primary_metric, primary_verdicts
 from leukaug.stats.pairs import plan_references
-from leukaug.stats.power import standard_error
+from leukaug.stats.power import PilotRow, standard_error
 from leukaug.stats.study_results import load_study_results
 
 RESULTS = Path(__file__).parent / "results"
@@ -38,7 +38,9 @@ def allocation_rows(study_dir: Path) -> list[dict[str, float | str]]:
         seeds, reference_seeds = int(row.n_seeds), int(row.n_reference_seeds)
         subjects = float(row.se) ** 2 - float(row.var_run_arm) / seeds
         subjects -= float(row.var_run_reference) / reference_seeds
-        parts = (row.var_run_arm, row.var_run_reference, max(subjects, 0.0) * row.n_subjects)
+        parts = PilotRow(
+            row.var_run_arm, row.var_run_reference, max(subjects, 0.0) * row.n_subjects
+        )
         total = seeds * k + reference_seeds  # runs of the whole family
         classical_ref = max(round(math.sqrt(k) * total / (k + math.sqrt(k))), 1)
         classical_arm = max((total - classical_ref) // k, 2)

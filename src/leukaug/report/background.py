@@ -59,7 +59,7 @@ def background_summary(study: Study) -> pd.DataFrame:
         }
         row |= {f"drop_{fill}": float(drops.get(fill, float("nan"))) for fill in FILLS}
         row |= {f"tested_{fill}": bool(tested.get(fill, False)) for fill in FILLS}
-        row["flagged"] = bool(((drops > BACKGROUND_DROP) & tested.reindex(drops.index)).any())
+        row["flagged"] = bool(((drops > BACKGROUND_DROP) & tested).any())
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -80,7 +80,7 @@ def background_notes(summary: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _flag(value: object) -> bool | None:
+def row_flag(value: object) -> bool | None:
     """A boolean of a summary row (possibly outer-merged): None when missing."""
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return None
@@ -89,18 +89,18 @@ def _flag(value: object) -> bool | None:
 
 def drop_cell(row: dict, fill: str) -> str | None:
     """The table's text for a fill that tested nothing (`UNTESTED`), else None (a number)."""
-    return UNTESTED if _flag(row.get(f"tested_{fill}")) is False else None
+    return UNTESTED if row_flag(row.get(f"tested_{fill}")) is False else None
 
 
 def check_finding(row: dict) -> str:
     """What the background check says of one arm, for the CAM note of a flagged arm."""
-    tested = [fill for fill in FILLS if _flag(row.get(f"tested_{fill}"))]
+    tested = [fill for fill in FILLS if row_flag(row.get(f"tested_{fill}"))]
     if not tested:
         return (
             "The background check cannot test this here: its fills did not change these "
             "cells' background (it already is the fill colour, e.g. uniform black)."
         )
-    if _flag(row.get("flagged")):
+    if row_flag(row.get("flagged")):
         return "The background check confirms it (below)."
     largest = max(abs(float(row[f"drop_{fill}"])) for fill in tested)
     return (

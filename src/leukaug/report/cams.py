@@ -12,7 +12,7 @@ from leukaug.arm.background_check import FILLS
 from leukaug.core.layout import ArmFolder, StudyFolder
 from leukaug.data.regions import LOW_FOREGROUND_SHARE
 from leukaug.report.background import COLUMNS as BACKGROUND_COLUMNS
-from leukaug.report.background import background_note_text, check_finding, drop_cell
+from leukaug.report.background import background_note_text, check_finding, drop_cell, row_flag
 from leukaug.report.html import FigureEntry
 from leukaug.report.tables import DASH, Table, number
 from leukaug.stats.study_results import Study
@@ -64,15 +64,15 @@ def cam_table(summary: pd.DataFrame, background: pd.DataFrame | None = None) -> 
     rows = []
     for row in merged.to_dict("records"):
         flags = []
-        if _true(row.get("flagged")):
+        if row_flag(row.get("flagged")):
             flags.append("looks mostly at the background")
-        if _true(row.get("flagged_check")):
+        if row_flag(row.get("flagged_check")):
             flags.append("depends on the background")
         seeds = row.get("seeds")
         cells = [
             str(row["name"]),
             _count(row.get("seeds_check") if seeds is None or pd.isna(seeds) else seeds),
-            _count(row.get("cells")) if _true(pd.notna(row.get("mean_foreground_share"))) else DASH,
+            _count(row.get("cells")) if pd.notna(row.get("mean_foreground_share")) else DASH,
             number(row.get("mean_foreground_share"), 3),
         ]
         if checked:
@@ -102,11 +102,6 @@ def cam_table(summary: pd.DataFrame, background: pd.DataFrame | None = None) -> 
 
 def _count(value: object) -> str:
     return DASH if value is None or pd.isna(value) else str(int(value))  # type: ignore[arg-type]
-
-
-def _true(value: object) -> bool:
-    """A flag of an outer-merged row: missing (None, NaN) is False."""
-    return value is not None and not (isinstance(value, float) and pd.isna(value)) and bool(value)
 
 
 def cam_notes(summary: pd.DataFrame, background: pd.DataFrame | None = None) -> list[str]:

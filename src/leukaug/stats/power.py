@@ -9,14 +9,15 @@ with its reference on the primary metric, the two variances a verdict rests on
   (var_subjects x pilot subjects / planned subjects).
 
 For S arm seeds and S_0 reference seeds the planned standard error is
-se = sqrt(sigma_a^2 / S + sigma_0^2 / S_0 + sigma_b^2 (1/S - 1/S_0) + var_subjects') (sigma_b^2:
-the seed effect the rows share, which the extra reference seeds cannot pair), and the detectable effect with
-80% power at the family's strictest step is (t_{1 - alpha / 2m} + t_{0.8}) x se (Bonferroni's
-first step, a little conservative beside the max-t) on the df the verdict itself would use:
-the Welch-Satterthwaite df of the arm's and the reference's parts, each row on its own
-S - 1 (S_0 - 1) df plus the prior df its moderation gave it in the pilot (an unstable row,
-which borrows nothing, keeps only its own; `leukaug.stats.moderation`). A comparison of the plan whose arm the pilot lacks gets the
-pilot's median variances. The seeds needed for an effect is the smallest S (reference
+se = sqrt(sigma_a^2 / S + sigma_0^2 / S_0 + sigma_b^2 (1/S - 1/S_0) + var_subjects')
+(sigma_b^2: the seed effect the rows share, which extra reference seeds cannot pair), and
+the detectable effect with 80% power at the family's strictest step is
+(t_{1 - alpha / 2m} + t_{0.8}) x se (Bonferroni's first step, a little conservative beside
+the max-t) on the df the verdict itself would use: the Welch-Satterthwaite df of the arm's
+and the reference's parts, each row on its own S - 1 (S_0 - 1) df plus the prior df its
+moderation gave it in the pilot (an unstable row, which borrows nothing, keeps only its
+own; `leukaug.stats.moderation`). A comparison of the plan whose arm the pilot lacks gets
+the pilot's median variances. The seeds needed for an effect is the smallest S (reference
 seeds S_0 = S, or the planned ratio) whose detectable effect is at most that effect.
 """
 
